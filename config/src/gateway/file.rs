@@ -1,0 +1,410 @@
+//! File-layer types: exactly what users write in the gateway's YAML.
+//! Every struct refuses unknown fields. Runtime code never sees these types;
+//! see [`super::runtime`] for the validated form.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::units::{HumanDuration, Percent};
+
+/// The gateway's configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayFile {
+    /// This replica's availability zone (e.g. `us-east-1a`). The environment variable
+    /// `GATEWAY_ZONE`, when set, takes precedence (Kubernetes: from the node's
+    /// `topology.kubernetes.io/zone` label via the downward API).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// This replica's region (e.g. `us-east-1`); `GATEWAY_REGION` takes precedence.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Where the gateway accepts traffic. Changing this set needs a restart.
+    pub listeners: Vec<ListenerFile>,
+    #[serde(default)]
+    pub admin: AdminFile,
+    #[serde(default)]
+    pub server: ServerFile,
+    #[serde(default)]
+    pub routes: Vec<RouteFile>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFile {
+    pub name: String,
+    /// `IP:PORT`, e.g. `0.0.0.0:8080` or `[::]:8080`.
+    pub address: String,
+    /// Also accept cleartext HTTP/2 (h2c, prior knowledge) on this listener.
+    #[serde(default)]
+    pub h2c: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminFile {
+    /// Admin listener (`/healthz`, `/readyz`, `/metrics`, `/config`, `/upstreams`,
+    /// `POST /reload`). Keep it on loopback or a private network.
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+}
+
+impl Default for AdminFile {
+    fn default() -> Self {
+        Self {
+            address: default_admin_address(),
+        }
+    }
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:9901".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServerFile {
+    /// Worker threads (default: number of CPUs). Needs a restart.
+    #[serde(default)]
+    pub threads: Option<usize>,
+    #[serde(default)]
+    pub shutdown: ShutdownFile,
+    #[serde(default)]
+    pub limits: LimitsFile,
+    /// Watch the config file and reload on change (SIGHUP and `POST /reload` always work).
+    #[serde(default = "yes")]
+    pub watch_config: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownFile {
+    /// After SIGTERM, keep serving (with `/readyz` at 503) this long so load balancers
+    /// stop sending new connections.
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay: HumanDuration,
+    /// Then stop accepting and give in-flight requests at most this long to finish.
+    #[serde(default = "default_grace_period")]
+    pub grace_period: HumanDuration,
+}
+
+impl Default for ShutdownFile {
+    fn default() -> Self {
+        Self {
+            drain_delay: default_drain_delay(),
+            grace_period: default_grace_period(),
+        }
+    }
+}
+
+fn default_drain_delay() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_grace_period() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Largest request head (request line + headers) accepted; larger gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_request_header_bytes: usize,
+}
+
+impl Default for LimitsFile {
+    fn default() -> Self {
+        Self {
+            max_request_header_bytes: default_max_header_bytes(),
+        }
+    }
+}
+
+fn default_max_header_bytes() -> usize {
+    32 * 1024
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A route: which requests (match) go where (upstream or split), and how
+/// (timeouts, retries).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteFile {
+    pub name: String,
+    /// Conditions; all must hold. An empty match takes every request.
+    #[serde(rename = "match", default)]
+    pub matcher: MatchFile,
+    /// Forward to this upstream.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Or split traffic across upstreams by weight (canary releases).
+    #[serde(default)]
+    pub split: Option<Vec<SplitFile>>,
+    #[serde(default)]
+    pub timeouts: TimeoutsFile,
+    #[serde(default)]
+    pub retry: Option<RetryFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MatchFile {
+    /// Exact host (`api.example.com`) or a wildcard suffix (`*.example.com`).
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    #[serde(default)]
+    pub path_exact: Option<String>,
+    /// Any of these methods (e.g. `[GET, HEAD]`).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    #[serde(default)]
+    pub headers: Vec<HeaderMatchFile>,
+}
+
+/// A header condition: exactly one of `exact`, `regex`, `present`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchFile {
+    pub name: String,
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub present: Option<bool>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SplitFile {
+    pub upstream: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsFile {
+    /// TCP connect to an endpoint.
+    #[serde(default = "default_connect_timeout")]
+    pub connect: HumanDuration,
+    /// Longest wait for the next bytes from the upstream (time to first byte included).
+    #[serde(default = "default_read_timeout")]
+    pub read: HumanDuration,
+    /// Whole request, all tries included (optional).
+    #[serde(default)]
+    pub request: Option<HumanDuration>,
+}
+
+impl Default for TimeoutsFile {
+    fn default() -> Self {
+        Self {
+            connect: default_connect_timeout(),
+            read: default_read_timeout(),
+            request: None,
+        }
+    }
+}
+
+fn default_connect_timeout() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+fn default_read_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    /// Total tries including the first (`1` = no retry). Each retry goes to a
+    /// different endpoint when there is one.
+    pub attempts: u32,
+    /// When to retry: `connect-failure` (any method: the request never left),
+    /// `reset`, `timeout`, or a status code like `502`/`503` (idempotent methods only).
+    #[serde(default = "default_retry_on")]
+    pub on: Vec<RetryOnFile>,
+}
+
+fn default_retry_on() -> Vec<RetryOnFile> {
+    vec![RetryOnFile::Name("connect-failure".into())]
+}
+
+/// A retry condition as written: a status code (`503`) or a name
+/// (`connect-failure`, `reset`, `timeout`, `5xx`); checked during validation.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RetryOnFile {
+    Status(u16),
+    Name(String),
+}
+
+/// A set of endpoints and how to pick one.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamFile {
+    #[serde(default)]
+    pub balance: BalanceFile,
+    /// For `consistent_hash`: what to hash.
+    #[serde(default)]
+    pub hash_on: Option<HashOnFile>,
+    /// Prefer endpoints in the gateway's own zone while enough of them are healthy.
+    #[serde(default)]
+    pub zone_aware: Option<ZoneAwareFile>,
+    #[serde(default)]
+    pub endpoints: Vec<EndpointFile>,
+    /// Or (and) discover endpoints from DNS, re-resolved periodically.
+    #[serde(default)]
+    pub discover: Option<DiscoverFile>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckFile>,
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierFile>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BalanceFile {
+    /// Weighted round robin.
+    #[default]
+    RoundRobin,
+    /// Power of two random choices on in-flight requests (weighted).
+    LeastRequest,
+    /// Ring hash on `hash_on`: the same key keeps its endpoint while it is up.
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HashOnFile {
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub cookie: Option<String>,
+    #[serde(default)]
+    pub client_ip: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ZoneAwareFile {
+    /// Stay in the local zone while at least this share of its endpoints is healthy.
+    #[serde(default = "default_min_local_healthy")]
+    pub min_local_healthy: Percent,
+}
+
+fn default_min_local_healthy() -> Percent {
+    Percent::new_const(50.0)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointFile {
+    /// `IP:PORT`.
+    pub address: String,
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverFile {
+    /// `NAME:PORT` resolved with the system resolver (a Kubernetes headless Service name
+    /// yields one address per ready pod).
+    pub dns: String,
+    #[serde(default = "default_discover_every")]
+    pub every: HumanDuration,
+    /// Zone given to discovered endpoints (DNS does not carry one).
+    #[serde(default)]
+    pub zone: Option<String>,
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+fn default_discover_every() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckFile {
+    #[serde(default = "default_hc_path")]
+    pub path: String,
+    /// Host header sent with the check (default: the endpoint address).
+    #[serde(default)]
+    pub host: Option<String>,
+    #[serde(default = "default_hc_interval")]
+    pub interval: HumanDuration,
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: HumanDuration,
+    /// Consecutive successes to become healthy.
+    #[serde(default = "default_hc_healthy")]
+    pub healthy: u32,
+    /// Consecutive failures to become unhealthy.
+    #[serde(default = "default_hc_unhealthy")]
+    pub unhealthy: u32,
+    /// Statuses that count as healthy: codes (`200`) or classes (`2xx`). Default 2xx and 3xx.
+    #[serde(default)]
+    pub expect: Vec<String>,
+}
+
+fn default_hc_path() -> String {
+    "/healthz".into()
+}
+fn default_hc_interval() -> HumanDuration {
+    HumanDuration::from_secs(2)
+}
+fn default_hc_timeout() -> HumanDuration {
+    HumanDuration::from_millis(500)
+}
+fn default_hc_healthy() -> u32 {
+    2
+}
+fn default_hc_unhealthy() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierFile {
+    /// Consecutive failed requests (connect errors, resets, 5xx) before ejection.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// First ejection lasts this long; each further ejection of the same endpoint lasts
+    /// one more multiple of it, up to `max_eject_for`.
+    #[serde(default = "default_eject_for")]
+    pub eject_for: HumanDuration,
+    #[serde(default = "default_max_eject_for")]
+    pub max_eject_for: HumanDuration,
+    /// Never eject more than this share of the upstream's endpoints.
+    #[serde(default = "default_max_ejected")]
+    pub max_ejected: Percent,
+}
+
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_eject_for() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+fn default_max_eject_for() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+fn default_max_ejected() -> Percent {
+    Percent::new_const(50.0)
+}

@@ -1,0 +1,187 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use super::*;
+
+fn load_str(src: &str) -> Result<Loaded, ConfigError> {
+    from_str(
+        Path::new("gw.yaml"),
+        src,
+        &EnvOverrides {
+            zone: None,
+            region: None,
+        },
+    )
+}
+
+const GOOD: &str = r#"
+zone: us-east-1a
+region: us-east-1
+listeners:
+  - { name: http, address: 127.0.0.1:8080 }
+admin: { address: 127.0.0.1:9901 }
+routes:
+  - name: api
+    match: { host: "*.example.com", path_prefix: /v1/, methods: [GET, post], headers: [{ name: x-canary, exact: "yes" }] }
+    split: [{ upstream: api, weight: 90 }, { upstream: api-v2, weight: 10 }]
+    timeouts: { connect: 250ms, read: 5s, request: 10s }
+    retry: { attempts: 3, on: [connect-failure, 502, 5xx] }
+  - name: web
+    upstream: api
+upstreams:
+  api:
+    balance: consistent_hash
+    hash_on: { header: x-user }
+    zone_aware: { min_local_healthy: 60% }
+    endpoints:
+      - { address: 127.0.1.1:9000, zone: us-east-1a }
+      - { address: 127.0.2.1:9000, zone: us-east-1b, weight: 3 }
+    health_check: { path: /healthz, interval: 1s, timeout: 200ms, healthy: 1, unhealthy: 2, expect: ["2xx", "404"] }
+    outlier_detection: { consecutive_failures: 3, eject_for: 10s, max_ejected: 30% }
+  api-v2:
+    balance: least_request
+    discover: { dns: "localhost:9000", every: 2s, zone: us-east-1a }
+"#;
+
+#[test]
+fn a_full_config_validates_into_runtime_types() {
+    let c = load_str(GOOD).unwrap().config;
+    assert_eq!(c.zone.as_deref(), Some("us-east-1a"));
+    assert_eq!(c.listeners[0].address.port(), 8080);
+    let api = &c.routes[0];
+    assert_eq!(
+        api.matcher.host,
+        Some(HostMatch::Suffix(".example.com".into()))
+    );
+    assert_eq!(api.matcher.path, PathMatch::Prefix("/v1/".into()));
+    assert_eq!(
+        api.matcher.methods,
+        vec![http::Method::GET, http::Method::POST]
+    );
+    assert_eq!(api.connect_timeout, std::time::Duration::from_millis(250));
+    assert_eq!(api.retry.attempts, 3);
+    assert!(api.retry.on_connect_failure && api.retry.on_5xx);
+    assert_eq!(api.retry.statuses, vec![502]);
+    let RouteAction::Forward(targets) = &api.action;
+    assert_eq!(targets.len(), 2);
+    // Defaults: connect-failure retried once.
+    assert_eq!(c.routes[1].retry, RetryPolicy::default());
+    let up = &c.upstreams["api"];
+    assert_eq!(
+        up.balance,
+        Balance::ConsistentHash(HashOn::Header(http::HeaderName::from_static("x-user")))
+    );
+    assert_eq!(up.zone_aware.unwrap().min_local_healthy, 0.6);
+    assert_eq!(up.endpoints[1].weight, 3);
+    let hc = up.health_check.as_ref().unwrap();
+    assert!(hc.accepts(204) && hc.accepts(404) && !hc.accepts(301));
+    assert_eq!(up.outlier.as_ref().unwrap().max_ejected, 0.3);
+    let d = c.upstreams["api-v2"].discover.as_ref().unwrap();
+    assert_eq!((d.host.as_str(), d.port), ("localhost", 9000));
+}
+
+#[test]
+fn env_overrides_zone() {
+    let l = from_str(
+        Path::new("gw.yaml"),
+        GOOD,
+        &EnvOverrides {
+            zone: Some("eu-west-1c".into()),
+            region: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(l.config.zone.as_deref(), Some("eu-west-1c"));
+}
+
+fn err_of(src: &str) -> String {
+    load_str(src).unwrap_err().to_string()
+}
+
+#[test]
+fn unknown_field_names_line_and_path() {
+    let e = err_of("listeners:\n  - name: http\n    address: 127.0.0.1:1\n    adress: x\n");
+    assert!(e.starts_with("gw.yaml:4:"), "{e}");
+    assert!(e.contains("listeners[0]"), "{e}");
+    assert!(e.contains("unknown field `adress`"), "{e}");
+}
+
+#[test]
+fn broken_yaml_names_line() {
+    let e = err_of("listeners:\n  - name: http\n   address: [\n");
+    assert!(e.starts_with("gw.yaml:"), "{e}");
+    assert!(e.contains(':'), "{e}");
+}
+
+#[test]
+fn undefined_upstream_points_at_the_route_field() {
+    let src = "listeners: [{ name: h, address: 127.0.0.1:1 }]\nroutes:\n  - name: r\n    upstream: nope\nupstreams:\n  a: { endpoints: [{ address: 127.0.0.1:2 }] }\n";
+    let e = err_of(src);
+    assert!(
+        e.starts_with(
+            "gw.yaml:4:5: routes[0].upstream: upstream \"nope\" is not defined (defined: a)"
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_units_and_values_are_reported_with_their_field() {
+    let e = err_of(
+        "listeners: [{ name: h, address: 127.0.0.1:1 }]\nroutes:\n  - name: r\n    upstream: a\n    timeouts: { connect: 5 parsecs }\nupstreams:\n  a: { endpoints: [{ address: 127.0.0.1:2 }] }\n",
+    );
+    assert!(e.contains("routes[0].timeouts.connect"), "{e}");
+    assert!(e.contains("invalid duration"), "{e}");
+
+    let e = err_of("listeners: [{ name: h, address: localhost }]\n");
+    assert!(e.contains("listeners[0].address"), "{e}");
+}
+
+#[test]
+fn every_problem_is_reported_at_once() {
+    let src = r#"
+listeners: [{ name: h, address: 127.0.0.1:1 }, { name: h, address: 127.0.0.1:1 }]
+routes:
+  - { name: r, upstream: a, match: { path_prefix: nope, host: "bad host" } }
+  - { name: r, upstream: a, retry: { attempts: 0, on: [teapot, 404] } }
+upstreams:
+  a:
+    balance: consistent_hash
+    endpoints: [{ address: 127.0.0.1:2, weight: 0 }, { address: 127.0.0.1:2 }]
+    zone_aware: {}
+"#;
+    let err = load_str(src).unwrap_err();
+    let fields: Vec<_> = err.problems.iter().map(|p| p.field.as_str()).collect();
+    for want in [
+        "listeners[1].name",
+        "listeners[1].address",
+        "routes[0].match.host",
+        "routes[0].match.path_prefix",
+        "routes[1].name",
+        "routes[1].retry.attempts",
+        "routes[1].retry.on[0]",
+        "routes[1].retry.on[1]",
+        "upstreams.a.hash_on",
+        "upstreams.a.zone_aware",
+        "upstreams.a.endpoints[0].weight",
+        "upstreams.a.endpoints[1].address",
+    ] {
+        assert!(fields.contains(&want), "missing {want} in {fields:?}");
+    }
+    assert!(err.problems.iter().all(|p| p.position.is_some()), "{err}");
+}
+
+#[test]
+fn schema_mentions_the_main_sections() {
+    let s = json_schema();
+    for k in [
+        "listeners",
+        "routes",
+        "upstreams",
+        "health_check",
+        "zone_aware",
+    ] {
+        assert!(s.contains(k), "{k}");
+    }
+}
