@@ -1,0 +1,22 @@
+//! The world around the proxies: the `backend-demo` server (echo JSON, health check,
+//! fault knobs: status, latency, hang, reset, crash) and the helpers that tests, the demo
+//! and the benches use to stand it up: free ports, finding and building workspace
+//! binaries, child processes that die with their owner, and polling. It does not
+//! proxy, route or know the gateway's or sidecar's config; nothing in the proxies depends
+//! on it outside tests and benches.
+
+#![forbid(unsafe_code)]
+
+mod backend;
+mod bins;
+pub mod faults;
+mod poll;
+mod ports;
+mod process;
+pub mod server;
+
+pub use backend::{Backend, BackendBuilder, Stats};
+pub use bins::bin_path;
+pub use poll::{http_get_ok, test_client, wait_until};
+pub use ports::{free_addr, free_port};
+pub use process::Proc;
