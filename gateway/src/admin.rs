@@ -1,0 +1,110 @@
+//! The gateway's own admin endpoints: `/config`, `/upstreams`, `POST /reload`.
+//! (`/healthz`, `/readyz`, `/metrics` are served by the shared admin listener.)
+
+use std::sync::Arc;
+
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+use tollgate_config::admin::{AdminHandler, AdminRequest, AdminResponse};
+
+use crate::endpoint::now_ms;
+use crate::state::{ReloadOutcome, State};
+
+pub struct GatewayAdmin {
+    pub state: Arc<State>,
+}
+
+impl AdminHandler for GatewayAdmin {
+    fn handle(&self, req: &AdminRequest) -> Option<AdminResponse> {
+        match (&req.method, req.path.as_str()) {
+            (&Method::GET, "/config") => Some(AdminResponse::json(StatusCode::OK, &self.config())),
+            (&Method::GET, "/upstreams") => {
+                Some(AdminResponse::json(StatusCode::OK, &self.upstreams()))
+            }
+            (&Method::POST, "/reload") => Some(match self.state.reload("api") {
+                Ok(ReloadOutcome::Applied { version }) => AdminResponse::json(
+                    StatusCode::OK,
+                    &json!({ "result": "applied", "version": version }),
+                ),
+                Ok(ReloadOutcome::Unchanged { version }) => AdminResponse::json(
+                    StatusCode::OK,
+                    &json!({ "result": "unchanged", "version": version }),
+                ),
+                Err(e) => AdminResponse::json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({ "result": "refused", "error": e.to_string(),
+                             "serving_version": self.state.snapshot.load().version }),
+                ),
+            }),
+            _ => None,
+        }
+    }
+}
+
+impl GatewayAdmin {
+    fn config(&self) -> Value {
+        let snap = self.state.snapshot.load();
+        let lock = |m: &std::sync::Mutex<Option<String>>| {
+            m.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        };
+        json!({
+            "version": snap.version,
+            "loaded_at_unix": snap.loaded_at_unix,
+            "file": self.state.path.display().to_string(),
+            "zone": snap.config.zone,
+            "region": snap.config.region,
+            "routes": snap.config.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
+            "upstreams": snap.upstreams.keys().cloned().collect::<Vec<_>>(),
+            "restart_required": lock(&self.state.restart_required),
+            "last_reload_error": lock(&self.state.last_error),
+        })
+    }
+
+    fn upstreams(&self) -> Value {
+        let snap = self.state.snapshot.load();
+        let now = now_ms();
+        let mut names: Vec<_> = snap.upstreams.keys().collect();
+        names.sort();
+        let list: Vec<Value> = names
+            .into_iter()
+            .filter_map(|name| {
+                let up = snap.upstreams.get(name)?;
+                let set = up.set.load();
+                let endpoints: Vec<Value> = set
+                    .members
+                    .iter()
+                    .map(|m| {
+                        let s = &m.state;
+                        let ejected = s.is_ejected(now);
+                        json!({
+                            "address": m.cfg.address.to_string(),
+                            "zone": m.cfg.zone,
+                            "region": m.cfg.region,
+                            "weight": m.cfg.weight,
+                            "locality": format!("{:?}", m.tier),
+                            "healthy": s.is_healthy(),
+                            "ejected": ejected,
+                            "ejected_for_ms": if ejected { s.ejected_until_ms() - now } else { 0 },
+                            "ejections": s.ejections(),
+                            "available": s.is_available(now),
+                            "in_flight": s.in_flight(),
+                            "requests": s.requests(),
+                            "failures": s.failures(),
+                        })
+                    })
+                    .collect();
+                let available = set.members.iter().filter(|m| m.state.is_available(now)).count();
+                Some(json!({
+                    "name": name,
+                    "balance": format!("{:?}", up.cfg.balance),
+                    "zone_aware": up.cfg.zone_aware.map(|z| z.min_local_healthy),
+                    "available": available,
+                    "total": set.members.len(),
+                    "panic": available == 0 && !set.members.is_empty(),
+                    "endpoints": endpoints,
+                }))
+            })
+            .collect();
+        json!({ "zone": snap.config.zone, "upstreams": list })
+    }
+}

@@ -1,0 +1,371 @@
+//! Endpoint selection: health, zone-aware locality tiers, panic mode, then the
+//! upstream's algorithm (weighted round robin, least request P2C, consistent hash).
+//!
+//! Order of decisions for one pick:
+//! 1. Available endpoints = passing active health checks and not ejected.
+//! 2. Zone-aware: walk locality tiers (own zone, own region, other regions), adding
+//!    each tier until the available share of the tiers taken so far reaches
+//!    `min_local_healthy`; pick among the available endpoints of those tiers.
+//! 3. If nothing is available at all: panic mode, pick among every endpoint (fail open,
+//!    as Envoy does) rather than answer 503 to everyone.
+//! 4. Endpoints already tried by this request are skipped while others remain.
+
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use tollgate_config::gateway::{Balance, Endpoint, Upstream};
+
+use crate::endpoint::{now_ms, EndpointState};
+
+/// Locality of an endpoint relative to this gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Tier {
+    LocalZone = 0,
+    LocalRegion = 1,
+    Remote = 2,
+}
+
+#[derive(Debug)]
+pub struct Member {
+    pub cfg: Endpoint,
+    pub tier: Tier,
+    pub state: Arc<EndpointState>,
+}
+
+/// An immutable set of endpoints with precomputed locality and hash ring.
+#[derive(Debug)]
+pub struct EndpointSet {
+    pub members: Vec<Member>,
+    /// Consistent-hash ring: (point, member index), sorted by point.
+    ring: Vec<(u64, u32)>,
+}
+
+const RING_POINTS_PER_WEIGHT: u32 = 100;
+
+impl EndpointSet {
+    /// Build from endpoint configs, reusing live state from `previous` for addresses
+    /// that are still present.
+    pub fn build(
+        endpoints: &[Endpoint],
+        zone: Option<&str>,
+        region: Option<&str>,
+        consistent_hash: bool,
+        previous: Option<&EndpointSet>,
+    ) -> Self {
+        let members: Vec<Member> = endpoints
+            .iter()
+            .map(|e| {
+                let state = previous
+                    .and_then(|p| p.members.iter().find(|m| m.cfg.address == e.address))
+                    .map(|m| m.state.clone())
+                    .unwrap_or_else(|| EndpointState::new(e.address));
+                Member {
+                    tier: tier_of(e, zone, region),
+                    cfg: e.clone(),
+                    state,
+                }
+            })
+            .collect();
+        let ring = if consistent_hash {
+            build_ring(&members)
+        } else {
+            Vec::new()
+        };
+        Self { members, ring }
+    }
+
+    pub fn find(&self, addr: SocketAddr) -> Option<&Member> {
+        self.members.iter().find(|m| m.cfg.address == addr)
+    }
+}
+
+fn tier_of(e: &Endpoint, zone: Option<&str>, region: Option<&str>) -> Tier {
+    match (zone, e.zone.as_deref()) {
+        (Some(z), Some(ez)) if z == ez => return Tier::LocalZone,
+        _ => {}
+    }
+    match (region, e.region.as_deref()) {
+        (Some(r), Some(er)) if r == er => Tier::LocalRegion,
+        // Endpoints without a region are assumed to be in ours (the common single-region case).
+        (_, None) if e.zone.is_some() || zone.is_none() => Tier::LocalRegion,
+        (None, _) => Tier::LocalRegion,
+        _ => Tier::Remote,
+    }
+}
+
+fn hash64<T: Hash + ?Sized>(v: &T) -> u64 {
+    // SipHash with fixed keys: stable across processes, so every gateway replica maps a
+    // key to the same endpoint.
+    #[allow(deprecated)]
+    let mut h = std::hash::SipHasher::new_with_keys(0x5475_6c6c, 0x6761_7465);
+    v.hash(&mut h);
+    h.finish()
+}
+
+fn build_ring(members: &[Member]) -> Vec<(u64, u32)> {
+    let mut ring = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        let points = RING_POINTS_PER_WEIGHT.saturating_mul(m.cfg.weight.min(100));
+        for p in 0..points {
+            // Points depend only on the address, so an endpoint leaving moves only its keys.
+            ring.push((hash64(&(m.cfg.address, p)), i as u32));
+        }
+    }
+    ring.sort_unstable();
+    ring
+}
+
+/// Live upstream: its config and its current endpoint set (swapped by DNS discovery).
+#[derive(Debug)]
+pub struct UpstreamRt {
+    pub cfg: Upstream,
+    pub set: ArcSwap<EndpointSet>,
+    /// Endpoints found by DNS discovery (kept across reloads while `discover` is unchanged).
+    pub discovered: ArcSwap<Vec<Endpoint>>,
+    pub zone: Option<String>,
+    pub region: Option<String>,
+    rr: AtomicUsize,
+}
+
+/// Result of a pick.
+#[derive(Debug)]
+pub struct Pick {
+    pub state: Arc<EndpointState>,
+    pub address: SocketAddr,
+    pub tier: Tier,
+    /// True when no endpoint was available and health was ignored.
+    pub panic: bool,
+}
+
+/// What the request offers for hashing.
+#[derive(Debug, Clone, Copy)]
+pub enum HashKey<'a> {
+    None,
+    Bytes(&'a [u8]),
+    Ip(IpAddr),
+}
+
+impl UpstreamRt {
+    pub fn new(
+        cfg: Upstream,
+        zone: Option<String>,
+        region: Option<String>,
+        previous: Option<&UpstreamRt>,
+    ) -> Self {
+        // Keep discovered endpoints if discovery is configured the same way.
+        let discovered = match previous {
+            Some(p) if p.cfg.discover == cfg.discover => (**p.discovered.load()).clone(),
+            _ => Vec::new(),
+        };
+        let prev_set = previous.map(|p| p.set.load_full());
+        let all = merge_endpoints(&cfg.endpoints, &discovered);
+        let set = EndpointSet::build(
+            &all,
+            zone.as_deref(),
+            region.as_deref(),
+            matches!(cfg.balance, Balance::ConsistentHash(_)),
+            prev_set.as_deref(),
+        );
+        Self {
+            cfg,
+            set: ArcSwap::from_pointee(set),
+            discovered: ArcSwap::from_pointee(discovered),
+            zone,
+            region,
+            rr: AtomicUsize::new(0),
+        }
+    }
+
+    /// Replace the discovered endpoints (DNS refresh), keeping live state.
+    /// Returns true if the set changed.
+    pub fn update_discovered(&self, found: Vec<Endpoint>) -> bool {
+        if **self.discovered.load() == found {
+            return false;
+        }
+        let prev = self.set.load_full();
+        let all = merge_endpoints(&self.cfg.endpoints, &found);
+        let set = EndpointSet::build(
+            &all,
+            self.zone.as_deref(),
+            self.region.as_deref(),
+            matches!(self.cfg.balance, Balance::ConsistentHash(_)),
+            Some(&prev),
+        );
+        self.set.store(Arc::new(set));
+        self.discovered.store(Arc::new(found));
+        true
+    }
+
+    /// Pick an endpoint, avoiding `tried` when possible.
+    pub fn pick(&self, key: HashKey<'_>, tried: &[SocketAddr]) -> Option<Pick> {
+        let set = self.set.load();
+        let members = &set.members;
+        if members.is_empty() {
+            return None;
+        }
+        let now = now_ms();
+        let mut candidates: Vec<u32> = Vec::with_capacity(members.len());
+        // Endpoints this request already tried count as unavailable, so a retry spills
+        // to the next locality tier rather than hitting the same dead zone again.
+        let mut panic = !self.candidates(members, now, tried, &mut candidates);
+        if panic && !tried.is_empty() {
+            candidates.clear();
+            panic = !self.candidates(members, now, &[], &mut candidates);
+        }
+        // Prefer endpoints this request has not tried yet.
+        if !tried.is_empty() && candidates.len() > 1 {
+            let fresh: Vec<u32> = candidates
+                .iter()
+                .copied()
+                .filter(|&i| !tried.contains(&members[i as usize].cfg.address))
+                .collect();
+            if !fresh.is_empty() {
+                candidates = fresh;
+            }
+        }
+        let idx = match &self.cfg.balance {
+            Balance::RoundRobin => self.weighted_rr(members, &candidates),
+            Balance::LeastRequest => p2c(members, &candidates),
+            Balance::ConsistentHash(_) => {
+                let h = match key {
+                    HashKey::None => None,
+                    HashKey::Bytes(b) => Some(hash64(b)),
+                    HashKey::Ip(ip) => Some(hash64(&ip)),
+                };
+                match h {
+                    Some(h) => ring_lookup(&set.ring, h, &candidates),
+                    None => p2c(members, &candidates),
+                }
+            }
+        }?;
+        let m = &members[idx as usize];
+        Some(Pick {
+            state: m.state.clone(),
+            address: m.cfg.address,
+            tier: m.tier,
+            panic,
+        })
+    }
+
+    /// Fill `out` with the indices to choose from. Returns false in panic mode.
+    fn candidates(
+        &self,
+        members: &[Member],
+        now: u64,
+        tried: &[SocketAddr],
+        out: &mut Vec<u32>,
+    ) -> bool {
+        let available = |m: &Member| m.state.is_available(now) && !tried.contains(&m.cfg.address);
+        match self.cfg.zone_aware {
+            Some(za) => {
+                let (mut total, mut healthy) = (0usize, 0usize);
+                for tier in [Tier::LocalZone, Tier::LocalRegion, Tier::Remote] {
+                    for (i, m) in members.iter().enumerate() {
+                        if m.tier == tier {
+                            total += 1;
+                            if available(m) {
+                                healthy += 1;
+                                out.push(i as u32);
+                            }
+                        }
+                    }
+                    if total > 0 && healthy > 0 && healthy as f64 >= za.min_local_healthy * total as f64
+                    {
+                        return true;
+                    }
+                }
+                // Below the threshold everywhere: any available endpoint will do.
+                if !out.is_empty() {
+                    return true;
+                }
+            }
+            None => {
+                out.extend(
+                    members
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, m)| available(m))
+                        .map(|(i, _)| i as u32),
+                );
+                if !out.is_empty() {
+                    return true;
+                }
+            }
+        }
+        // Panic mode: nothing looks available; fail open across every endpoint.
+        out.clear();
+        out.extend(0..members.len() as u32);
+        false
+    }
+
+    fn weighted_rr(&self, members: &[Member], candidates: &[u32]) -> Option<u32> {
+        let total: u64 = candidates
+            .iter()
+            .map(|&i| u64::from(members[i as usize].cfg.weight))
+            .sum();
+        if total == 0 {
+            return candidates.first().copied();
+        }
+        let mut pos = (self.rr.fetch_add(1, Relaxed) as u64) % total;
+        for &i in candidates {
+            let w = u64::from(members[i as usize].cfg.weight);
+            if pos < w {
+                return Some(i);
+            }
+            pos -= w;
+        }
+        candidates.last().copied()
+    }
+}
+
+fn merge_endpoints(static_eps: &[Endpoint], discovered: &[Endpoint]) -> Vec<Endpoint> {
+    let mut all = static_eps.to_vec();
+    for d in discovered {
+        if !all.iter().any(|e| e.address == d.address) {
+            all.push(d.clone());
+        }
+    }
+    all
+}
+
+/// Power of two choices on in-flight requests per unit of weight.
+fn p2c(members: &[Member], candidates: &[u32]) -> Option<u32> {
+    match candidates.len() {
+        0 => None,
+        1 => Some(candidates[0]),
+        n => {
+            let a = rand::random_range(0..n);
+            let mut b = rand::random_range(0..n - 1);
+            if b >= a {
+                b += 1;
+            }
+            let (ia, ib) = (candidates[a], candidates[b]);
+            let (ma, mb) = (&members[ia as usize], &members[ib as usize]);
+            // Compare in_flight / weight without division.
+            let la = (ma.state.in_flight().max(0) as u128) * u128::from(mb.cfg.weight);
+            let lb = (mb.state.in_flight().max(0) as u128) * u128::from(ma.cfg.weight);
+            Some(if la <= lb { ia } else { ib })
+        }
+    }
+}
+
+fn ring_lookup(ring: &[(u64, u32)], h: u64, candidates: &[u32]) -> Option<u32> {
+    if ring.is_empty() {
+        return candidates.first().copied();
+    }
+    let start = ring.partition_point(|(p, _)| *p < h);
+    // Walk clockwise to the first point owned by an eligible endpoint.
+    for k in 0..ring.len() {
+        let (_, idx) = ring[(start + k) % ring.len()];
+        if candidates.contains(&idx) {
+            return Some(idx);
+        }
+    }
+    candidates.first().copied()
+}
+
+#[cfg(test)]
+mod tests;

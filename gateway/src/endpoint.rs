@@ -1,0 +1,231 @@
+//! Per-endpoint live state: active health, passive outlier ejection, in-flight count.
+//!
+//! One `EndpointState` per (upstream, address) lives across reloads and DNS refreshes
+//! (the new snapshot reuses the old `Arc`), so a reload does not forget that an
+//! endpoint is down, nor reset its in-flight count.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+
+use tollgate_config::gateway::Outlier;
+
+/// Milliseconds since process start: a cheap monotonic clock that fits in an atomic.
+pub fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64
+}
+
+#[derive(Debug)]
+pub struct EndpointState {
+    pub address: SocketAddr,
+    /// Active health check verdict (true until checks say otherwise).
+    healthy: AtomicBool,
+    consecutive_ok: AtomicU32,
+    consecutive_fail: AtomicU32,
+    /// When the next active check is due (ms, see [`now_ms`]); 0 = now.
+    pub next_check_ms: AtomicU64,
+    pub check_running: AtomicBool,
+    /// Passive: consecutive failed requests.
+    passive_failures: AtomicU32,
+    /// Ejected until this time (ms); 0 = not ejected.
+    ejected_until_ms: AtomicU64,
+    ejections: AtomicU32,
+    in_flight: AtomicI64,
+    requests: AtomicU64,
+    failures: AtomicU64,
+}
+
+/// What a health check observation changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    None,
+    BecameHealthy,
+    BecameUnhealthy,
+}
+
+impl EndpointState {
+    pub fn new(address: SocketAddr) -> Arc<Self> {
+        Arc::new(Self {
+            address,
+            healthy: AtomicBool::new(true),
+            consecutive_ok: AtomicU32::new(0),
+            consecutive_fail: AtomicU32::new(0),
+            next_check_ms: AtomicU64::new(0),
+            check_running: AtomicBool::new(false),
+            passive_failures: AtomicU32::new(0),
+            ejected_until_ms: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            in_flight: AtomicI64::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        })
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
+    }
+
+    pub fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until_ms.load(Relaxed) > now
+    }
+
+    /// Eligible for traffic: passes health checks and is not ejected.
+    pub fn is_available(&self, now: u64) -> bool {
+        self.is_healthy() && !self.is_ejected(now)
+    }
+
+    pub fn ejected_until_ms(&self) -> u64 {
+        self.ejected_until_ms.load(Relaxed)
+    }
+
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Relaxed)
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Relaxed)
+    }
+
+    pub fn ejections(&self) -> u32 {
+        self.ejections.load(Relaxed)
+    }
+
+    /// Record an active health check result.
+    pub fn observe_check(&self, ok: bool, healthy_after: u32, unhealthy_after: u32) -> Transition {
+        if ok {
+            self.consecutive_fail.store(0, Relaxed);
+            let n = self.consecutive_ok.fetch_add(1, Relaxed).saturating_add(1);
+            if n >= healthy_after && !self.healthy.swap(true, Relaxed) {
+                return Transition::BecameHealthy;
+            }
+        } else {
+            self.consecutive_ok.store(0, Relaxed);
+            let n = self.consecutive_fail.fetch_add(1, Relaxed).saturating_add(1);
+            if n >= unhealthy_after && self.healthy.swap(false, Relaxed) {
+                return Transition::BecameUnhealthy;
+            }
+        }
+        Transition::None
+    }
+
+    /// Start of a request attempt to this endpoint; the guard ends it.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        self.requests.fetch_add(1, Relaxed);
+        InFlight(self.clone())
+    }
+
+    pub fn record_success(&self, outlier: Option<&Outlier>) {
+        self.passive_failures.store(0, Relaxed);
+        // Forgive past ejections after a long good stretch, so the ejection time stops growing.
+        if let Some(o) = outlier {
+            let until = self.ejected_until_ms.load(Relaxed);
+            if self.ejections.load(Relaxed) > 0
+                && until > 0
+                && now_ms() > until + o.max_eject_for.as_millis() as u64
+            {
+                self.ejections.store(0, Relaxed);
+            }
+        }
+    }
+
+    /// Record a failed request attempt. Returns true if it should be ejected now
+    /// (the caller checks the upstream-wide `max_ejected` cap and calls [`Self::eject`]).
+    pub fn record_failure(&self, outlier: Option<&Outlier>) -> bool {
+        self.failures.fetch_add(1, Relaxed);
+        let n = self.passive_failures.fetch_add(1, Relaxed).saturating_add(1);
+        match outlier {
+            Some(o) => n >= o.consecutive_failures && !self.is_ejected(now_ms()),
+            None => false,
+        }
+    }
+
+    /// Eject for `eject_for` times the number of ejections so far (capped).
+    /// Returns how long.
+    pub fn eject(&self, o: &Outlier) -> Duration {
+        let k = self.ejections.fetch_add(1, Relaxed).saturating_add(1);
+        let d = o.eject_for.saturating_mul(k).min(o.max_eject_for);
+        self.ejected_until_ms
+            .store(now_ms() + d.as_millis() as u64, Relaxed);
+        self.passive_failures.store(0, Relaxed);
+        d
+    }
+}
+
+/// An attempt in progress; dropping it ends the attempt.
+#[derive(Debug)]
+pub struct InFlight(Arc<EndpointState>);
+
+impl InFlight {
+    pub fn state(&self) -> &Arc<EndpointState> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outlier() -> Outlier {
+        Outlier {
+            consecutive_failures: 3,
+            eject_for: Duration::from_secs(10),
+            max_eject_for: Duration::from_secs(25),
+            max_ejected: 0.5,
+        }
+    }
+
+    #[test]
+    fn health_thresholds() {
+        let s = EndpointState::new(([127, 0, 0, 1], 1).into());
+        assert_eq!(s.observe_check(false, 2, 2), Transition::None);
+        assert_eq!(s.observe_check(false, 2, 2), Transition::BecameUnhealthy);
+        assert!(!s.is_healthy());
+        assert_eq!(s.observe_check(true, 2, 2), Transition::None);
+        assert_eq!(s.observe_check(false, 2, 2), Transition::None);
+        assert_eq!(s.observe_check(true, 2, 2), Transition::None);
+        assert_eq!(s.observe_check(true, 2, 2), Transition::BecameHealthy);
+        assert!(s.is_healthy());
+    }
+
+    #[test]
+    fn ejection_grows_and_is_capped() {
+        let o = outlier();
+        let s = EndpointState::new(([127, 0, 0, 1], 1).into());
+        assert!(!s.record_failure(Some(&o)));
+        s.record_success(Some(&o));
+        assert!(!s.record_failure(Some(&o)));
+        assert!(!s.record_failure(Some(&o)));
+        assert!(s.record_failure(Some(&o)));
+        assert_eq!(s.eject(&o), Duration::from_secs(10));
+        assert!(s.is_ejected(now_ms()));
+        assert!(!s.is_available(now_ms()));
+        assert_eq!(s.eject(&o), Duration::from_secs(20));
+        assert_eq!(s.eject(&o), Duration::from_secs(25), "capped at max_eject_for");
+    }
+
+    #[test]
+    fn in_flight_guard_counts() {
+        let s = EndpointState::new(([127, 0, 0, 1], 1).into());
+        let a = s.begin();
+        let b = s.begin();
+        assert_eq!(s.in_flight(), 2);
+        drop(a);
+        assert_eq!(s.in_flight(), 1);
+        drop(b);
+        assert_eq!(s.in_flight(), 0);
+        assert_eq!(s.requests(), 2);
+    }
+}

@@ -1,0 +1,211 @@
+//! Active health checks and DNS discovery, run on one background thread.
+//!
+//! A single loop ticks every few milliseconds over the *current* snapshot and starts
+//! a check for each endpoint whose check is due. Because it always reads the current
+//! snapshot, reloads and DNS changes need no bookkeeping: new endpoints get checked,
+//! removed ones are simply no longer visited.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tollgate_config::gateway::{Endpoint, HealthCheck};
+
+use crate::balance::UpstreamRt;
+use crate::endpoint::{now_ms, EndpointState, Transition};
+use crate::metrics::METRICS;
+use crate::state::State;
+
+const TICK: Duration = Duration::from_millis(20);
+
+/// Start the background thread that runs health checks and discovery.
+pub fn spawn(state: Arc<State>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("health".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let disc = tokio::spawn(discovery_loop(state.clone()));
+                health_loop(state).await;
+                disc.abort();
+            })
+        })?;
+    Ok(())
+}
+
+async fn health_loop(state: Arc<State>) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let snap = state.snapshot.load_full();
+        let now = now_ms();
+        for up in snap.upstreams.values() {
+            let Some(hc) = up.cfg.health_check.clone() else {
+                continue;
+            };
+            let set = up.set.load_full();
+            for m in &set.members {
+                let s = &m.state;
+                if s.next_check_ms.load(Ordering::Relaxed) > now
+                    || s.check_running.swap(true, Ordering::AcqRel)
+                {
+                    continue;
+                }
+                let up = up.clone();
+                let s = s.clone();
+                let zone = m.cfg.zone.clone().unwrap_or_default();
+                let hc = hc.clone();
+                tokio::spawn(async move {
+                    run_check(&up, &s, &zone, &hc).await;
+                });
+            }
+        }
+    }
+}
+
+async fn run_check(up: &UpstreamRt, s: &Arc<EndpointState>, zone: &str, hc: &HealthCheck) {
+    let result = check_once(s.address, hc).await;
+    let ok = matches!(result, Ok(status) if hc.accepts(status));
+    let transition = s.observe_check(ok, hc.healthy, hc.unhealthy);
+    let name = up.cfg.name.as_str();
+    let addr = s.address.to_string();
+    METRICS
+        .endpoint_healthy
+        .with_label_values(&[name, &addr, zone])
+        .set(i64::from(s.is_healthy()));
+    match transition {
+        Transition::BecameUnhealthy => {
+            METRICS
+                .health_transitions
+                .with_label_values(&[name, "unhealthy"])
+                .inc();
+            let why = match result {
+                Ok(st) => format!("status {st}"),
+                Err(e) => e,
+            };
+            tracing::warn!(upstream = name, endpoint = %addr, zone, "endpoint unhealthy after {} failed checks: {why}", hc.unhealthy);
+        }
+        Transition::BecameHealthy => {
+            METRICS
+                .health_transitions
+                .with_label_values(&[name, "healthy"])
+                .inc();
+            tracing::info!(upstream = name, endpoint = %addr, zone, "endpoint healthy again");
+        }
+        Transition::None => {}
+    }
+    s.next_check_ms
+        .store(now_ms() + hc.interval.as_millis() as u64, Ordering::Relaxed);
+    s.check_running.store(false, Ordering::Release);
+}
+
+/// One HTTP/1.1 GET; returns the status code.
+pub async fn check_once(addr: SocketAddr, hc: &HealthCheck) -> Result<u16, String> {
+    let fut = async {
+        let mut stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let host = hc.host.clone().unwrap_or_else(|| addr.to_string());
+        let req = format!(
+            "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tollgate-health-check\r\nConnection: close\r\n\r\n",
+            hc.path
+        );
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| format!("write: {e}"))?;
+        let mut buf = [0u8; 64];
+        let mut n = 0;
+        // Only the status line matters.
+        while n < 12 {
+            let r = stream
+                .read(&mut buf[n..])
+                .await
+                .map_err(|e| format!("read: {e}"))?;
+            if r == 0 {
+                return Err("connection closed before a status line".to_string());
+            }
+            n += r;
+        }
+        parse_status(&buf[..n]).ok_or_else(|| "malformed status line".to_string())
+    };
+    match tokio::time::timeout(hc.timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timed out after {:?}", hc.timeout)),
+    }
+}
+
+fn parse_status(b: &[u8]) -> Option<u16> {
+    // "HTTP/1.1 200 ..."
+    if !b.starts_with(b"HTTP/1.") {
+        return None;
+    }
+    std::str::from_utf8(b.get(9..12)?).ok()?.parse().ok()
+}
+
+async fn discovery_loop(state: Arc<State>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut next_due: std::collections::HashMap<String, u64> = Default::default();
+    loop {
+        tick.tick().await;
+        let snap = state.snapshot.load_full();
+        let now = now_ms();
+        for (name, up) in &snap.upstreams {
+            let Some(d) = up.cfg.discover.clone() else {
+                continue;
+            };
+            if next_due.get(name).is_some_and(|&t| t > now) {
+                continue;
+            }
+            next_due.insert(name.clone(), now + d.every.as_millis() as u64);
+            let target = format!("{}:{}", d.host, d.port);
+            match tokio::net::lookup_host(target).await {
+                Ok(addrs) => {
+                    let mut found: Vec<Endpoint> = addrs
+                        .map(|address| Endpoint {
+                            address,
+                            zone: d.zone.clone(),
+                            region: d.region.clone(),
+                            weight: 1,
+                        })
+                        .collect();
+                    found.sort_by_key(|e| e.address);
+                    found.dedup_by_key(|e| e.address);
+                    if found.is_empty() {
+                        // Keep the last good set: an empty answer is more likely a DNS
+                        // hiccup than every pod gone.
+                        METRICS.discovery_errors.with_label_values(&[name]).inc();
+                        continue;
+                    }
+                    let n = found.len();
+                    if up.update_discovered(found) {
+                        tracing::info!(upstream = %name, "DNS discovery: {n} endpoints for {}:{}", d.host, d.port);
+                    }
+                }
+                Err(e) => {
+                    METRICS.discovery_errors.with_label_values(&[name]).inc();
+                    tracing::warn!(upstream = %name, "DNS discovery of {}:{} failed, keeping the last set: {e}", d.host, d.port);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_parsing() {
+        assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(parse_status(b"HTTP/1.0 503 x"), Some(503));
+        assert_eq!(parse_status(b"SSH-2.0-OpenSSH"), None);
+        assert_eq!(parse_status(b"HTTP/1.1 2"), None);
+    }
+}

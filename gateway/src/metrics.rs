@@ -1,0 +1,95 @@
+//! The gateway's metrics. Labels stay low-cardinality: route and upstream names come
+//! from config, endpoints are bounded by config/discovery, status is grouped by class.
+
+use std::sync::LazyLock;
+
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use tollgate_config::metrics as m;
+
+pub struct Metrics {
+    pub requests: IntCounterVec,
+    pub duration: HistogramVec,
+    pub rejected: IntCounterVec,
+    pub upstream_attempts: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub panic_picks: IntCounterVec,
+    pub ejections: IntCounterVec,
+    pub endpoint_healthy: IntGaugeVec,
+    pub health_transitions: IntCounterVec,
+    pub in_flight: IntGauge,
+    pub restart_required: IntGauge,
+    pub discovery_errors: IntCounterVec,
+    pub no_route: IntCounter,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+    requests: m::counter_vec(
+        "gateway_requests_total",
+        "Requests by route and response status class",
+        &["route", "status"],
+    ),
+    duration: m::histogram_vec(
+        "gateway_request_duration_seconds",
+        "Time from request start to the end of the response, by route",
+        &["route"],
+        m::latency_buckets(),
+    ),
+    rejected: m::counter_vec(
+        "gateway_rejected_requests_total",
+        "Requests refused before reaching an upstream, by reason",
+        &["reason"],
+    ),
+    upstream_attempts: m::counter_vec(
+        "gateway_upstream_attempts_total",
+        "Attempts sent to upstream endpoints, by upstream and outcome",
+        &["upstream", "outcome"],
+    ),
+    retries: m::counter_vec(
+        "gateway_retries_total",
+        "Retries by route and reason",
+        &["route", "reason"],
+    ),
+    panic_picks: m::counter_vec(
+        "gateway_upstream_panic_total",
+        "Picks made in panic mode (no endpoint available: health ignored)",
+        &["upstream"],
+    ),
+    ejections: m::counter_vec(
+        "gateway_outlier_ejections_total",
+        "Endpoints ejected by passive outlier detection",
+        &["upstream"],
+    ),
+    endpoint_healthy: m::gauge_vec(
+        "gateway_endpoint_healthy",
+        "1 if the endpoint passes active health checks",
+        &["upstream", "endpoint", "zone"],
+    ),
+    health_transitions: m::counter_vec(
+        "gateway_health_transitions_total",
+        "Active health state changes",
+        &["upstream", "to"],
+    ),
+    in_flight: m::gauge("gateway_in_flight_requests", "Requests being served"),
+    restart_required: m::gauge(
+        "gateway_restart_required",
+        "1 when the config on disk changes something only a restart applies (listeners, threads)",
+    ),
+    discovery_errors: m::counter_vec(
+        "gateway_discovery_errors_total",
+        "DNS discovery failures by upstream",
+        &["upstream"],
+    ),
+    no_route: m::counter("gateway_no_route_total", "Requests that matched no route"),
+});
+
+/// `2xx`, `4xx`... as a static label.
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "error",
+    }
+}

@@ -1,0 +1,623 @@
+//! The Pingora `ProxyHttp` implementation: a thin dispatcher over the snapshot.
+//!
+//! Phases (see docs/gateway-phases.md):
+//! - `request_filter`: load the snapshot once, enforce request limits, match a route,
+//!   choose the upstream (weighted split), assign the request id.
+//! - `upstream_peer`: pick an endpoint (health, zone, algorithm; not one already tried).
+//! - `fail_to_connect` / `error_while_proxy` / `upstream_response_filter`: record the
+//!   attempt's outcome for outlier detection and decide whether to retry.
+//! - `upstream_request_filter`: forwarding headers.
+//! - `logging`: metrics and the final outcome.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, RETRY_AFTER, TRANSFER_ENCODING};
+use http::HeaderValue;
+use pingora_core::upstreams::peer::{HttpPeer, Peer};
+use pingora_error::{Error, ErrorSource, ErrorType, Result, RetryType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use tollgate_config::gateway::{Balance, HashOn, Route, RouteAction};
+
+use crate::balance::{HashKey, UpstreamRt};
+use crate::endpoint::{now_ms, InFlight};
+use crate::metrics::{status_class, METRICS};
+use crate::routing::normalize_host;
+use crate::snapshot::Snapshot;
+use crate::state::State;
+use crate::trace;
+
+pub struct GatewayProxy {
+    pub state: Arc<State>,
+}
+
+/// Per-request state.
+pub struct Ctx {
+    started: Instant,
+    snap: Option<Arc<Snapshot>>,
+    route: Option<usize>,
+    upstream: Option<Arc<UpstreamRt>>,
+    tried: Vec<SocketAddr>,
+    attempt: Option<InFlight>,
+    tries: u32,
+    request_id: Option<HeaderValue>,
+    traceparent: Option<HeaderValue>,
+    host: String,
+    deadline: Option<Instant>,
+    /// The last attempt's failure was already recorded (retry on status).
+    retrying_status: bool,
+    reject_reason: Option<&'static str>,
+    _req: RequestGuard,
+}
+
+/// Counts the request as in flight for graceful shutdown until dropped.
+struct RequestGuard(Arc<State>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+impl Ctx {
+    fn route<'a>(&self, snap: &'a Snapshot) -> Option<&'a Route> {
+        self.route.and_then(|i| snap.config.routes.get(i))
+    }
+
+    fn route_name(&self) -> &str {
+        match (&self.snap, self.route) {
+            (Some(s), Some(i)) => s.config.routes.get(i).map_or("", |r| r.name.as_str()),
+            _ => "",
+        }
+    }
+}
+
+fn is_idempotent(session: &Session) -> bool {
+    let m = &session.req_header().method;
+    m.is_idempotent() && !session.as_downstream().retry_buffer_truncated()
+}
+
+/// Total request-head size: request target plus every header line.
+fn head_size(req: &RequestHeader) -> usize {
+    let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let headers: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    target + headers
+}
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+fn valid_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+fn client_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+impl GatewayProxy {
+    /// Answer the request ourselves with a short body saying why.
+    async fn respond(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        reason: &'static str,
+        body: String,
+    ) -> Result<()> {
+        ctx.reject_reason = Some(reason);
+        METRICS.rejected.with_label_values(&[reason]).inc();
+        let mut resp = ResponseHeader::build(status, Some(4))?;
+        resp.insert_header(CONTENT_TYPE, "text/plain; charset=utf-8")?;
+        resp.insert_header(CONTENT_LENGTH, body.len().to_string())?;
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.clone())?;
+        }
+        if status == 429 || status == 503 {
+            resp.insert_header(RETRY_AFTER, "1")?;
+        }
+        session.set_keepalive(None);
+        session.write_response_header(Box::new(resp), false).await?;
+        session
+            .write_response_body(Some(Bytes::from(body)), true)
+            .await
+    }
+
+    /// The current attempt ended; feed passive health.
+    fn end_attempt(&self, ctx: &mut Ctx, ok: bool) {
+        let Some(attempt) = ctx.attempt.take() else {
+            return;
+        };
+        let Some(up) = ctx.upstream.as_ref() else {
+            return;
+        };
+        let outlier = up.cfg.outlier.as_ref();
+        let s = attempt.state();
+        METRICS
+            .upstream_attempts
+            .with_label_values(&[up.cfg.name.as_str(), if ok { "success" } else { "failure" }])
+            .inc();
+        if ok {
+            s.record_success(outlier);
+            return;
+        }
+        if !s.record_failure(outlier) {
+            return;
+        }
+        let Some(o) = outlier else { return };
+        let set = up.set.load();
+        let now = now_ms();
+        let ejected = set.members.iter().filter(|m| m.state.is_ejected(now)).count();
+        if (ejected + 1) as f64 <= o.max_ejected * set.members.len() as f64 {
+            let d = s.eject(o);
+            METRICS
+                .ejections
+                .with_label_values(&[up.cfg.name.as_str()])
+                .inc();
+            tracing::warn!(
+                upstream = %up.cfg.name,
+                endpoint = %s.address,
+                "endpoint ejected for {d:?} after {} consecutive failures",
+                o.consecutive_failures
+            );
+        }
+    }
+
+    fn may_retry(&self, ctx: &Ctx) -> bool {
+        let Some(snap) = ctx.snap.as_ref() else {
+            return false;
+        };
+        let Some(route) = ctx.route(snap) else {
+            return false;
+        };
+        ctx.tries < route.retry.attempts && ctx.deadline.is_none_or(|d| Instant::now() < d)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        self.state.request_started();
+        Ctx {
+            started: Instant::now(),
+            snap: None,
+            route: None,
+            upstream: None,
+            tried: Vec::new(),
+            attempt: None,
+            tries: 0,
+            request_id: None,
+            traceparent: None,
+            host: String::new(),
+            deadline: None,
+            retrying_status: false,
+            reject_reason: None,
+            _req: RequestGuard(self.state.clone()),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snap = self.state.snapshot.load_full();
+        ctx.snap = Some(snap.clone());
+        let req = session.req_header();
+        ctx.request_id = match req.headers.get("x-request-id") {
+            Some(v) if valid_request_id(v) => Some(v.clone()),
+            _ => HeaderValue::from_str(&trace::new_request_id()).ok(),
+        };
+        ctx.traceparent = HeaderValue::from_str(&trace::child_traceparent(
+            req.headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        ))
+        .ok();
+
+        let limit = snap.config.max_request_header_bytes;
+        if head_size(req) > limit {
+            let body = format!("request header fields too large (limit {limit} bytes)\n");
+            self.respond(session, ctx, 431, "header_too_large", body).await?;
+            return Ok(true);
+        }
+        // Request smuggling defence: Transfer-Encoding together with Content-Length is
+        // ambiguous framing; refuse it rather than guess (RFC 9112 6.3 allows either).
+        if req.headers.contains_key(TRANSFER_ENCODING) {
+            let both = session
+                .as_downstream()
+                .as_http1()
+                .is_some_and(|h1| contains_ignore_case(&h1.get_headers_raw_bytes(), b"\ncontent-length:"));
+            if both {
+                let body = "both Content-Length and Transfer-Encoding: ambiguous framing\n".into();
+                self.respond(session, ctx, 400, "ambiguous_framing", body).await?;
+                return Ok(true);
+            }
+        }
+
+        let req = session.req_header();
+        let raw_host = req
+            .uri
+            .host()
+            .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        ctx.host = normalize_host(raw_host);
+        let found = snap.router.find(
+            &snap.config.routes,
+            &ctx.host,
+            req.uri.path(),
+            &req.method,
+            &req.headers,
+        );
+        let Some(idx) = found else {
+            METRICS.no_route.inc();
+            let body = format!("no route for host {:?} path {:?}\n", ctx.host, req.uri.path());
+            self.respond(session, ctx, 404, "no_route", body).await?;
+            return Ok(true);
+        };
+        ctx.route = Some(idx);
+        let Some(route) = snap.config.routes.get(idx) else {
+            return Error::e_explain(ErrorType::InternalError, "route index out of range");
+        };
+        let RouteAction::Forward(targets) = &route.action;
+        let upstream = pick_weighted(targets.iter().map(|t| (t.upstream.as_str(), t.weight)));
+        ctx.upstream = upstream.and_then(|n| snap.upstreams.get(n)).cloned();
+        if ctx.upstream.is_none() {
+            return Error::e_explain(ErrorType::InternalError, "route has no upstream");
+        }
+        ctx.deadline = route.request_timeout.map(|t| ctx.started + t);
+        if route.retry.attempts > 1 && is_idempotent(session) {
+            session.as_downstream_mut().enable_retry_buffering();
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let (Some(snap), Some(up)) = (ctx.snap.clone(), ctx.upstream.clone()) else {
+            return Error::e_explain(ErrorType::InternalError, "no upstream chosen");
+        };
+        let Some(route) = ctx.route(&snap) else {
+            return Error::e_explain(ErrorType::InternalError, "no route chosen");
+        };
+        let mut remaining = None;
+        if let Some(d) = ctx.deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Error::e_explain(ErrorType::HTTPStatus(504), "request timeout reached");
+            }
+            remaining = Some(left);
+        }
+        ctx.tries += 1;
+        let key = match &up.cfg.balance {
+            Balance::ConsistentHash(HashOn::Header(h)) => session
+                .req_header()
+                .headers
+                .get(h)
+                .map_or(HashKey::None, |v| HashKey::Bytes(v.as_bytes())),
+            Balance::ConsistentHash(HashOn::Cookie(name)) => {
+                cookie_value(session.req_header(), name).map_or(HashKey::None, HashKey::Bytes)
+            }
+            Balance::ConsistentHash(HashOn::ClientIp) => {
+                client_ip(session).map_or(HashKey::None, HashKey::Ip)
+            }
+            _ => HashKey::None,
+        };
+        let Some(pick) = up.pick(key, &ctx.tried) else {
+            return Error::e_explain(
+                ErrorType::HTTPStatus(503),
+                format!("upstream {} has no endpoints", up.cfg.name),
+            );
+        };
+        if pick.panic {
+            METRICS
+                .panic_picks
+                .with_label_values(&[up.cfg.name.as_str()])
+                .inc();
+            crate::trace::warn_sampled(&up.cfg.name, "no healthy endpoint: panic mode, sending to all endpoints");
+        }
+        ctx.tried.push(pick.address);
+        ctx.attempt = Some(pick.state.begin());
+        let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
+        let mut peer = HttpPeer::new(pick.address, false, String::new());
+        peer.options.connection_timeout = Some(cap(route.connect_timeout));
+        peer.options.read_timeout = Some(cap(route.read_timeout));
+        peer.options.write_timeout = Some(cap(route.read_timeout));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(ip) = client_ip(session) {
+            let xff = match upstream_request.headers.get("x-forwarded-for") {
+                Some(prev) => format!("{}, {ip}", prev.to_str().unwrap_or("")),
+                None => ip.to_string(),
+            };
+            upstream_request.insert_header("x-forwarded-for", xff)?;
+        }
+        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        if !ctx.host.is_empty() {
+            let host = session
+                .req_header()
+                .headers
+                .get(HOST)
+                .cloned()
+                .or_else(|| HeaderValue::from_str(&ctx.host).ok());
+            if let Some(h) = host {
+                upstream_request.insert_header("x-forwarded-host", h)?;
+            }
+        }
+        if let Some(id) = &ctx.request_id {
+            upstream_request.insert_header("x-request-id", id.clone())?;
+        }
+        if let Some(tp) = &ctx.traceparent {
+            upstream_request.insert_header("traceparent", tp.clone())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        let retry_it = ctx.snap.as_ref().and_then(|s| ctx.route(s)).is_some_and(|r| {
+            r.retry.retries_status(status)
+        }) && is_idempotent(session)
+            && self.may_retry(ctx);
+        if retry_it {
+            self.end_attempt(ctx, false);
+            ctx.retrying_status = true;
+            METRICS
+                .retries
+                .with_label_values(&[ctx.route_name(), status_class(status)])
+                .inc();
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(status),
+                format!("upstream answered {status}, retrying on another endpoint"),
+            );
+            e.set_retry(true);
+            return Err(e);
+        }
+        self.end_attempt(ctx, status < 500);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            upstream_response.insert_header("x-request-id", id.clone())?;
+        }
+        Ok(())
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &Ctx,
+        _error: &Error,
+        _context: pingora_proxy::ProxyWarnLogContext,
+    ) -> bool {
+        // Retries are counted in gateway_retries_total; a log line per retry would
+        // flood the log exactly when an outage is already loud.
+        true
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.end_attempt(ctx, false);
+        let on = ctx
+            .snap
+            .as_ref()
+            .and_then(|s| ctx.route(s))
+            .is_some_and(|r| r.retry.on_connect_failure);
+        // The request never left: safe to retry whatever the method.
+        let retry = on && self.may_retry(ctx);
+        if retry {
+            METRICS
+                .retries
+                .with_label_values(&[ctx.route_name(), "connect-failure"])
+                .inc();
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("endpoint {}", peer.address()));
+        if std::mem::take(&mut ctx.retrying_status) {
+            // Our own retry-on-status error: already counted, keep the retry decision.
+            e.set_retry(true);
+            return e;
+        }
+        let idempotent = is_idempotent(session);
+        // A pooled connection the upstream had already closed: the request was not
+        // processed, so retrying does not count against the route's attempts.
+        if client_reused && matches!(e.retry, RetryType::ReusedOnly) && idempotent {
+            ctx.attempt.take();
+            ctx.tries = ctx.tries.saturating_sub(1);
+            ctx.tried.pop();
+            e.set_retry(true);
+            return e;
+        }
+        if *e.esource() == ErrorSource::Downstream {
+            // The client went away or sent garbage: not the endpoint's fault.
+            ctx.attempt.take();
+            e.set_retry(false);
+            return e;
+        }
+        self.end_attempt(ctx, false);
+        let policy = ctx.snap.as_ref().and_then(|s| ctx.route(s)).map(|r| r.retry.clone());
+        let (kind, wanted) = match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                ("timeout", policy.as_ref().is_some_and(|p| p.on_timeout))
+            }
+            ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => {
+                ("reset", policy.as_ref().is_some_and(|p| p.on_reset))
+            }
+            _ => ("error", false),
+        };
+        let retry = wanted && idempotent && self.may_retry(ctx);
+        if retry {
+            METRICS
+                .retries
+                .with_label_values(&[ctx.route_name(), kind])
+                .inc();
+        }
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let (code, why) = match e.etype() {
+            ErrorType::HTTPStatus(c) => (*c, "upstream unavailable"),
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if *e.esource() != ErrorSource::Downstream =>
+            {
+                (504, "upstream timed out")
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => (502, "upstream connection failed"),
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                        (0, "")
+                    }
+                    _ => (400, "bad request"),
+                },
+                ErrorSource::Internal | ErrorSource::Unset => (500, "internal error"),
+            },
+        };
+        if code > 0 && session.response_written().is_none() {
+            let body = format!("{why}\n");
+            let reason = match code {
+                504 => "upstream_timeout",
+                502 => "upstream_failure",
+                503 => "upstream_unavailable",
+                400 => "bad_request",
+                _ => "internal_error",
+            };
+            let _ = self.respond(session, ctx, code, reason, body).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // An attempt still open here ended with the response: success unless it errored
+        // on the upstream side.
+        if ctx.attempt.is_some() {
+            let upstream_failed = e.is_some_and(|e| *e.esource() == ErrorSource::Upstream);
+            if upstream_failed {
+                self.end_attempt(ctx, false);
+            } else {
+                ctx.attempt.take();
+            }
+        }
+        let status = session
+            .response_written()
+            .map_or(0, |r| r.status.as_u16());
+        let route = ctx.route_name();
+        let route = if route.is_empty() { "none" } else { route };
+        METRICS
+            .requests
+            .with_label_values(&[route, status_class(status)])
+            .inc();
+        METRICS
+            .duration
+            .with_label_values(&[route])
+            .observe(ctx.started.elapsed().as_secs_f64());
+    }
+}
+
+fn pick_weighted<'a>(mut targets: impl ExactSizeIterator<Item = (&'a str, u32)> + Clone) -> Option<&'a str> {
+    if targets.len() == 1 {
+        return targets.next().map(|(n, _)| n);
+    }
+    let total: u64 = targets.clone().map(|(_, w)| u64::from(w)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut r = rand::random_range(0..total);
+    for (name, w) in targets {
+        if r < u64::from(w) {
+            return Some(name);
+        }
+        r -= u64::from(w);
+    }
+    None
+}
+
+fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (pair[..eq] == *name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("cookie", "a=1; session=xyz; b=2").unwrap();
+        assert_eq!(cookie_value(&req, "session"), Some(&b"xyz"[..]));
+        assert_eq!(cookie_value(&req, "sess"), None);
+    }
+
+    #[test]
+    fn weighted_split_respects_zero_weights() {
+        for _ in 0..100 {
+            let t = [("a", 0u32), ("b", 5)];
+            assert_eq!(pick_weighted(t.iter().copied()), Some("b"));
+        }
+    }
+
+    #[test]
+    fn request_ids_are_validated() {
+        assert!(valid_request_id(&HeaderValue::from_static("abc-123")));
+        assert!(!valid_request_id(&HeaderValue::from_static("")));
+        assert!(!valid_request_id(&HeaderValue::from_static("a b")));
+    }
+}

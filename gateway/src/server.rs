@@ -1,0 +1,194 @@
+//! Process wiring: Pingora server and services, admin listener, background checks,
+//! config watching, signals (SIGHUP reload, SIGTERM drain, SIGINT fast exit).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use tokio::signal::unix::{signal, SignalKind};
+use tollgate_config::admin::Readiness;
+use tollgate_config::gateway::{self, EnvOverrides};
+
+use crate::admin::GatewayAdmin;
+use crate::proxy::GatewayProxy;
+use crate::state::State;
+
+/// Run the gateway until shutdown. Returns an error for startup failures.
+pub fn run(path: &Path) -> anyhow::Result<()> {
+    let env = EnvOverrides::from_process_env();
+    let loaded = gateway::load(path, &env)?;
+    let cfg = loaded.config.clone();
+    let state = State::new(path.to_path_buf(), env, loaded);
+
+    let admin_addr = tollgate_config::admin::spawn(
+        cfg.admin_address,
+        state.health.clone(),
+        Arc::new(GatewayAdmin {
+            state: state.clone(),
+        }),
+    )
+    .map_err(|e| anyhow::anyhow!("admin listener {}: {e}", cfg.admin_address))?;
+    crate::health::spawn(state.clone())?;
+    spawn_sighup(state.clone())?;
+    let _watch = if cfg.watch_config {
+        let st = state.clone();
+        Some(tollgate_config::watch::watch_file(
+            path,
+            Duration::from_millis(200),
+            move || {
+                let _ = st.reload("file");
+            },
+        )?)
+    } else {
+        None
+    };
+
+    // Listeners are bound by Pingora when the server starts; check them first so a
+    // taken port is a clear startup error rather than a panic in a service thread.
+    for l in &cfg.listeners {
+        std::net::TcpListener::bind(l.address)
+            .map_err(|e| anyhow::anyhow!("listener {} ({}): {e}", l.name, l.address))?;
+    }
+
+    let conf = ServerConf {
+        threads: cfg.threads,
+        // Pingora sleeps this long in full after SIGTERM; our drain watcher exits as
+        // soon as in-flight requests are done, so this is only the upper bound.
+        grace_period_seconds: Some(cfg.grace_period.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    for h2c in [false, true] {
+        let group: Vec<_> = cfg.listeners.iter().filter(|l| l.h2c == h2c).collect();
+        if group.is_empty() {
+            continue;
+        }
+        let mut svc = pingora_proxy::http_proxy_service_with_name(
+            &conf,
+            GatewayProxy {
+                state: state.clone(),
+            },
+            if h2c { "gateway-h2c" } else { "gateway" },
+        );
+        if let Some(app) = svc.app_logic_mut() {
+            let mut opts = HttpServerOptions::default();
+            opts.h2c = h2c;
+            app.server_options = Some(opts);
+        }
+        for l in group {
+            svc.add_tcp(&l.address.to_string());
+        }
+        server.add_service(svc);
+    }
+
+    state.health.set(Readiness::Ready);
+    tracing::info!(
+        version = %state.snapshot.load().version,
+        admin = %admin_addr,
+        listeners = ?cfg.listeners.iter().map(|l| l.address.to_string()).collect::<Vec<_>>(),
+        zone = ?cfg.zone,
+        "gateway started"
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Drain { state }),
+    });
+    Ok(())
+}
+
+fn spawn_sighup(state: Arc<State>) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("sighup".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                    tracing::error!("cannot listen for SIGHUP; reload with POST /reload");
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    let st = state.clone();
+                    let _ = tokio::task::spawn_blocking(move || st.reload("signal")).await;
+                }
+            })
+        })?;
+    Ok(())
+}
+
+/// SIGTERM: report not-ready, keep serving for `drain_delay` (so load balancers move
+/// away), then let Pingora stop accepting, and exit as soon as in-flight requests are
+/// done (Pingora's grace period is the upper bound). SIGINT: exit now.
+struct Drain {
+    state: Arc<State>,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Drain {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {
+                tracing::info!("SIGINT: exiting now");
+                return ShutdownSignal::FastShutdown;
+            }
+        }
+        let (drain_delay, grace) = {
+            let snap = self.state.snapshot.load();
+            (snap.config.drain_delay, snap.config.grace_period)
+        };
+        self.state.health.set(Readiness::Draining);
+        tracing::info!(
+            "SIGTERM: draining; /readyz reports 503, serving for {drain_delay:?} more, then up to {grace:?} for in-flight requests"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(drain_delay) => {}
+            _ = term.recv() => tracing::info!("second SIGTERM: skipping the drain delay"),
+            _ = int.recv() => return ShutdownSignal::FastShutdown,
+        }
+        let state = self.state.clone();
+        let _ = std::thread::Builder::new()
+            .name("drain".into())
+            .spawn(move || exit_when_idle(&state, grace));
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+fn exit_when_idle(state: &State, grace: Duration) {
+    let start = std::time::Instant::now();
+    // Let the listeners close and connections already accepted reach the proxy.
+    std::thread::sleep(Duration::from_millis(250));
+    let mut idle_checks = 0;
+    while start.elapsed() < grace {
+        if state.in_flight() == 0 {
+            idle_checks += 1;
+            if idle_checks >= 3 {
+                tracing::info!("drained: no request in flight, exiting");
+                std::process::exit(0);
+            }
+        } else {
+            idle_checks = 0;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::warn!(
+        in_flight = state.in_flight(),
+        "grace period over with requests still in flight, exiting"
+    );
+    std::process::exit(0);
+}

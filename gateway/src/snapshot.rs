@@ -1,0 +1,50 @@
+//! The running configuration as one immutable snapshot: validated config, route table,
+//! live upstreams. A request loads it once and uses it to its end; a reload builds a
+//! whole new one off the hot path and swaps it in.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tollgate_config::gateway::{GatewayConfig, Loaded};
+
+use crate::balance::UpstreamRt;
+use crate::routing::Router;
+
+#[derive(Debug)]
+pub struct Snapshot {
+    pub config: GatewayConfig,
+    pub router: Router,
+    pub upstreams: HashMap<String, Arc<UpstreamRt>>,
+    /// Fingerprint of the config text.
+    pub version: String,
+    pub loaded_at_unix: i64,
+}
+
+impl Snapshot {
+    /// Build a snapshot, carrying over live endpoint state (health, ejections, in-flight,
+    /// discovered endpoints) from `previous` for upstreams and endpoints that remain.
+    pub fn build(loaded: Loaded, previous: Option<&Snapshot>) -> Snapshot {
+        let config = loaded.config;
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|(name, cfg)| {
+                let prev = previous.and_then(|p| p.upstreams.get(name));
+                let rt = UpstreamRt::new(
+                    cfg.clone(),
+                    config.zone.clone(),
+                    config.region.clone(),
+                    prev.map(|p| p.as_ref()),
+                );
+                (name.clone(), Arc::new(rt))
+            })
+            .collect();
+        Snapshot {
+            router: Router::new(&config.routes),
+            upstreams,
+            config,
+            version: loaded.version,
+            loaded_at_unix: tollgate_config::metrics::unix_now(),
+        }
+    }
+}

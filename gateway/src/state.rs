@@ -1,0 +1,124 @@
+//! Process-wide gateway state: the current snapshot, readiness, in-flight count, and
+//! the reload procedure every trigger (file watch, SIGHUP, `POST /reload`) goes through.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use tollgate_config::admin::Health;
+use tollgate_config::gateway::{self, EnvOverrides, GatewayConfig};
+use tollgate_config::metrics::{unix_now, CONFIG_LAST_SUCCESS, CONFIG_RELOADS};
+use tollgate_config::ConfigError;
+
+use crate::metrics::METRICS;
+use crate::snapshot::Snapshot;
+
+pub struct State {
+    pub path: PathBuf,
+    pub env: EnvOverrides,
+    pub snapshot: ArcSwap<Snapshot>,
+    pub health: Arc<Health>,
+    in_flight: AtomicI64,
+    reload_lock: Mutex<()>,
+    /// Why the config on disk is not fully applied (listeners/threads changed), if so.
+    pub restart_required: Mutex<Option<String>>,
+    pub last_error: Mutex<Option<String>>,
+    /// The config the process started with: what listeners/threads actually are.
+    startup: GatewayConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    Applied { version: String },
+    Unchanged { version: String },
+}
+
+impl State {
+    pub fn new(path: PathBuf, env: EnvOverrides, loaded: gateway::Loaded) -> Arc<Self> {
+        CONFIG_RELOADS.with_label_values(&["success", "startup"]).inc();
+        CONFIG_LAST_SUCCESS.set(unix_now());
+        let startup = loaded.config.clone();
+        Arc::new(Self {
+            startup,
+            path,
+            env,
+            snapshot: ArcSwap::from_pointee(Snapshot::build(loaded, None)),
+            health: Arc::new(Health::default()),
+            in_flight: AtomicI64::new(0),
+            reload_lock: Mutex::new(()),
+            restart_required: Mutex::new(None),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    /// Load the file, build a whole snapshot and swap it in. On any error the old
+    /// snapshot keeps serving; the error is logged and counted.
+    pub fn reload(&self, trigger: &str) -> Result<ReloadOutcome, ConfigError> {
+        // One reload at a time: two triggers at once must not interleave builds.
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.snapshot.load_full();
+        let loaded = match gateway::load(&self.path, &self.env) {
+            Ok(l) => l,
+            Err(e) => {
+                CONFIG_RELOADS.with_label_values(&["failure", trigger]).inc();
+                tracing::error!(trigger, "config reload refused, keeping version {}: {e}", current.version);
+                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                return Err(e);
+            }
+        };
+        if loaded.version == current.version {
+            CONFIG_RELOADS.with_label_values(&["unchanged", trigger]).inc();
+            return Ok(ReloadOutcome::Unchanged {
+                version: current.version.clone(),
+            });
+        }
+        let restart = restart_needed(&self.startup, &loaded.config);
+        let version = loaded.version.clone();
+        let next = Snapshot::build(loaded, Some(&current));
+        self.snapshot.store(Arc::new(next));
+        CONFIG_RELOADS.with_label_values(&["success", trigger]).inc();
+        CONFIG_LAST_SUCCESS.set(unix_now());
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        METRICS.restart_required.set(i64::from(restart.is_some()));
+        match &restart {
+            Some(why) => tracing::warn!(
+                trigger,
+                "config version {version} applied except: {why}; restart the gateway to apply it"
+            ),
+            None => tracing::info!(trigger, "config version {version} applied"),
+        }
+        *self.restart_required.lock().unwrap_or_else(|p| p.into_inner()) = restart;
+        Ok(ReloadOutcome::Applied { version })
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        METRICS.in_flight.inc();
+    }
+
+    pub fn request_finished(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        METRICS.in_flight.dec();
+    }
+
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+}
+
+/// What a reload cannot apply to a running Pingora server (it cannot add or remove
+/// listening sockets, nor resize its runtimes).
+fn restart_needed(old: &GatewayConfig, new: &GatewayConfig) -> Option<String> {
+    let mut why = Vec::new();
+    if old.listeners != new.listeners {
+        why.push("listeners changed");
+    }
+    if old.admin_address != new.admin_address {
+        why.push("admin.address changed");
+    }
+    if old.threads != new.threads {
+        why.push("server.threads changed");
+    }
+    (!why.is_empty()).then(|| why.join(", "))
+}
