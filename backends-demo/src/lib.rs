@@ -10,6 +10,8 @@
 mod backend;
 mod bins;
 pub mod faults;
+mod gateway;
+pub mod load;
 mod poll;
 mod ports;
 mod process;
@@ -17,6 +19,7 @@ pub mod server;
 
 pub use backend::{Backend, BackendBuilder, Stats};
 pub use bins::bin_path;
+pub use gateway::{sum_metric, Gateway};
 pub use poll::{http_get_ok, test_client, wait_until};
 pub use ports::{free_addr, free_port};
 pub use process::Proc;

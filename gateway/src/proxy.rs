@@ -21,6 +21,7 @@ use pingora_core::upstreams::peer::{HttpPeer, Peer};
 use pingora_error::{Error, ErrorSource, ErrorType, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use tollgate_config::admin::Readiness;
 use tollgate_config::gateway::{Balance, HashOn, Route, RouteAction};
 
 use crate::balance::{HashKey, UpstreamRt};
@@ -215,6 +216,10 @@ impl ProxyHttp for GatewayProxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = self.state.snapshot.load_full();
         ctx.snap = Some(snap.clone());
+        if self.state.health.get() == Readiness::Draining {
+            // Tell keep-alive clients to reconnect (elsewhere) before the listeners close.
+            session.set_keepalive(None);
+        }
         let req = session.req_header();
         ctx.request_id = match req.headers.get("x-request-id") {
             Some(v) if valid_request_id(v) => Some(v.clone()),

@@ -34,18 +34,13 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("admin listener {}: {e}", cfg.admin_address))?;
     crate::health::spawn(state.clone())?;
     spawn_sighup(state.clone())?;
-    let _watch = if cfg.watch_config {
-        let st = state.clone();
-        Some(tollgate_config::watch::watch_file(
-            path,
-            Duration::from_millis(200),
-            move || {
-                let _ = st.reload("file");
-            },
-        )?)
-    } else {
-        None
-    };
+    // Always watch; `server.watch_config` (reloadable) decides whether a change reloads.
+    let st = state.clone();
+    let _watch = tollgate_config::watch::watch_file(path, Duration::from_millis(200), move || {
+        if st.snapshot.load().config.watch_config {
+            let _ = st.reload("file");
+        }
+    })?;
 
     // Listeners are bound by Pingora when the server starts; check them first so a
     // taken port is a clear startup error rather than a panic in a service thread.
