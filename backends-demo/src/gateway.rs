@@ -42,7 +42,10 @@ impl Gateway {
         std::fs::write(&config_path, fill(yaml, listen, admin))?;
         let mut cmd = Command::new(bin_path("gateway")?);
         cmd.arg("--config").arg(&config_path);
-        cmd.env("RUST_LOG", std::env::var("GATEWAY_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("GATEWAY_LOG").unwrap_or_else(|_| "info".into()),
+        );
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -72,7 +75,10 @@ impl Gateway {
                 bail!("gateway exited during startup:\n{}", self.proc.log());
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("gateway not ready after {READY_TIMEOUT:?}:\n{}", self.proc.log());
+                bail!(
+                    "gateway not ready after {READY_TIMEOUT:?}:\n{}",
+                    self.proc.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

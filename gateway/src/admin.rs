@@ -93,7 +93,11 @@ impl GatewayAdmin {
                         })
                     })
                     .collect();
-                let available = set.members.iter().filter(|m| m.state.is_available(now)).count();
+                let available = set
+                    .members
+                    .iter()
+                    .filter(|m| m.state.is_available(now))
+                    .count();
                 Some(json!({
                     "name": name,
                     "balance": format!("{:?}", up.cfg.balance),

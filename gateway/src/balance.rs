@@ -272,7 +272,9 @@ impl UpstreamRt {
                             }
                         }
                     }
-                    if total > 0 && healthy > 0 && healthy as f64 >= za.min_local_healthy * total as f64
+                    if total > 0
+                        && healthy > 0
+                        && healthy as f64 >= za.min_local_healthy * total as f64
                     {
                         return true;
                     }

@@ -106,7 +106,10 @@ impl EndpointState {
             }
         } else {
             self.consecutive_ok.store(0, Relaxed);
-            let n = self.consecutive_fail.fetch_add(1, Relaxed).saturating_add(1);
+            let n = self
+                .consecutive_fail
+                .fetch_add(1, Relaxed)
+                .saturating_add(1);
             if n >= unhealthy_after && self.healthy.swap(false, Relaxed) {
                 return Transition::BecameUnhealthy;
             }
@@ -139,7 +142,10 @@ impl EndpointState {
     /// (the caller checks the upstream-wide `max_ejected` cap and calls [`Self::eject`]).
     pub fn record_failure(&self, outlier: Option<&Outlier>) -> bool {
         self.failures.fetch_add(1, Relaxed);
-        let n = self.passive_failures.fetch_add(1, Relaxed).saturating_add(1);
+        let n = self
+            .passive_failures
+            .fetch_add(1, Relaxed)
+            .saturating_add(1);
         match outlier {
             Some(o) => n >= o.consecutive_failures && !self.is_ejected(now_ms()),
             None => false,
@@ -213,7 +219,11 @@ mod tests {
         assert!(s.is_ejected(now_ms()));
         assert!(!s.is_available(now_ms()));
         assert_eq!(s.eject(&o), Duration::from_secs(20));
-        assert_eq!(s.eject(&o), Duration::from_secs(25), "capped at max_eject_for");
+        assert_eq!(
+            s.eject(&o),
+            Duration::from_secs(25),
+            "capped at max_eject_for"
+        );
     }
 
     #[test]

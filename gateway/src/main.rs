@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use tollgate_config::gateway::{self, EnvOverrides};
 
 #[derive(Parser)]
-#[command(name = "gateway", version, about = "Edge gateway: routing, zone-aware load balancing, hot reload")]
+#[command(
+    name = "gateway",
+    version,
+    about = "Edge gateway: routing, zone-aware load balancing, hot reload"
+)]
 struct Cli {
     /// Config file to run with.
     #[arg(short, long, value_name = "FILE")]

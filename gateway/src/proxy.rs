@@ -162,7 +162,11 @@ impl GatewayProxy {
         let Some(o) = outlier else { return };
         let set = up.set.load();
         let now = now_ms();
-        let ejected = set.members.iter().filter(|m| m.state.is_ejected(now)).count();
+        let ejected = set
+            .members
+            .iter()
+            .filter(|m| m.state.is_ejected(now))
+            .count();
         if (ejected + 1) as f64 <= o.max_ejected * set.members.len() as f64 {
             let d = s.eject(o);
             METRICS
@@ -233,19 +237,20 @@ impl ProxyHttp for GatewayProxy {
         let limit = snap.config.max_request_header_bytes;
         if head_size(req) > limit {
             let body = format!("request header fields too large (limit {limit} bytes)\n");
-            self.respond(session, ctx, 431, "header_too_large", body).await?;
+            self.respond(session, ctx, 431, "header_too_large", body)
+                .await?;
             return Ok(true);
         }
         // Request smuggling defence: Transfer-Encoding together with Content-Length is
         // ambiguous framing; refuse it rather than guess (RFC 9112 6.3 allows either).
         if req.headers.contains_key(TRANSFER_ENCODING) {
-            let both = session
-                .as_downstream()
-                .as_http1()
-                .is_some_and(|h1| contains_ignore_case(&h1.get_headers_raw_bytes(), b"\ncontent-length:"));
+            let both = session.as_downstream().as_http1().is_some_and(|h1| {
+                contains_ignore_case(&h1.get_headers_raw_bytes(), b"\ncontent-length:")
+            });
             if both {
                 let body = "both Content-Length and Transfer-Encoding: ambiguous framing\n".into();
-                self.respond(session, ctx, 400, "ambiguous_framing", body).await?;
+                self.respond(session, ctx, 400, "ambiguous_framing", body)
+                    .await?;
                 return Ok(true);
             }
         }
@@ -266,7 +271,11 @@ impl ProxyHttp for GatewayProxy {
         );
         let Some(idx) = found else {
             METRICS.no_route.inc();
-            let body = format!("no route for host {:?} path {:?}\n", ctx.host, req.uri.path());
+            let body = format!(
+                "no route for host {:?} path {:?}\n",
+                ctx.host,
+                req.uri.path()
+            );
             self.respond(session, ctx, 404, "no_route", body).await?;
             return Ok(true);
         };
@@ -328,7 +337,10 @@ impl ProxyHttp for GatewayProxy {
                 .panic_picks
                 .with_label_values(&[up.cfg.name.as_str()])
                 .inc();
-            crate::trace::warn_sampled(&up.cfg.name, "no healthy endpoint: panic mode, sending to all endpoints");
+            crate::trace::warn_sampled(
+                &up.cfg.name,
+                "no healthy endpoint: panic mode, sending to all endpoints",
+            );
         }
         ctx.tried.push(pick.address);
         ctx.attempt = Some(pick.state.begin());
@@ -382,9 +394,12 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        let retry_it = ctx.snap.as_ref().and_then(|s| ctx.route(s)).is_some_and(|r| {
-            r.retry.retries_status(status)
-        }) && is_idempotent(session)
+        let retry_it = ctx
+            .snap
+            .as_ref()
+            .and_then(|s| ctx.route(s))
+            .is_some_and(|r| r.retry.retries_status(status))
+            && is_idempotent(session)
             && self.may_retry(ctx);
         if retry_it {
             self.end_attempt(ctx, false);
@@ -484,7 +499,11 @@ impl ProxyHttp for GatewayProxy {
             return e;
         }
         self.end_attempt(ctx, false);
-        let policy = ctx.snap.as_ref().and_then(|s| ctx.route(s)).map(|r| r.retry.clone());
+        let policy = ctx
+            .snap
+            .as_ref()
+            .and_then(|s| ctx.route(s))
+            .map(|r| r.retry.clone());
         let (kind, wanted) = match e.etype() {
             ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 ("timeout", policy.as_ref().is_some_and(|p| p.on_timeout))
@@ -552,9 +571,7 @@ impl ProxyHttp for GatewayProxy {
                 ctx.attempt.take();
             }
         }
-        let status = session
-            .response_written()
-            .map_or(0, |r| r.status.as_u16());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let route = ctx.route_name();
         let route = if route.is_empty() { "none" } else { route };
         METRICS
@@ -568,7 +585,9 @@ impl ProxyHttp for GatewayProxy {
     }
 }
 
-fn pick_weighted<'a>(mut targets: impl ExactSizeIterator<Item = (&'a str, u32)> + Clone) -> Option<&'a str> {
+fn pick_weighted<'a>(
+    mut targets: impl ExactSizeIterator<Item = (&'a str, u32)> + Clone,
+) -> Option<&'a str> {
     if targets.len() == 1 {
         return targets.next().map(|(n, _)| n);
     }
@@ -606,7 +625,8 @@ mod tests {
     #[test]
     fn cookies_are_found_by_name() {
         let mut req = RequestHeader::build("GET", b"/", None).unwrap();
-        req.append_header("cookie", "a=1; session=xyz; b=2").unwrap();
+        req.append_header("cookie", "a=1; session=xyz; b=2")
+            .unwrap();
         assert_eq!(cookie_value(&req, "session"), Some(&b"xyz"[..]));
         assert_eq!(cookie_value(&req, "sess"), None);
     }

@@ -83,7 +83,11 @@ fn specificity(m: &RouteMatch) -> (u8, usize, usize) {
         PathMatch::Prefix(p) => (1, p.len()),
         PathMatch::Any => (0, 0),
     };
-    (kind, len, usize::from(!m.methods.is_empty()) + m.headers.len())
+    (
+        kind,
+        len,
+        usize::from(!m.methods.is_empty()) + m.headers.len(),
+    )
 }
 
 fn matches_rest(m: &RouteMatch, path: &str, method: &Method, headers: &HeaderMap) -> bool {
@@ -99,9 +103,9 @@ fn matches_rest(m: &RouteMatch, path: &str, method: &Method, headers: &HeaderMap
             match &h.kind {
                 HeaderMatchKind::Present(want) => v.is_some() == *want,
                 HeaderMatchKind::Exact(x) => v.is_some_and(|v| v.as_bytes() == x.as_bytes()),
-                HeaderMatchKind::Regex(re) => {
-                    v.and_then(|v| v.to_str().ok()).is_some_and(|v| re.is_match(v))
-                }
+                HeaderMatchKind::Regex(re) => v
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| re.is_match(v)),
             }
         })
 }
@@ -134,10 +138,19 @@ mod tests {
             .routes
     }
 
-    fn find(routes: &[Route], host: &str, path: &str, method: Method, hdr: &[(&str, &str)]) -> Option<String> {
+    fn find(
+        routes: &[Route],
+        host: &str,
+        path: &str,
+        method: Method,
+        hdr: &[(&str, &str)],
+    ) -> Option<String> {
         let mut h = HeaderMap::new();
         for (k, v) in hdr {
-            h.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            h.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         Router::new(routes)
             .find(routes, &normalize_host(host), path, &method, &h)
@@ -159,16 +172,26 @@ mod tests {
 "#,
         );
         let g = |host, path| find(&r, host, path, Method::GET, &[]);
-        assert_eq!(g("api.example.com", "/v1/users/7").as_deref(), Some("api-users"));
+        assert_eq!(
+            g("api.example.com", "/v1/users/7").as_deref(),
+            Some("api-users")
+        );
         assert_eq!(g("API.example.com:8080", "/v1/x").as_deref(), Some("api"));
-        assert_eq!(g("api.example.com", "/v1/health").as_deref(), Some("api-exact"));
+        assert_eq!(
+            g("api.example.com", "/v1/health").as_deref(),
+            Some("api-exact")
+        );
         assert_eq!(
             find(&r, "api.example.com", "/v1/x", Method::POST, &[]).as_deref(),
             Some("api-post")
         );
         assert_eq!(g("api.example.com", "/other").as_deref(), Some("wild"));
         assert_eq!(g("x.eu.example.com", "/").as_deref(), Some("wild-deep"));
-        assert_eq!(g("example.com", "/").as_deref(), Some("catch-all"), "*.x does not match x");
+        assert_eq!(
+            g("example.com", "/").as_deref(),
+            Some("catch-all"),
+            "*.x does not match x"
+        );
         assert_eq!(
             find(&r, "other.org", "/v1/a", Method::GET, &[("x-canary", "1")]).as_deref(),
             Some("canary")
@@ -190,8 +213,14 @@ mod tests {
   - { name: absent, upstream: u, match: { headers: [{ name: x-user, present: false }] } }
 "#,
         );
-        assert_eq!(find(&r, "h", "/", Method::GET, &[("x-user", "vip-1")]).as_deref(), Some("re"));
-        assert_eq!(find(&r, "h", "/", Method::GET, &[]).as_deref(), Some("absent"));
+        assert_eq!(
+            find(&r, "h", "/", Method::GET, &[("x-user", "vip-1")]).as_deref(),
+            Some("re")
+        );
+        assert_eq!(
+            find(&r, "h", "/", Method::GET, &[]).as_deref(),
+            Some("absent")
+        );
         assert_eq!(find(&r, "h", "/", Method::GET, &[("x-user", "joe")]), None);
     }
 

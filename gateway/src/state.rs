@@ -36,7 +36,9 @@ pub enum ReloadOutcome {
 
 impl State {
     pub fn new(path: PathBuf, env: EnvOverrides, loaded: gateway::Loaded) -> Arc<Self> {
-        CONFIG_RELOADS.with_label_values(&["success", "startup"]).inc();
+        CONFIG_RELOADS
+            .with_label_values(&["success", "startup"])
+            .inc();
         CONFIG_LAST_SUCCESS.set(unix_now());
         let startup = loaded.config.clone();
         Arc::new(Self {
@@ -61,14 +63,22 @@ impl State {
         let loaded = match gateway::load(&self.path, &self.env) {
             Ok(l) => l,
             Err(e) => {
-                CONFIG_RELOADS.with_label_values(&["failure", trigger]).inc();
-                tracing::error!(trigger, "config reload refused, keeping version {}: {e}", current.version);
+                CONFIG_RELOADS
+                    .with_label_values(&["failure", trigger])
+                    .inc();
+                tracing::error!(
+                    trigger,
+                    "config reload refused, keeping version {}: {e}",
+                    current.version
+                );
                 *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
                 return Err(e);
             }
         };
         if loaded.version == current.version {
-            CONFIG_RELOADS.with_label_values(&["unchanged", trigger]).inc();
+            CONFIG_RELOADS
+                .with_label_values(&["unchanged", trigger])
+                .inc();
             return Ok(ReloadOutcome::Unchanged {
                 version: current.version.clone(),
             });
@@ -77,7 +87,9 @@ impl State {
         let version = loaded.version.clone();
         let next = Snapshot::build(loaded, Some(&current));
         self.snapshot.store(Arc::new(next));
-        CONFIG_RELOADS.with_label_values(&["success", trigger]).inc();
+        CONFIG_RELOADS
+            .with_label_values(&["success", trigger])
+            .inc();
         CONFIG_LAST_SUCCESS.set(unix_now());
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         METRICS.restart_required.set(i64::from(restart.is_some()));
@@ -88,7 +100,10 @@ impl State {
             ),
             None => tracing::info!(trigger, "config version {version} applied"),
         }
-        *self.restart_required.lock().unwrap_or_else(|p| p.into_inner()) = restart;
+        *self
+            .restart_required
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = restart;
         Ok(ReloadOutcome::Applied { version })
     }
 

@@ -49,7 +49,9 @@ mod tests {
 
     #[test]
     fn traceparent_keeps_the_trace() {
-        let tp = child_traceparent(Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+        let tp = child_traceparent(Some(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ));
         assert!(tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(tp.ends_with("-01"));
         assert!(!tp.contains("00f067aa0ba902b7"));

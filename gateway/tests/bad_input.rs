@@ -82,12 +82,23 @@ upstreams: {{ app: {{ endpoints: [{{ address: {} }}] }} }}
     }
     let r = raw(
         addr,
-        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(10_000)).as_bytes(),
+        format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(10_000)
+        )
+        .as_bytes(),
     );
-    assert!(r.contains("request header fields too large"), "says why: {r}");
+    assert!(
+        r.contains("request header fields too large"),
+        "says why: {r}"
+    );
 
     // Still alive and serving.
     let ok = test_client().get(gw.url("/")).send().await.unwrap();
     assert_eq!(ok.status(), 200);
-    assert_eq!(a.stats().await.unwrap().requests, 1, "no bad request reached the backend");
+    assert_eq!(
+        a.stats().await.unwrap().requests,
+        1,
+        "no bad request reached the backend"
+    );
 }

@@ -14,8 +14,15 @@ fn every_example_config_validates() {
     let mut n = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") && !path.to_string_lossy().contains("sidecar") {
-            let out = gateway().arg("validate").arg(&path).env_remove("GATEWAY_ZONE").output().unwrap();
+        if path.extension().is_some_and(|e| e == "yaml")
+            && !path.to_string_lossy().contains("sidecar")
+        {
+            let out = gateway()
+                .arg("validate")
+                .arg(&path)
+                .env_remove("GATEWAY_ZONE")
+                .output()
+                .unwrap();
             assert!(
                 out.status.success(),
                 "{}: {}",
@@ -52,9 +59,16 @@ fn validate_reports_file_line_and_field() {
     let out = gateway().arg("validate").arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml:5:5: routes[0].upstream: upstream \"missing\" is not defined"), "{err}");
+    assert!(
+        err.contains("bad.yaml:5:5: routes[0].upstream: upstream \"missing\" is not defined"),
+        "{err}"
+    );
 
-    let out = gateway().arg("validate").arg(dir.path().join("nope.yaml")).output().unwrap();
+    let out = gateway()
+        .arg("validate")
+        .arg(dir.path().join("nope.yaml"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read file"));
 }
@@ -85,5 +99,8 @@ fn startup_errors_are_clear() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("listener http"), "{err}");
-    assert!(err.contains("Address already in use") || err.contains("in use"), "{err}");
+    assert!(
+        err.contains("Address already in use") || err.contains("in use"),
+        "{err}"
+    );
 }

@@ -68,7 +68,10 @@ async fn reload_under_load_loses_nothing() {
 
     // Last write was v1: /two is gone again.
     let client = test_client();
-    assert_eq!(client.get(gw.url("/two/")).send().await.unwrap().status(), 404);
+    assert_eq!(
+        client.get(gw.url("/two/")).send().await.unwrap().status(),
+        404
+    );
     gw.write_config(&v2).unwrap();
     gw.reload().await.unwrap();
     let r = client.get(gw.url("/two/")).send().await.unwrap();
@@ -87,10 +90,17 @@ async fn bad_configs_are_refused_and_the_old_one_keeps_serving() {
     let client = test_client();
 
     let cases = [
-        ("broken yaml", "listeners: [\n  - { name: http\n".to_string(), "gateway.yaml:"),
+        (
+            "broken yaml",
+            "listeners: [\n  - { name: http\n".to_string(),
+            "gateway.yaml:",
+        ),
         (
             "unknown field",
-            good.replace("server: { threads: 1 }", "server: { threads: 1, treads: 2 }"),
+            good.replace(
+                "server: { threads: 1 }",
+                "server: { threads: 1, treads: 2 }",
+            ),
             "unknown field `treads`",
         ),
         (
@@ -105,7 +115,10 @@ async fn bad_configs_are_refused_and_the_old_one_keeps_serving() {
         assert_eq!(status, 422, "{what}: {body}");
         let err = body["error"].as_str().unwrap();
         assert!(err.contains(expect), "{what}: {err}");
-        assert!(err.contains("gateway.yaml:"), "{what} names the file and line: {err}");
+        assert!(
+            err.contains("gateway.yaml:"),
+            "{what} names the file and line: {err}"
+        );
         assert_eq!(body["serving_version"], v0.as_str());
         // Still serving the old config.
         let r = client.get(gw.url("/")).send().await.unwrap();
@@ -115,10 +128,16 @@ async fn bad_configs_are_refused_and_the_old_one_keeps_serving() {
             .metric("config_reloads_total", &[("result", "failure")])
             .await
             .unwrap();
-        assert!(failures >= (i + 1) as f64, "{what}: failure counted ({failures})");
+        assert!(
+            failures >= (i + 1) as f64,
+            "{what}: failure counted ({failures})"
+        );
     }
     let cfg = gw.admin_json("/config").await.unwrap();
-    assert!(cfg["last_reload_error"].as_str().unwrap().contains("nowhere"));
+    assert!(cfg["last_reload_error"]
+        .as_str()
+        .unwrap()
+        .contains("nowhere"));
     assert!(gw.log().contains("config reload refused"));
 }
 
@@ -137,15 +156,34 @@ async fn file_change_and_sighup_trigger_reloads() {
 
     // The file watcher picks up an atomic rename-over.
     gw.write_config(&base("/v2")).unwrap();
-    wait_until(Duration::from_secs(5), || async { version(&gw).await != v0 })
+    wait_until(Duration::from_secs(5), || async {
+        version(&gw).await != v0
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        client.get(gw.url("/v2/x")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        client.get(gw.url("/v1/x")).send().await.unwrap().status(),
+        404
+    );
+    assert!(
+        gw.metric(
+            "config_reloads_total",
+            &[("trigger", "file"), ("result", "success")]
+        )
         .await
-        .unwrap();
-    assert_eq!(client.get(gw.url("/v2/x")).send().await.unwrap().status(), 200);
-    assert_eq!(client.get(gw.url("/v1/x")).send().await.unwrap().status(), 404);
-    assert!(gw.metric("config_reloads_total", &[("trigger", "file"), ("result", "success")]).await.unwrap() >= 1.0);
+        .unwrap()
+            >= 1.0
+    );
 
     // SIGHUP (with the watcher off so only the signal can do it).
-    let no_watch = base("/v3").replace("server: { threads: 1 }", "server: { threads: 1, watch_config: false }");
+    let no_watch = base("/v3").replace(
+        "server: { threads: 1 }",
+        "server: { threads: 1, watch_config: false }",
+    );
     gw.write_config(&no_watch).unwrap();
     wait_until(Duration::from_secs(5), || async {
         client.get(gw.url("/v3/x")).send().await.unwrap().status() == 200
@@ -162,7 +200,15 @@ async fn file_change_and_sighup_trigger_reloads() {
     })
     .await
     .unwrap();
-    assert!(gw.metric("config_reloads_total", &[("trigger", "signal"), ("result", "success")]).await.unwrap() >= 1.0);
+    assert!(
+        gw.metric(
+            "config_reloads_total",
+            &[("trigger", "signal"), ("result", "success")]
+        )
+        .await
+        .unwrap()
+            >= 1.0
+    );
 }
 
 #[tokio::test]
@@ -183,5 +229,8 @@ async fn listener_changes_are_reported_as_needing_a_restart() {
     assert_eq!(status, 200);
     let c = gw.admin_json("/config").await.unwrap();
     assert_eq!(c["restart_required"], "listeners changed");
-    assert_eq!(gw.metric("gateway_restart_required", &[]).await.unwrap(), 1.0);
+    assert_eq!(
+        gw.metric("gateway_restart_required", &[]).await.unwrap(),
+        1.0
+    );
 }

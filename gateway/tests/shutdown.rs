@@ -36,16 +36,27 @@ upstreams: {{ app: {{ endpoints: [{{ address: {} }}] }} }}
 
     // Readiness flips at once; traffic is still served during the drain delay.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let ready = test_client().get(gw.admin_url("/readyz")).send().await.unwrap();
+    let ready = test_client()
+        .get(gw.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 503);
     let served = test_client().get(gw.url("/")).send().await.unwrap();
     assert_eq!(served.status(), 200, "still serving during the drain delay");
-    assert_eq!(served.headers()["connection"], "close", "clients are told to reconnect");
+    assert_eq!(
+        served.headers()["connection"],
+        "close",
+        "clients are told to reconnect"
+    );
 
     let code = gw.proc().wait_exit(Duration::from_secs(12)).await.unwrap();
     let took = t0.elapsed();
     let samples = load.join().await;
-    println!("SIGTERM: exit {code:?} after {took:?}; {}", summarize(&samples));
+    println!(
+        "SIGTERM: exit {code:?} after {took:?}; {}",
+        summarize(&samples)
+    );
     assert_eq!(code, Some(0), "{}", gw.log());
     // Served through the drain delay, exited soon after the last in-flight request.
     assert!(took >= Duration::from_secs(1), "{took:?}");
@@ -53,14 +64,26 @@ upstreams: {{ app: {{ endpoints: [{{ address: {} }}] }} }}
 
     let lost: Vec<_> = samples
         .iter()
-        .filter(|s| matches!(s.outcome, Outcome::Failed(_)) || matches!(s.outcome, Outcome::Status(c) if c >= 500))
+        .filter(|s| {
+            matches!(s.outcome, Outcome::Failed(_))
+                || matches!(s.outcome, Outcome::Status(c) if c >= 500)
+        })
         .collect();
-    assert!(lost.is_empty(), "accepted requests lost: {lost:?}\n{}", summarize(&samples));
+    assert!(
+        lost.is_empty(),
+        "accepted requests lost: {lost:?}\n{}",
+        summarize(&samples)
+    );
     let ok_after_term = samples
         .iter()
         .filter(|s| s.at > term_at && s.is_ok())
         .count();
-    assert!(ok_after_term >= 8, "requests kept being served after SIGTERM: {ok_after_term}");
+    assert!(
+        ok_after_term >= 8,
+        "requests kept being served after SIGTERM: {ok_after_term}"
+    );
     // After the listeners closed, new connections are refused (not accepted, not lost).
-    assert!(samples.iter().any(|s| matches!(s.outcome, Outcome::Refused)));
+    assert!(samples
+        .iter()
+        .any(|s| matches!(s.outcome, Outcome::Refused)));
 }

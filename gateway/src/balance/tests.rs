@@ -41,14 +41,19 @@ fn mark_down(u: &UpstreamRt, last: u8) {
     let m = set
         .find(SocketAddr::from(([127, 0, 0, last], 8000)))
         .unwrap();
-    assert_eq!(m.state.observe_check(false, 1, 1), Transition::BecameUnhealthy);
+    assert_eq!(
+        m.state.observe_check(false, 1, 1),
+        Transition::BecameUnhealthy
+    );
 }
 
 fn spread(u: &UpstreamRt, n: usize) -> HashMap<u8, usize> {
     let mut out = HashMap::new();
     for _ in 0..n {
         let p = u.pick(HashKey::None, &[]).unwrap();
-        let IpAddr::V4(ip) = p.address.ip() else { panic!() };
+        let IpAddr::V4(ip) = p.address.ip() else {
+            panic!()
+        };
         *out.entry(ip.octets()[3]).or_default() += 1;
     }
     out
@@ -56,7 +61,11 @@ fn spread(u: &UpstreamRt, n: usize) -> HashMap<u8, usize> {
 
 #[test]
 fn weighted_round_robin_follows_weights() {
-    let u = upstream(Balance::RoundRobin, None, vec![ep(1, "a", 1), ep(2, "a", 3)]);
+    let u = upstream(
+        Balance::RoundRobin,
+        None,
+        vec![ep(1, "a", 1), ep(2, "a", 3)],
+    );
     let s = spread(&u, 400);
     assert_eq!(s[&1], 100);
     assert_eq!(s[&2], 300);
@@ -70,7 +79,10 @@ fn zone_aware_stays_local_then_spills() {
         vec![ep(1, "a", 1), ep(2, "a", 1), ep(3, "b", 1), ep(4, "c", 1)],
     );
     let s = spread(&u, 100);
-    assert_eq!(s.keys().copied().collect::<std::collections::BTreeSet<_>>(), [1, 2].into());
+    assert_eq!(
+        s.keys().copied().collect::<std::collections::BTreeSet<_>>(),
+        [1, 2].into()
+    );
     // One of two local down: 50% still meets the threshold, stay local.
     mark_down(&u, 1);
     let s = spread(&u, 100);
@@ -85,7 +97,11 @@ fn zone_aware_stays_local_then_spills() {
 
 #[test]
 fn panic_mode_when_nothing_is_healthy() {
-    let u = upstream(Balance::LeastRequest, None, vec![ep(1, "a", 1), ep(2, "b", 1)]);
+    let u = upstream(
+        Balance::LeastRequest,
+        None,
+        vec![ep(1, "a", 1), ep(2, "b", 1)],
+    );
     mark_down(&u, 1);
     assert!(!u.pick(HashKey::None, &[]).unwrap().panic);
     mark_down(&u, 2);
@@ -96,7 +112,11 @@ fn panic_mode_when_nothing_is_healthy() {
 
 #[test]
 fn retries_avoid_tried_endpoints() {
-    let u = upstream(Balance::RoundRobin, None, vec![ep(1, "a", 1), ep(2, "a", 1)]);
+    let u = upstream(
+        Balance::RoundRobin,
+        None,
+        vec![ep(1, "a", 1), ep(2, "a", 1)],
+    );
     for _ in 0..20 {
         let first = u.pick(HashKey::None, &[]).unwrap().address;
         let second = u.pick(HashKey::None, &[first]).unwrap().address;
@@ -106,7 +126,11 @@ fn retries_avoid_tried_endpoints() {
 
 #[test]
 fn least_request_prefers_idle_endpoints() {
-    let u = upstream(Balance::LeastRequest, None, vec![ep(1, "a", 1), ep(2, "a", 1)]);
+    let u = upstream(
+        Balance::LeastRequest,
+        None,
+        vec![ep(1, "a", 1), ep(2, "a", 1)],
+    );
     let busy = u.set.load().members[0].state.clone();
     let _guards: Vec<_> = (0..10).map(|_| busy.begin()).collect();
     let s = spread(&u, 100);
@@ -116,11 +140,7 @@ fn least_request_prefers_idle_endpoints() {
 #[test]
 fn consistent_hash_is_sticky_and_remaps_minimally() {
     let eps: Vec<_> = (1..=5).map(|i| ep(i, "a", 1)).collect();
-    let u = upstream(
-        Balance::ConsistentHash(HashOn::ClientIp),
-        None,
-        eps.clone(),
-    );
+    let u = upstream(Balance::ConsistentHash(HashOn::ClientIp), None, eps.clone());
     let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
     let before: Vec<SocketAddr> = keys
         .iter()
@@ -128,11 +148,17 @@ fn consistent_hash_is_sticky_and_remaps_minimally() {
         .collect();
     // Sticky.
     for (k, b) in keys.iter().zip(&before) {
-        assert_eq!(u.pick(HashKey::Bytes(k.as_bytes()), &[]).unwrap().address, *b);
+        assert_eq!(
+            u.pick(HashKey::Bytes(k.as_bytes()), &[]).unwrap().address,
+            *b
+        );
     }
     // Balanced enough: each of 5 endpoints gets 10%..30% of keys.
     for i in 1..=5u8 {
-        let n = before.iter().filter(|a| a.ip() == IpAddr::from([127, 0, 0, i])).count();
+        let n = before
+            .iter()
+            .filter(|a| a.ip() == IpAddr::from([127, 0, 0, i]))
+            .count();
         assert!((100..=300).contains(&n), "endpoint {i} got {n}");
     }
     // Endpoint 3 goes down: only its keys move.
@@ -150,17 +176,28 @@ fn consistent_hash_is_sticky_and_remaps_minimally() {
 
 #[test]
 fn state_survives_rebuild() {
-    let u = upstream(Balance::RoundRobin, None, vec![ep(1, "a", 1), ep(2, "a", 1)]);
+    let u = upstream(
+        Balance::RoundRobin,
+        None,
+        vec![ep(1, "a", 1), ep(2, "a", 1)],
+    );
     mark_down(&u, 1);
     let u2 = UpstreamRt::new(u.cfg.clone(), Some("a".into()), None, Some(&u));
     let set = u2.set.load();
     assert!(!set.members[0].state.is_healthy());
-    assert!(Arc::ptr_eq(&set.members[1].state, &u.set.load().members[1].state));
+    assert!(Arc::ptr_eq(
+        &set.members[1].state,
+        &u.set.load().members[1].state
+    ));
 }
 
 #[test]
 fn ejected_endpoints_are_skipped() {
-    let u = upstream(Balance::RoundRobin, None, vec![ep(1, "a", 1), ep(2, "a", 1)]);
+    let u = upstream(
+        Balance::RoundRobin,
+        None,
+        vec![ep(1, "a", 1), ep(2, "a", 1)],
+    );
     let o = Outlier {
         consecutive_failures: 1,
         eject_for: Duration::from_secs(30),
