@@ -3,9 +3,10 @@
 //!
 //! Order of decisions for one pick:
 //! 1. Available endpoints = passing active health checks and not ejected.
-//! 2. Zone-aware: walk locality tiers (own zone, own region, other regions), adding
-//!    each tier until the available share of the tiers taken so far reaches
-//!    `min_local_healthy`; pick among the available endpoints of those tiers.
+//! 2. Zone-aware: walk locality tiers (own zone, own region, other regions), taking the
+//!    available endpoints of each tier, and stop after the first tier whose own
+//!    available share reaches `min_local_healthy`. So a degraded local zone keeps its
+//!    healthy endpoints but is helped by the next tier; a dead one is skipped.
 //! 3. If nothing is available at all: panic mode, pick among every endpoint (fail open,
 //!    as Envoy does) rather than answer 503 to everyone.
 //! 4. Endpoints already tried by this request are skipped while others remain.
@@ -19,6 +20,7 @@ use arc_swap::ArcSwap;
 use tollgate_config::gateway::{Balance, Endpoint, Upstream};
 
 use crate::endpoint::{now_ms, EndpointState};
+use crate::metrics::UpstreamMetrics;
 
 /// Locality of an endpoint relative to this gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -127,6 +129,7 @@ pub struct UpstreamRt {
     pub discovered: ArcSwap<Vec<Endpoint>>,
     pub zone: Option<String>,
     pub region: Option<String>,
+    pub metrics: UpstreamMetrics,
     rr: AtomicUsize,
 }
 
@@ -170,6 +173,7 @@ impl UpstreamRt {
             prev_set.as_deref(),
         );
         Self {
+            metrics: UpstreamMetrics::new(&cfg.name),
             cfg,
             set: ArcSwap::from_pointee(set),
             discovered: ArcSwap::from_pointee(discovered),
@@ -261,8 +265,8 @@ impl UpstreamRt {
         let available = |m: &Member| m.state.is_available(now) && !tried.contains(&m.cfg.address);
         match self.cfg.zone_aware {
             Some(za) => {
-                let (mut total, mut healthy) = (0usize, 0usize);
                 for tier in [Tier::LocalZone, Tier::LocalRegion, Tier::Remote] {
+                    let (mut total, mut healthy) = (0usize, 0usize);
                     for (i, m) in members.iter().enumerate() {
                         if m.tier == tier {
                             total += 1;

@@ -3,7 +3,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use tollgate_config::metrics as m;
 
 pub struct Metrics {
@@ -91,5 +91,56 @@ pub fn status_class(status: u16) -> &'static str {
         400..=499 => "4xx",
         500..=599 => "5xx",
         _ => "error",
+    }
+}
+
+const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+
+/// A route's metric handles, resolved once per snapshot instead of hashing label
+/// values on every request.
+#[derive(Debug, Clone)]
+pub struct RouteMetrics {
+    by_class: Vec<IntCounter>,
+    pub duration: Histogram,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> Self {
+        Self {
+            by_class: CLASSES
+                .iter()
+                .map(|c| METRICS.requests.with_label_values(&[route, c]))
+                .collect(),
+            duration: METRICS.duration.with_label_values(&[route]),
+        }
+    }
+
+    pub fn count(&self, status: u16) {
+        let class = status_class(status);
+        if let Some(i) = CLASSES.iter().position(|c| *c == class) {
+            if let Some(c) = self.by_class.get(i) {
+                c.inc();
+            }
+        }
+    }
+}
+
+/// An upstream's attempt counters.
+#[derive(Debug, Clone)]
+pub struct UpstreamMetrics {
+    pub success: IntCounter,
+    pub failure: IntCounter,
+}
+
+impl UpstreamMetrics {
+    pub fn new(upstream: &str) -> Self {
+        Self {
+            success: METRICS
+                .upstream_attempts
+                .with_label_values(&[upstream, "success"]),
+            failure: METRICS
+                .upstream_attempts
+                .with_label_values(&[upstream, "failure"]),
+        }
     }
 }

@@ -148,10 +148,11 @@ impl GatewayProxy {
         };
         let outlier = up.cfg.outlier.as_ref();
         let s = attempt.state();
-        METRICS
-            .upstream_attempts
-            .with_label_values(&[up.cfg.name.as_str(), if ok { "success" } else { "failure" }])
-            .inc();
+        if ok {
+            up.metrics.success.inc();
+        } else {
+            up.metrics.failure.inc();
+        }
         if ok {
             s.record_success(outlier);
             return;
@@ -572,16 +573,15 @@ impl ProxyHttp for GatewayProxy {
             }
         }
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let route = ctx.route_name();
-        let route = if route.is_empty() { "none" } else { route };
-        METRICS
-            .requests
-            .with_label_values(&[route, status_class(status)])
-            .inc();
-        METRICS
-            .duration
-            .with_label_values(&[route])
-            .observe(ctx.started.elapsed().as_secs_f64());
+        let Some(snap) = ctx.snap.as_ref() else {
+            return;
+        };
+        let m = ctx
+            .route
+            .and_then(|i| snap.route_metrics.get(i))
+            .unwrap_or(&snap.unrouted_metrics);
+        m.count(status);
+        m.duration.observe(ctx.started.elapsed().as_secs_f64());
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tollgate_config::gateway::{GatewayConfig, Loaded};
 
 use crate::balance::UpstreamRt;
+use crate::metrics::RouteMetrics;
 use crate::routing::Router;
 
 #[derive(Debug)]
@@ -15,6 +16,9 @@ pub struct Snapshot {
     pub config: GatewayConfig,
     pub router: Router,
     pub upstreams: HashMap<String, Arc<UpstreamRt>>,
+    /// Metric handles per route (same order as `config.routes`), and for unrouted requests.
+    pub route_metrics: Vec<RouteMetrics>,
+    pub unrouted_metrics: RouteMetrics,
     /// Fingerprint of the config text.
     pub version: String,
     pub loaded_at_unix: i64,
@@ -41,6 +45,12 @@ impl Snapshot {
             .collect();
         Snapshot {
             router: Router::new(&config.routes),
+            route_metrics: config
+                .routes
+                .iter()
+                .map(|r| RouteMetrics::new(&r.name))
+                .collect(),
+            unrouted_metrics: RouteMetrics::new("none"),
             upstreams,
             config,
             version: loaded.version,

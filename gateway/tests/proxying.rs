@@ -312,3 +312,38 @@ async fn dns_discovery_finds_endpoints() {
         "{ups}"
     );
 }
+
+#[tokio::test]
+async fn h2c_listener_speaks_http2_with_prior_knowledge() {
+    let a = Backend::builder().id("a").spawn().await.unwrap();
+    let gw = Gateway::start(&format!(
+        r#"
+listeners: [{{ name: h2c, address: "${{LISTEN}}", h2c: true }}]
+admin: {{ address: "${{ADMIN}}" }}
+server: {{ threads: 1 }}
+routes: [{{ name: r, upstream: u }}]
+upstreams: {{ u: {{ endpoints: [{{ address: {} }}] }} }}
+"#,
+        a.addr()
+    ))
+    .await
+    .unwrap();
+    let url = gw.url("/h2");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args([
+                "-s",
+                "--http2-prior-knowledge",
+                "-w",
+                "\\n%{http_version}",
+                &url,
+            ])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("curl is installed by .ci/test");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n2"), "HTTP/2 negotiated: {text}");
+    assert!(text.contains("\"path\":\"/h2\""), "{text}");
+}

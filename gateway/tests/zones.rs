@@ -271,3 +271,122 @@ async fn panic_mode_sends_traffic_when_every_endpoint_fails_checks() {
     );
     assert!(gw.log().contains("panic mode"));
 }
+
+#[tokio::test]
+async fn outlier_detection_ejects_a_failing_endpoint_but_never_more_than_max_ejected() {
+    let a = Backend::builder().id("one").spawn().await.unwrap();
+    let b = Backend::builder().id("two").spawn().await.unwrap();
+    a.fault("status=503").await.unwrap();
+    let gw = Gateway::start(&format!(
+        r#"
+listeners: [{{ name: http, address: "${{LISTEN}}" }}]
+admin: {{ address: "${{ADMIN}}" }}
+server: {{ threads: 1 }}
+routes: [{{ name: all, upstream: app, retry: {{ attempts: 1 }} }}]
+upstreams:
+  app:
+    endpoints: [{{ address: {} }}, {{ address: {} }}]
+    outlier_detection: {{ consecutive_failures: 3, eject_for: 30s, max_ejected: 50% }}
+"#,
+        a.addr(),
+        b.addr()
+    ))
+    .await
+    .unwrap();
+    let c = test_client();
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        statuses.push(c.get(gw.url("/")).send().await.unwrap().status().as_u16());
+    }
+    let failures = statuses.iter().filter(|s| **s == 503).count();
+    // Round robin: a gets every other request until its 3rd consecutive 503 ejects it.
+    assert_eq!(failures, 3, "{statuses:?}");
+    let ep = upstream_endpoint(&gw, &a.addr().to_string()).await;
+    assert_eq!(ep["ejected"], true, "{ep}");
+    assert_eq!(ep["ejections"], 1);
+    assert_eq!(
+        gw.metric("gateway_outlier_ejections_total", &[])
+            .await
+            .unwrap(),
+        1.0
+    );
+
+    // Now b fails too: ejecting it would exceed max_ejected (50% of 2), so it stays in.
+    b.fault("status=503").await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 503);
+    }
+    let ep = upstream_endpoint(&gw, &b.addr().to_string()).await;
+    assert_eq!(ep["ejected"], false, "cap respected: {ep}");
+}
+
+#[tokio::test]
+async fn remote_region_is_used_only_when_the_local_region_is_down() {
+    let mut local = Backend::builder()
+        .zone("a")
+        .id("local")
+        .ip("127.0.1.1")
+        .spawn()
+        .await
+        .unwrap();
+    let mut near = Backend::builder()
+        .zone("b")
+        .id("near")
+        .ip("127.0.2.1")
+        .spawn()
+        .await
+        .unwrap();
+    let _far = Backend::builder()
+        .zone("x")
+        .id("far")
+        .ip("127.0.4.1")
+        .spawn()
+        .await
+        .unwrap();
+    let gw = Gateway::start(&format!(
+        r#"
+zone: a
+region: r1
+listeners: [{{ name: http, address: "${{LISTEN}}" }}]
+admin: {{ address: "${{ADMIN}}" }}
+server: {{ threads: 1 }}
+routes: [{{ name: all, upstream: app, retry: {{ attempts: 3 }} }}]
+upstreams:
+  app:
+    zone_aware: {{ min_local_healthy: 100% }}
+    endpoints:
+      - {{ address: {}, zone: a, region: r1 }}
+      - {{ address: {}, zone: b, region: r1 }}
+      - {{ address: {}, zone: x, region: r2 }}
+    health_check: {{ path: /healthz, interval: 100ms, timeout: 100ms, healthy: 1, unhealthy: 1 }}
+"#,
+        local.addr(),
+        near.addr(),
+        _far.addr()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(ids(&gw, 10).await.keys().collect::<Vec<_>>(), ["local"]);
+    local.kill();
+    wait_until(Duration::from_secs(5), || async {
+        upstream_endpoint(&gw, &local.addr().to_string()).await["healthy"] == false
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(&gw, 10).await.keys().collect::<Vec<_>>(),
+        ["near"],
+        "same region first"
+    );
+    near.kill();
+    wait_until(Duration::from_secs(5), || async {
+        upstream_endpoint(&gw, &near.addr().to_string()).await["healthy"] == false
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ids(&gw, 10).await.keys().collect::<Vec<_>>(),
+        ["far"],
+        "then the other region"
+    );
+}
