@@ -21,7 +21,7 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &Path, source: &str) -> Result<T, C
             line: l.line(),
             column: l.column(),
         });
-        let message = strip_location(&inner.to_string());
+        let message = strip_path(&field, &strip_location(&inner.to_string()));
         ConfigError {
             file: file.to_owned(),
             problems: vec![Problem {
@@ -31,6 +31,15 @@ pub fn parse_yaml<T: DeserializeOwned>(file: &Path, source: &str) -> Result<T, C
             }],
         }
     })
+}
+
+/// serde_yaml prefixes some messages with (part of) the field path; we print the full
+/// path ourselves.
+fn strip_path(field: &str, msg: &str) -> String {
+    match msg.split_once(": ") {
+        Some((head, rest)) if !head.is_empty() && field.starts_with(head) => rest.to_owned(),
+        _ => msg.to_owned(),
+    }
 }
 
 /// serde_yaml appends " at line X column Y" to its messages; we print positions ourselves.

@@ -164,6 +164,13 @@ impl UpstreamRt {
             _ => Vec::new(),
         };
         let prev_set = previous.map(|p| p.set.load_full());
+        if cfg.health_check.is_none() {
+            // No check will ever run again to clear an "unhealthy" verdict carried over
+            // from the previous config.
+            if let Some(p) = &prev_set {
+                p.members.iter().for_each(|m| m.state.reset_health());
+            }
+        }
         let all = merge_endpoints(&cfg.endpoints, &discovered);
         let set = EndpointSet::build(
             &all,

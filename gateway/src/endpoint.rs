@@ -117,6 +117,13 @@ impl EndpointState {
         Transition::None
     }
 
+    /// Forget active-check verdicts (the upstream no longer has a health check).
+    pub fn reset_health(&self) {
+        self.healthy.store(true, Relaxed);
+        self.consecutive_ok.store(0, Relaxed);
+        self.consecutive_fail.store(0, Relaxed);
+    }
+
     /// Start of a request attempt to this endpoint; the guard ends it.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Relaxed);

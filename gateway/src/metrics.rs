@@ -36,7 +36,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     ),
     rejected: m::counter_vec(
         "gateway_rejected_requests_total",
-        "Requests refused before reaching an upstream, by reason",
+        "Requests the gateway answered itself (no route, limits, upstream failures), by reason",
         &["reason"],
     ),
     upstream_attempts: m::counter_vec(

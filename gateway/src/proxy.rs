@@ -1,6 +1,6 @@
 //! The Pingora `ProxyHttp` implementation: a thin dispatcher over the snapshot.
 //!
-//! Phases (see docs/gateway-phases.md):
+//! Phases (chart in docs/operations.md):
 //! - `request_filter`: load the snapshot once, enforce request limits, match a route,
 //!   choose the upstream (weighted split), assign the request id.
 //! - `upstream_peer`: pick an endpoint (health, zone, algorithm; not one already tried).

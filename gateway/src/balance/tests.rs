@@ -176,11 +176,12 @@ fn consistent_hash_is_sticky_and_remaps_minimally() {
 
 #[test]
 fn state_survives_rebuild() {
-    let u = upstream(
+    let mut u = upstream(
         Balance::RoundRobin,
         None,
         vec![ep(1, "a", 1), ep(2, "a", 1)],
     );
+    u.cfg.health_check = Some(hc());
     mark_down(&u, 1);
     let u2 = UpstreamRt::new(u.cfg.clone(), Some("a".into()), None, Some(&u));
     let set = u2.set.load();
@@ -223,4 +224,27 @@ fn retries_spill_to_other_zones_when_local_endpoints_were_tried() {
     let p = u.pick(HashKey::None, &[a1, a2]).unwrap();
     assert_eq!(p.address, SocketAddr::from(([127, 0, 0, 3], 8000)));
     assert!(!p.panic);
+}
+
+#[test]
+fn removing_the_health_check_clears_unhealthy_verdicts() {
+    let mut u = upstream(Balance::RoundRobin, None, vec![ep(1, "a", 1)]);
+    u.cfg.health_check = Some(hc());
+    mark_down(&u, 1);
+    let mut cfg = u.cfg.clone();
+    cfg.health_check = None;
+    let u2 = UpstreamRt::new(cfg, Some("a".into()), None, Some(&u));
+    assert!(u2.set.load().members[0].state.is_healthy());
+}
+
+fn hc() -> tollgate_config::gateway::HealthCheck {
+    tollgate_config::gateway::HealthCheck {
+        path: "/".into(),
+        host: None,
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        healthy: 1,
+        unhealthy: 1,
+        expect: vec![(200, 299)],
+    }
 }
