@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod load;
 pub mod locate;
 pub mod metrics;
+pub mod sidecar;
 pub mod telemetry;
 pub mod units;
 pub mod watch;

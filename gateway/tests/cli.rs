@@ -104,3 +104,30 @@ fn startup_errors_are_clear() {
         "{err}"
     );
 }
+
+#[test]
+fn the_annotated_example_in_the_docs_validates() {
+    let doc = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .unwrap();
+    let start = doc
+        .find("```yaml\n")
+        .expect("a yaml example in docs/configuration.md")
+        + 8;
+    let len = doc[start..].find("```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("example.yaml");
+    std::fs::write(&file, &doc[start..start + len]).unwrap();
+    let out = gateway()
+        .arg("validate")
+        .arg(&file)
+        .env_remove("GATEWAY_ZONE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,329 @@
+//! File-layer types: exactly what users write in the sidecar's YAML. Every struct
+//! refuses unknown fields; see [`super::runtime`] for the validated form.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::units::{HumanDuration, Percent, Rate};
+
+/// The sidecar's configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarFile {
+    /// This workload's certificate, key and the trust bundle, as cert-manager or SPIRE
+    /// write them. Watched: rotation applies to new connections.
+    pub identity: IdentityFile,
+    /// mTLS listener for calls into the local app.
+    #[serde(default)]
+    pub inbound: Option<InboundFile>,
+    /// Dependencies the local app calls, each on its own loopback port.
+    #[serde(default)]
+    pub outbound: BTreeMap<String, DependencyFile>,
+    /// Optional HTTP proxy listener: the app sets `HTTP_PROXY` and names the dependency in
+    /// the Host header (`http://payments/...`).
+    #[serde(default)]
+    pub proxy: Option<ProxyListenerFile>,
+    #[serde(default)]
+    pub admin: SidecarAdminFile,
+    #[serde(default)]
+    pub server: SidecarServerFile,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityFile {
+    /// PEM certificate chain (leaf first); its URI SAN is this workload's SPIFFE id.
+    pub cert: String,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key: String,
+    /// PEM CA certificates peers must chain to.
+    pub trust_bundle: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InboundFile {
+    /// `IP:PORT` of the mTLS listener, e.g. `0.0.0.0:15001`.
+    pub listen: String,
+    /// The local app, plain HTTP on loopback, e.g. `127.0.0.1:8080`.
+    pub forward_to: String,
+    /// Callers allowed in: a SPIFFE id (any path), or `{ id, path_prefix }`.
+    /// Empty: any caller with a certificate from the trust bundle.
+    #[serde(default)]
+    pub allow: Vec<AllowFile>,
+    /// Header carrying the verified caller identity to the app; any copy arriving from
+    /// outside is removed first.
+    #[serde(default = "default_identity_header")]
+    pub identity_header: String,
+    /// Longest wait for the local app's answer.
+    #[serde(default = "default_inbound_timeout")]
+    pub timeout: HumanDuration,
+}
+
+fn default_identity_header() -> String {
+    "x-client-spiffe-id".into()
+}
+fn default_inbound_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+/// An allow-list entry: `spiffe://...` or `{ id: spiffe://..., path_prefix: /admin }`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AllowFile {
+    Id(String),
+    Rule(AllowRuleFile),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRuleFile {
+    pub id: String,
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+}
+
+/// One outbound dependency and its resilience policy.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DependencyFile {
+    /// Loopback `IP:PORT` the app calls, e.g. `127.0.0.1:15101`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Peer sidecars, `HOST:PORT` (IPs, or names re-resolved every `resolve_every`).
+    pub endpoints: Vec<String>,
+    #[serde(default = "default_resolve_every")]
+    pub resolve_every: HumanDuration,
+    /// The SPIFFE id the peer must present.
+    pub server_identity: String,
+    /// `http2` (default, multiplexed) or `http1` between sidecars.
+    #[serde(default)]
+    pub protocol: PeerProtocol,
+    /// Overall deadline, all tries included (504 when it passes).
+    #[serde(default = "default_dep_timeout")]
+    pub timeout: HumanDuration,
+    /// Deadline of each try (default: the overall timeout).
+    #[serde(default)]
+    pub per_try_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub connect_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub retry: Option<RetryPolicyFile>,
+    #[serde(default)]
+    pub circuit_breaker: Option<BreakerFile>,
+    /// Bulkhead: requests in flight at once; beyond it, 503 at once.
+    #[serde(default = "default_max_concurrent")]
+    pub max_concurrent: u32,
+    /// Requests allowed to wait for a bulkhead slot (0: none wait).
+    #[serde(default)]
+    pub queue: u32,
+    #[serde(default)]
+    pub outlier_detection: Option<DepOutlierFile>,
+    /// Send a second try to another endpoint when the first is slower than this
+    /// (idempotent calls only; counted against the retry budget).
+    #[serde(default)]
+    pub hedge_after: Option<HumanDuration>,
+    /// Outbound rate limit; beyond it, 429 at once.
+    #[serde(default)]
+    pub rate_limit: Option<Rate>,
+    /// Fault injection for chaos tests.
+    #[serde(default)]
+    pub fault: Option<FaultFile>,
+}
+
+fn default_resolve_every() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_dep_timeout() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_max_concurrent() -> u32 {
+    100
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerProtocol {
+    #[default]
+    Http2,
+    Http1,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryPolicyFile {
+    /// Total tries including the first.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Exponential backoff range with full jitter, `MIN..MAX` (e.g. `25ms..250ms`).
+    #[serde(default = "default_backoff")]
+    pub backoff: String,
+    /// Retries may add at most this share to the request rate.
+    #[serde(default = "default_budget")]
+    pub budget: Percent,
+    /// ...but always allow this many retries per second.
+    #[serde(default = "default_min_retries")]
+    pub min_per_second: u32,
+    /// Conditions: `5xx`, a status code, `reset`, `connect-failure`, `timeout`.
+    #[serde(default = "default_retry_conditions")]
+    pub on: Vec<crate::gateway::file::RetryOnFile>,
+    /// Request bodies up to this many bytes are buffered so they can be replayed;
+    /// larger ones are not retried.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_backoff() -> String {
+    "25ms..250ms".into()
+}
+fn default_budget() -> Percent {
+    Percent::new_const(20.0)
+}
+fn default_min_retries() -> u32 {
+    10
+}
+fn default_retry_conditions() -> Vec<crate::gateway::file::RetryOnFile> {
+    use crate::gateway::file::RetryOnFile::Name;
+    vec![
+        Name("5xx".into()),
+        Name("reset".into()),
+        Name("connect-failure".into()),
+    ]
+}
+fn default_max_body() -> usize {
+    64 * 1024
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerFile {
+    /// Open when this share of calls in the window failed (5xx, timeouts, connection errors).
+    #[serde(default = "default_failure_rate")]
+    pub failure_rate: Percent,
+    /// Calls slower than this count as slow...
+    #[serde(default)]
+    pub slow_call: Option<HumanDuration>,
+    /// ...and the breaker opens when this share of calls is slow.
+    #[serde(default)]
+    pub slow_call_rate: Option<Percent>,
+    /// No verdict before this many calls in the window.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u32,
+    /// Sliding window length.
+    #[serde(default = "default_window")]
+    pub window: HumanDuration,
+    /// Open this long before letting probes through; doubles on each trip in a row.
+    #[serde(default = "default_open_for")]
+    pub open_for: HumanDuration,
+    #[serde(default = "default_max_open_for")]
+    pub max_open_for: HumanDuration,
+    /// Calls let through while half-open; all must succeed to close.
+    #[serde(default = "default_probes")]
+    pub half_open_probes: u32,
+    /// Record what the breaker would do, never reject (safe roll-out of thresholds).
+    #[serde(default)]
+    pub observe_only: bool,
+}
+
+fn default_failure_rate() -> Percent {
+    Percent::new_const(50.0)
+}
+fn default_min_requests() -> u32 {
+    20
+}
+fn default_window() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_open_for() -> HumanDuration {
+    HumanDuration::from_secs(5)
+}
+fn default_max_open_for() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+fn default_probes() -> u32 {
+    3
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DepOutlierFile {
+    #[serde(default = "default_consecutive")]
+    pub consecutive_failures: u32,
+    #[serde(default = "default_eject_for")]
+    pub eject_for: HumanDuration,
+    #[serde(default = "default_max_eject_for")]
+    pub max_eject_for: HumanDuration,
+    #[serde(default = "default_max_ejected")]
+    pub max_ejected: Percent,
+}
+
+fn default_consecutive() -> u32 {
+    5
+}
+fn default_eject_for() -> HumanDuration {
+    HumanDuration::from_secs(10)
+}
+fn default_max_eject_for() -> HumanDuration {
+    HumanDuration::from_secs(120)
+}
+fn default_max_ejected() -> Percent {
+    Percent::new_const(50.0)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FaultFile {
+    /// Delay this share of calls by `delay`.
+    #[serde(default)]
+    pub delay: Option<HumanDuration>,
+    #[serde(default)]
+    pub delay_percent: Percent,
+    /// Answer this share of calls with `abort_status` without calling the dependency.
+    #[serde(default)]
+    pub abort_status: Option<u16>,
+    #[serde(default)]
+    pub abort_percent: Percent,
+    /// Only calls carrying this header are eligible.
+    #[serde(default)]
+    pub only_with_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyListenerFile {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarAdminFile {
+    #[serde(default = "default_admin")]
+    pub address: String,
+}
+
+impl Default for SidecarAdminFile {
+    fn default() -> Self {
+        Self {
+            address: default_admin(),
+        }
+    }
+}
+
+fn default_admin() -> String {
+    "127.0.0.1:15000".into()
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SidecarServerFile {
+    #[serde(default)]
+    pub shutdown: crate::gateway::file::ShutdownFile,
+    /// Worker threads (default 1: a sidecar should stay small).
+    #[serde(default)]
+    pub threads: Option<usize>,
+}

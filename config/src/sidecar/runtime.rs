@@ -1,0 +1,464 @@
+//! Runtime types: the sidecar's validated configuration.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::HeaderName;
+
+use super::file::*;
+use crate::error::Problems;
+use crate::gateway::file::RetryOnFile;
+use crate::gateway::Outlier;
+use crate::units::{parse_duration, Rate};
+
+#[derive(Debug, Clone)]
+pub struct SidecarConfig {
+    pub identity: IdentityPaths,
+    pub inbound: Option<Inbound>,
+    pub dependencies: BTreeMap<String, Dependency>,
+    pub proxy_listen: Option<SocketAddr>,
+    pub admin_address: SocketAddr,
+    pub threads: usize,
+    pub drain_delay: Duration,
+    pub grace_period: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub trust_bundle: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    pub listen: SocketAddr,
+    pub forward_to: SocketAddr,
+    pub allow: Vec<AllowRule>,
+    pub identity_header: HeaderName,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowRule {
+    pub id: String,
+    /// `None`: any path.
+    pub path_prefix: Option<String>,
+}
+
+impl Inbound {
+    /// Whether `caller` may call `path`. An empty allow-list admits any authenticated caller.
+    pub fn allows(&self, caller: &str, path: &str) -> bool {
+        self.allow.is_empty()
+            || self.allow.iter().any(|r| {
+                r.id == caller && r.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+            })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dependency {
+    pub name: String,
+    pub listen: Option<SocketAddr>,
+    pub endpoints: Vec<HostPort>,
+    pub resolve_every: Duration,
+    pub server_identity: String,
+    pub http2: bool,
+    pub timeout: Duration,
+    pub per_try_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: Option<Retry>,
+    pub breaker: Option<Breaker>,
+    pub max_concurrent: u32,
+    pub queue: u32,
+    pub outlier: Option<Outlier>,
+    pub hedge_after: Option<Duration>,
+    pub rate_limit: Option<Rate>,
+    pub fault: Option<Fault>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retry {
+    pub attempts: u32,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Fraction of the request rate retries may add.
+    pub budget: f64,
+    pub min_per_second: u32,
+    pub on_5xx: bool,
+    pub statuses: Vec<u16>,
+    pub on_reset: bool,
+    pub on_connect_failure: bool,
+    pub on_timeout: bool,
+    pub max_body_bytes: usize,
+}
+
+impl Retry {
+    pub fn retries_status(&self, status: u16) -> bool {
+        (self.on_5xx && (500..600).contains(&status)) || self.statuses.contains(&status)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breaker {
+    pub failure_rate: f64,
+    pub slow_call: Option<Duration>,
+    pub slow_call_rate: Option<f64>,
+    pub min_requests: u32,
+    pub window: Duration,
+    pub open_for: Duration,
+    pub max_open_for: Duration,
+    pub half_open_probes: u32,
+    pub observe_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    pub delay: Option<Duration>,
+    pub delay_fraction: f64,
+    pub abort_status: Option<u16>,
+    pub abort_fraction: f64,
+    pub only_with_header: Option<HeaderName>,
+}
+
+fn addr(s: &str, field: String, p: &mut Problems) -> Option<SocketAddr> {
+    match s.trim().parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.push(field, format!("{s:?} is not an IP:PORT address"));
+            None
+        }
+    }
+}
+
+fn spiffe_ok(id: &str) -> bool {
+    id.strip_prefix("spiffe://").is_some_and(|rest| {
+        !rest.is_empty() && !rest.starts_with('/') && !rest.contains(char::is_whitespace)
+    })
+}
+
+/// Check a parsed file; relative identity paths are taken relative to `base_dir`
+/// (the config file's directory).
+pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Problems> {
+    let mut p = Problems::default();
+    let path = |s: &str| {
+        let pb = PathBuf::from(s);
+        if pb.is_absolute() {
+            pb
+        } else {
+            base_dir.join(pb)
+        }
+    };
+    let identity = IdentityPaths {
+        cert: path(&file.identity.cert),
+        key: path(&file.identity.key),
+        trust_bundle: path(&file.identity.trust_bundle),
+    };
+    let mut bound: HashSet<SocketAddr> = HashSet::new();
+    let mut claim = |a: SocketAddr, field: String, p: &mut Problems| {
+        if !bound.insert(a) {
+            p.push(field, format!("address {a} is used twice"));
+        }
+    };
+
+    let admin_address = addr(&file.admin.address, "admin.address".into(), &mut p)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 15000)));
+    claim(admin_address, "admin.address".into(), &mut p);
+
+    let inbound = file.inbound.as_ref().and_then(|i| {
+        let listen = addr(&i.listen, "inbound.listen".into(), &mut p)?;
+        claim(listen, "inbound.listen".into(), &mut p);
+        let forward_to = addr(&i.forward_to, "inbound.forward_to".into(), &mut p)?;
+        let mut allow = Vec::new();
+        for (n, a) in i.allow.iter().enumerate() {
+            let (id, path_prefix) = match a {
+                AllowFile::Id(id) => (id.clone(), None),
+                AllowFile::Rule(r) => (r.id.clone(), r.path_prefix.clone()),
+            };
+            if !spiffe_ok(&id) {
+                p.push(
+                    format!("inbound.allow[{n}]"),
+                    format!("{id:?} is not a SPIFFE id (spiffe://trust-domain/path)"),
+                );
+            }
+            if path_prefix
+                .as_deref()
+                .is_some_and(|pp| !pp.starts_with('/'))
+            {
+                p.push(
+                    format!("inbound.allow[{n}].path_prefix"),
+                    "must start with /",
+                );
+            }
+            allow.push(AllowRule { id, path_prefix });
+        }
+        let identity_header = match HeaderName::from_bytes(i.identity_header.as_bytes()) {
+            Ok(h) => h,
+            Err(_) => {
+                p.push("inbound.identity_header", "not a valid header name");
+                return None;
+            }
+        };
+        Some(Inbound {
+            listen,
+            forward_to,
+            allow,
+            identity_header,
+            timeout: i.timeout.get(),
+        })
+    });
+
+    let proxy_listen = file.proxy.as_ref().and_then(|x| {
+        let a = addr(&x.listen, "proxy.listen".into(), &mut p)?;
+        claim(a, "proxy.listen".into(), &mut p);
+        Some(a)
+    });
+
+    let mut dependencies = BTreeMap::new();
+    for (name, d) in &file.outbound {
+        let at = format!("outbound.{name}");
+        let listen = d.listen.as_ref().and_then(|l| {
+            let a = addr(l, format!("{at}.listen"), &mut p)?;
+            claim(a, format!("{at}.listen"), &mut p);
+            Some(a)
+        });
+        if listen.is_none() && d.listen.is_none() && proxy_listen.is_none() {
+            p.push(
+                format!("{at}.listen"),
+                "needs `listen`, or a top-level `proxy` listener to reach it by Host",
+            );
+        }
+        if d.endpoints.is_empty() {
+            p.push(format!("{at}.endpoints"), "needs at least one HOST:PORT");
+        }
+        let mut endpoints = Vec::new();
+        for (n, e) in d.endpoints.iter().enumerate() {
+            match e.rsplit_once(':') {
+                Some((h, port)) if !h.is_empty() => match port.parse::<u16>() {
+                    Ok(port) if port > 0 => endpoints.push(HostPort {
+                        host: h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                        port,
+                    }),
+                    _ => p.push(format!("{at}.endpoints[{n}]"), "port must be 1..65535"),
+                },
+                _ => p.push(
+                    format!("{at}.endpoints[{n}]"),
+                    format!("{e:?} is not HOST:PORT"),
+                ),
+            }
+        }
+        if !spiffe_ok(&d.server_identity) {
+            p.push(
+                format!("{at}.server_identity"),
+                format!("{:?} is not a SPIFFE id", d.server_identity),
+            );
+        }
+        let timeout = d.timeout.get();
+        if timeout.is_zero() {
+            p.push(format!("{at}.timeout"), "must be above 0");
+        }
+        let per_try_timeout = d.per_try_timeout.map_or(timeout, |t| t.get());
+        if per_try_timeout.is_zero() || per_try_timeout > timeout {
+            p.push(
+                format!("{at}.per_try_timeout"),
+                "must be above 0 and at most `timeout`",
+            );
+        }
+        let connect_timeout = d
+            .connect_timeout
+            .map_or(Duration::from_secs(1).min(per_try_timeout), |t| t.get());
+        let retry = d.retry.as_ref().map(|r| validate_retry(&at, r, &mut p));
+        let breaker = d.circuit_breaker.as_ref().map(|b| {
+            let bat = format!("{at}.circuit_breaker");
+            if b.slow_call.is_some() != b.slow_call_rate.is_some() {
+                p.push(
+                    bat.clone(),
+                    "set both `slow_call` and `slow_call_rate`, or neither",
+                );
+            }
+            if b.window.get() < Duration::from_millis(100) {
+                p.push(format!("{bat}.window"), "must be at least 100ms");
+            }
+            if b.half_open_probes == 0 {
+                p.push(format!("{bat}.half_open_probes"), "must be at least 1");
+            }
+            if b.open_for.get().is_zero() || b.max_open_for < b.open_for {
+                p.push(
+                    format!("{bat}.open_for"),
+                    "must be above 0 and at most max_open_for",
+                );
+            }
+            Breaker {
+                failure_rate: b.failure_rate.fraction(),
+                slow_call: b.slow_call.map(|d| d.get()),
+                slow_call_rate: b.slow_call_rate.map(|r| r.fraction()),
+                min_requests: b.min_requests.max(1),
+                window: b.window.get(),
+                open_for: b.open_for.get(),
+                max_open_for: b.max_open_for.get(),
+                half_open_probes: b.half_open_probes,
+                observe_only: b.observe_only,
+            }
+        });
+        if d.max_concurrent == 0 {
+            p.push(format!("{at}.max_concurrent"), "must be at least 1");
+        }
+        let outlier = d.outlier_detection.as_ref().map(|o| Outlier {
+            consecutive_failures: o.consecutive_failures.max(1),
+            eject_for: o.eject_for.get(),
+            max_eject_for: o.max_eject_for.get().max(o.eject_for.get()),
+            max_ejected: o.max_ejected.fraction(),
+        });
+        let fault = d.fault.as_ref().and_then(|f| {
+            if f.abort_status.is_some_and(|s| !(200..600).contains(&s)) {
+                p.push(
+                    format!("{at}.fault.abort_status"),
+                    "must be a status code 200..599",
+                );
+            }
+            let only_with_header = match &f.only_with_header {
+                None => None,
+                Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(h) => Some(h),
+                    Err(_) => {
+                        p.push(format!("{at}.fault.only_with_header"), "not a header name");
+                        return None;
+                    }
+                },
+            };
+            Some(Fault {
+                delay: f.delay.map(|d| d.get()),
+                delay_fraction: f.delay_percent.fraction(),
+                abort_status: f.abort_status,
+                abort_fraction: f.abort_percent.fraction(),
+                only_with_header,
+            })
+        });
+        if d.rate_limit.is_some_and(|r| r.count == 0) {
+            p.push(format!("{at}.rate_limit"), "must allow at least 1 request");
+        }
+        dependencies.insert(
+            name.clone(),
+            Dependency {
+                name: name.clone(),
+                listen,
+                endpoints,
+                resolve_every: d.resolve_every.get().max(Duration::from_millis(100)),
+                server_identity: d.server_identity.clone(),
+                http2: d.protocol == PeerProtocol::Http2,
+                timeout,
+                per_try_timeout,
+                connect_timeout,
+                retry,
+                breaker,
+                max_concurrent: d.max_concurrent.max(1),
+                queue: d.queue,
+                outlier,
+                hedge_after: d.hedge_after.map(|h| h.get()),
+                rate_limit: d.rate_limit,
+                fault,
+            },
+        );
+    }
+
+    let threads = match file.server.threads {
+        Some(0) => {
+            p.push("server.threads", "must be at least 1");
+            1
+        }
+        Some(n) => n,
+        None => 1,
+    };
+    if !p.is_empty() {
+        return Err(p);
+    }
+    Ok(SidecarConfig {
+        identity,
+        inbound,
+        dependencies,
+        proxy_listen,
+        admin_address,
+        threads,
+        drain_delay: file.server.shutdown.drain_delay.get(),
+        grace_period: file.server.shutdown.grace_period.get(),
+    })
+}
+
+fn validate_retry(at: &str, r: &RetryPolicyFile, p: &mut Problems) -> Retry {
+    let rat = format!("{at}.retry");
+    if !(1..=10).contains(&r.attempts) {
+        p.push(
+            format!("{rat}.attempts"),
+            "must be between 1 (no retry) and 10",
+        );
+    }
+    let (backoff_min, backoff_max) = match r.backoff.split_once("..") {
+        Some((a, b)) => match (parse_duration(a), parse_duration(b)) {
+            (Ok(a), Ok(b)) if a <= b => (a, b),
+            (Ok(_), Ok(_)) => {
+                p.push(format!("{rat}.backoff"), "MIN must not exceed MAX");
+                (Duration::ZERO, Duration::ZERO)
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                p.push(format!("{rat}.backoff"), e.to_string());
+                (Duration::ZERO, Duration::ZERO)
+            }
+        },
+        None => {
+            p.push(
+                format!("{rat}.backoff"),
+                "expected MIN..MAX, e.g. 25ms..250ms",
+            );
+            (Duration::ZERO, Duration::ZERO)
+        }
+    };
+    let mut out = Retry {
+        attempts: r.attempts,
+        backoff_min,
+        backoff_max,
+        budget: r.budget.fraction(),
+        min_per_second: r.min_per_second,
+        on_5xx: false,
+        statuses: Vec::new(),
+        on_reset: false,
+        on_connect_failure: false,
+        on_timeout: false,
+        max_body_bytes: r.max_body_bytes,
+    };
+    for (i, on) in r.on.iter().enumerate() {
+        match on {
+            RetryOnFile::Status(s) if (500..600).contains(s) || *s == 429 || *s == 408 => {
+                out.statuses.push(*s)
+            }
+            RetryOnFile::Status(s) => p.push(
+                format!("{rat}.on[{i}]"),
+                format!("status {s} is not retryable (use a 5xx, 408 or 429)"),
+            ),
+            RetryOnFile::Name(n) => match n.as_str() {
+                "5xx" => out.on_5xx = true,
+                "reset" => out.on_reset = true,
+                "connect-failure" => out.on_connect_failure = true,
+                "timeout" => out.on_timeout = true,
+                other => p.push(
+                    format!("{rat}.on[{i}]"),
+                    format!("unknown retry condition {other:?} (expected 5xx, reset, connect-failure, timeout or a status code)"),
+                ),
+            },
+        }
+    }
+    out
+}

@@ -1,0 +1,92 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+const GOOD: &str = r#"
+identity: { cert: tls.crt, key: tls.key, trust_bundle: /etc/mtls/ca.crt }
+inbound:
+  listen: 0.0.0.0:15001
+  forward_to: 127.0.0.1:8080
+  allow:
+    - spiffe://cluster.local/ns/shop/sa/frontend
+    - { id: spiffe://cluster.local/ns/ops/sa/admin, path_prefix: /admin }
+outbound:
+  payments:
+    listen: 127.0.0.1:15101
+    endpoints: [payments-0.payments:15001, "10.0.0.7:15001"]
+    server_identity: spiffe://cluster.local/ns/shop/sa/payments
+    timeout: 2s
+    per_try_timeout: 500ms
+    retry: { attempts: 3, backoff: 25ms..250ms, budget: 20%, on: [5xx, reset, connect-failure, 429] }
+    circuit_breaker: { failure_rate: 50%, min_requests: 20, window: 10s, open_for: 5s, half_open_probes: 3, slow_call: 1s, slow_call_rate: 80% }
+    max_concurrent: 100
+admin: { address: 127.0.0.1:15000 }
+"#;
+
+#[test]
+fn full_config_validates() {
+    let c = from_str(Path::new("/etc/sidecar/s.yaml"), GOOD)
+        .unwrap()
+        .config;
+    assert_eq!(c.identity.cert, Path::new("/etc/sidecar/tls.crt"));
+    assert_eq!(c.identity.trust_bundle, Path::new("/etc/mtls/ca.crt"));
+    let inb = c.inbound.as_ref().unwrap();
+    assert!(inb.allows("spiffe://cluster.local/ns/shop/sa/frontend", "/x"));
+    assert!(inb.allows("spiffe://cluster.local/ns/ops/sa/admin", "/admin/x"));
+    assert!(!inb.allows("spiffe://cluster.local/ns/ops/sa/admin", "/orders"));
+    assert!(!inb.allows("spiffe://evil/x", "/"));
+    let d = &c.dependencies["payments"];
+    assert_eq!(d.endpoints[0].host, "payments-0.payments");
+    assert_eq!(d.per_try_timeout, Duration::from_millis(500));
+    let r = d.retry.as_ref().unwrap();
+    assert_eq!(
+        (r.backoff_min, r.backoff_max),
+        (Duration::from_millis(25), Duration::from_millis(250))
+    );
+    assert!(r.on_5xx && r.on_reset && r.on_connect_failure && !r.on_timeout);
+    assert_eq!(r.statuses, vec![429]);
+    let b = d.breaker.as_ref().unwrap();
+    assert_eq!(b.slow_call_rate, Some(0.8));
+    assert!(d.http2);
+}
+
+#[test]
+fn problems_are_reported_with_fields() {
+    let bad = r#"
+identity: { cert: a, key: b, trust_bundle: c }
+inbound: { listen: 127.0.0.1:1, forward_to: 127.0.0.1:2, allow: [frontend] }
+outbound:
+  x:
+    endpoints: [nope]
+    server_identity: payments
+    retry: { backoff: 1s..10ms }
+admin: { address: 127.0.0.1:1 }
+"#;
+    let err = from_str(Path::new("s.yaml"), bad).unwrap_err();
+    let fields: Vec<_> = err.problems.iter().map(|p| p.field.as_str()).collect();
+    for want in [
+        "inbound.allow[0]",
+        "inbound.listen",
+        "outbound.x.listen",
+        "outbound.x.endpoints[0]",
+        "outbound.x.server_identity",
+        "outbound.x.retry.backoff",
+    ] {
+        assert!(fields.contains(&want), "missing {want}: {err}");
+    }
+}
+
+#[test]
+fn unknown_fields_are_errors() {
+    let e = from_str(
+        Path::new("s.yaml"),
+        "identity: { cert: a, key: b, trust_bundle: c, extra: 1 }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("unknown field `extra`"), "{e}");
+    assert!(e.starts_with("s.yaml:1:"), "{e}");
+}
