@@ -1,1 +1,11 @@
-//! placeholder
+//! The mTLS sidecar: terminates and originates mTLS between services with SPIFFE
+//! identities, and gives every outbound dependency its own timeouts, budgeted retries,
+//! circuit breaker and concurrency limit, as a tower stack per dependency.
+//!
+//! It owns identity and TLS (`identity`), the inbound listener (`inbound`), the
+//! outbound listeners and per-dependency stacks (`outbound`, `resilience`), and its
+//! admin endpoints. The config schema lives in `tollgate-config`.
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod error;
