@@ -1,8 +1,8 @@
-//! `Gateway`: a real `gateway` process with a config written to a temp dir, on ports
-//! picked at run time, with its admin endpoints one call away.
+//! `Gateway` and `Sidecar`: real proxy processes with a config written to a temp dir,
+//! on ports picked at run time, with their admin endpoints one call away.
 //!
-//! Configs are written with placeholders the helper fills in: `${LISTEN}` (the traffic
-//! listener) and `${ADMIN}` (the admin listener).
+//! Configs are written with `${NAME}` placeholders the helper fills in: `${ADMIN}`
+//! always, `${LISTEN}` for the gateway, and whatever the test passes for the sidecar.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,48 +18,47 @@ use crate::process::Proc;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub struct Gateway {
+/// A running proxy binary (gateway or sidecar) with its config in a temp dir and its
+/// admin endpoints one call away.
+pub struct ProxyProc {
     proc: Proc,
-    pub listen: SocketAddr,
     pub admin: SocketAddr,
     config_path: PathBuf,
     _dir: tempfile::TempDir,
     client: reqwest::Client,
+    vars: Vec<(String, String)>,
 }
 
-impl Gateway {
-    /// Write `yaml` (with `${LISTEN}`/`${ADMIN}` placeholders), start the gateway on it and
-    /// wait until `/readyz` answers 200.
-    pub async fn start(yaml: &str) -> anyhow::Result<Self> {
-        Self::start_with_env(yaml, &[]).await
-    }
-
-    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("gateway-").tempdir()?;
-        let listen = free_addr("127.0.0.1");
-        let admin = free_addr("127.0.0.1");
-        let config_path = dir.path().join("gateway.yaml");
-        std::fs::write(&config_path, fill(yaml, listen, admin))?;
-        let mut cmd = Command::new(bin_path("gateway")?);
+impl ProxyProc {
+    /// Write `yaml` with `${NAME}` placeholders replaced from `vars`, start `bin --config`
+    /// on it and wait until `/readyz` answers 200.
+    pub async fn start(
+        bin: &str,
+        yaml: &str,
+        vars: Vec<(String, String)>,
+        admin: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix(&format!("{bin}-")).tempdir()?;
+        let config_path = dir.path().join(format!("{bin}.yaml"));
+        std::fs::write(&config_path, fill(yaml, &vars))?;
+        let mut cmd = Command::new(bin_path(bin)?);
         cmd.arg("--config").arg(&config_path);
-        cmd.env(
-            "RUST_LOG",
-            std::env::var("GATEWAY_LOG").unwrap_or_else(|_| "info".into()),
-        );
+        cmd.env("RUST_LOG", std::env::var("PROXY_LOG").unwrap_or_else(|_| "info".into()));
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let proc = Proc::spawn(cmd, "gateway")?;
-        let mut gw = Self {
+        let proc = Proc::spawn(cmd, bin)?;
+        let mut p = Self {
             proc,
-            listen,
             admin,
             config_path,
             _dir: dir,
             client: test_client(),
+            vars,
         };
-        gw.wait_ready().await?;
-        Ok(gw)
+        p.wait_ready().await?;
+        Ok(p)
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
@@ -72,20 +71,13 @@ impl Gateway {
                 }
             }
             if !self.proc.is_running() {
-                bail!("gateway exited during startup:\n{}", self.proc.log());
+                bail!("{} exited during startup:\n{}", self.proc.name(), self.proc.log());
             }
             if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "gateway not ready after {READY_TIMEOUT:?}:\n{}",
-                    self.proc.log()
-                );
+                bail!("{} not ready after {READY_TIMEOUT:?}:\n{}", self.proc.name(), self.proc.log());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.listen)
     }
 
     pub fn admin_url(&self, path: &str) -> String {
@@ -104,10 +96,11 @@ impl Gateway {
         self.proc.log()
     }
 
-    /// Replace the config file atomically (write + rename, as editors and kubelet do).
+    /// Replace the config file atomically (write + rename, as editors and kubelet do),
+    /// with the same placeholders filled in.
     pub fn write_config(&self, yaml: &str) -> anyhow::Result<()> {
         let tmp = self.config_path.with_extension("yaml.tmp");
-        std::fs::write(&tmp, fill(yaml, self.listen, self.admin))?;
+        std::fs::write(&tmp, fill(yaml, &self.vars))?;
         std::fs::rename(&tmp, &self.config_path)?;
         Ok(())
     }
@@ -137,9 +130,83 @@ impl Gateway {
     }
 }
 
-fn fill(yaml: &str, listen: SocketAddr, admin: SocketAddr) -> String {
-    yaml.replace("${LISTEN}", &listen.to_string())
-        .replace("${ADMIN}", &admin.to_string())
+/// A gateway process. Configs use `${LISTEN}` (traffic listener) and `${ADMIN}`.
+pub struct Gateway {
+    inner: ProxyProc,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Gateway {
+    pub async fn start(yaml: &str) -> anyhow::Result<Self> {
+        Self::start_with_env(yaml, &[]).await
+    }
+
+    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let listen = free_addr("127.0.0.1");
+        let admin = free_addr("127.0.0.1");
+        let vars = vec![
+            ("LISTEN".to_owned(), listen.to_string()),
+            ("ADMIN".to_owned(), admin.to_string()),
+        ];
+        let inner = ProxyProc::start("gateway", yaml, vars, admin, env).await?;
+        Ok(Self {
+            inner,
+            listen,
+            admin,
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.listen)
+    }
+}
+
+impl std::ops::Deref for Gateway {
+    type Target = ProxyProc;
+    fn deref(&self) -> &ProxyProc {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Gateway {
+    fn deref_mut(&mut self) -> &mut ProxyProc {
+        &mut self.inner
+    }
+}
+
+/// A sidecar process. Configs use `${ADMIN}` and any `extra` placeholders given.
+pub struct Sidecar {
+    inner: ProxyProc,
+    pub admin: SocketAddr,
+}
+
+impl Sidecar {
+    pub async fn start(yaml: &str, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        let admin = free_addr("127.0.0.1");
+        let mut vars = vec![("ADMIN".to_owned(), admin.to_string())];
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let inner = ProxyProc::start("sidecar", yaml, vars, admin, &[]).await?;
+        Ok(Self { inner, admin })
+    }
+}
+
+impl std::ops::Deref for Sidecar {
+    type Target = ProxyProc;
+    fn deref(&self) -> &ProxyProc {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Sidecar {
+    fn deref_mut(&mut self) -> &mut ProxyProc {
+        &mut self.inner
+    }
+}
+
+fn fill(yaml: &str, vars: &[(String, String)]) -> String {
+    vars.iter()
+        .fold(yaml.to_owned(), |y, (k, v)| y.replace(&format!("${{{k}}}"), v))
 }
 
 /// Sum the samples of `name` (exact family name) whose label set contains `labels`.

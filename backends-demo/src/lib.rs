@@ -19,7 +19,7 @@ pub mod server;
 
 pub use backend::{Backend, BackendBuilder, Stats};
 pub use bins::bin_path;
-pub use gateway::{sum_metric, Gateway};
+pub use gateway::{sum_metric, Gateway, ProxyProc, Sidecar};
 pub use poll::{http_get_ok, test_client, wait_until};
 pub use ports::{free_addr, free_port};
 pub use process::Proc;

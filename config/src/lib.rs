@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod load;
 pub mod locate;
 pub mod metrics;
+pub mod outlier;
 pub mod sidecar;
 pub mod telemetry;
 pub mod units;

@@ -7,7 +7,7 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use tollgate_config::admin::{AdminHandler, AdminRequest, AdminResponse};
 
-use crate::endpoint::now_ms;
+use tollgate_config::outlier::now_ms;
 use crate::state::{ReloadOutcome, State};
 
 pub struct GatewayAdmin {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tollgate_config::gateway::{Balance, Endpoint, Upstream};
 
-use crate::endpoint::{now_ms, EndpointState};
+use tollgate_config::outlier::{now_ms, EndpointState};
 use crate::metrics::UpstreamMetrics;
 
 /// Locality of an endpoint relative to this gateway.

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tollgate_config::gateway::{Endpoint, HealthCheck};
 
 use crate::balance::UpstreamRt;
-use crate::endpoint::{now_ms, EndpointState, Transition};
+use tollgate_config::outlier::{now_ms, EndpointState, Transition};
 use crate::metrics::METRICS;
 use crate::state::State;
 

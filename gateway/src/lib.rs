@@ -9,7 +9,6 @@
 
 pub mod admin;
 pub mod balance;
-pub mod endpoint;
 pub mod health;
 pub mod metrics;
 pub mod proxy;

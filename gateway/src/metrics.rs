@@ -82,17 +82,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
     no_route: m::counter("gateway_no_route_total", "Requests that matched no route"),
 });
 
-/// `2xx`, `4xx`... as a static label.
-pub fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "error",
-    }
-}
+pub use tollgate_config::metrics::status_class;
 
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 

@@ -25,7 +25,7 @@ use tollgate_config::admin::Readiness;
 use tollgate_config::gateway::{Balance, HashOn, Route, RouteAction};
 
 use crate::balance::{HashKey, UpstreamRt};
-use crate::endpoint::{now_ms, InFlight};
+use tollgate_config::outlier::{now_ms, InFlight};
 use crate::metrics::{status_class, METRICS};
 use crate::routing::normalize_host;
 use crate::snapshot::Snapshot;
@@ -168,7 +168,7 @@ impl GatewayProxy {
             .iter()
             .filter(|m| m.state.is_ejected(now))
             .count();
-        if (ejected + 1) as f64 <= o.max_ejected * set.members.len() as f64 {
+        if tollgate_config::outlier::may_eject(ejected, set.members.len(), o.max_ejected) {
             let d = s.eject(o);
             METRICS
                 .ejections

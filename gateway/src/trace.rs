@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
-use crate::endpoint::now_ms;
+use tollgate_config::outlier::now_ms;
 
 /// A random 128-bit id in hex.
 pub fn new_request_id() -> String {

@@ -9,3 +9,5 @@
 
 pub mod body;
 pub mod error;
+// Wired in once identity and resilience land:
+// pub mod admin; pub mod inbound; pub mod listener; pub mod metrics; pub mod outbound; pub mod server; pub mod state;

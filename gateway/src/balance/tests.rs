@@ -6,7 +6,7 @@ use std::time::Duration;
 use tollgate_config::gateway::{HashOn, Outlier, ZoneAware};
 
 use super::*;
-use crate::endpoint::Transition;
+use tollgate_config::outlier::Transition;
 
 fn ep(last: u8, zone: &str, weight: u32) -> Endpoint {
     Endpoint {

@@ -1,15 +1,16 @@
-//! Per-endpoint live state: active health, passive outlier ejection, in-flight count.
+//! Per-endpoint live state both proxies keep: active health verdict, passive outlier
+//! ejection (consecutive failures, growing ejection time), in-flight count.
 //!
-//! One `EndpointState` per (upstream, address) lives across reloads and DNS refreshes
-//! (the new snapshot reuses the old `Arc`), so a reload does not forget that an
-//! endpoint is down, nor reset its in-flight count.
+//! One `EndpointState` per (upstream or dependency, address) lives across reloads and
+//! DNS refreshes (the new snapshot reuses the old `Arc`), so a reload does not forget
+//! that an endpoint is down, nor reset its in-flight count.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use tollgate_config::gateway::Outlier;
+use crate::gateway::Outlier;
 
 /// Milliseconds since process start: a cheap monotonic clock that fits in an atomic.
 pub fn now_ms() -> u64 {
@@ -188,6 +189,7 @@ impl Drop for InFlight {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -245,4 +247,9 @@ mod tests {
         assert_eq!(s.in_flight(), 0);
         assert_eq!(s.requests(), 2);
     }
+}
+
+/// Whether one more ejection keeps the ejected share within `max_ejected`.
+pub fn may_eject(ejected_now: usize, total: usize, max_ejected: f64) -> bool {
+    (ejected_now + 1) as f64 <= max_ejected * total as f64
 }
