@@ -39,12 +39,17 @@ impl ProxyProc {
         admin: SocketAddr,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix(&format!("{bin}-")).tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{bin}-"))
+            .tempdir()?;
         let config_path = dir.path().join(format!("{bin}.yaml"));
         std::fs::write(&config_path, fill(yaml, &vars))?;
         let mut cmd = Command::new(bin_path(bin)?);
         cmd.arg("--config").arg(&config_path);
-        cmd.env("RUST_LOG", std::env::var("PROXY_LOG").unwrap_or_else(|_| "info".into()));
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("PROXY_LOG").unwrap_or_else(|_| "info".into()),
+        );
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -71,10 +76,18 @@ impl ProxyProc {
                 }
             }
             if !self.proc.is_running() {
-                bail!("{} exited during startup:\n{}", self.proc.name(), self.proc.log());
+                bail!(
+                    "{} exited during startup:\n{}",
+                    self.proc.name(),
+                    self.proc.log()
+                );
             }
             if tokio::time::Instant::now() > deadline {
-                bail!("{} not ready after {READY_TIMEOUT:?}:\n{}", self.proc.name(), self.proc.log());
+                bail!(
+                    "{} not ready after {READY_TIMEOUT:?}:\n{}",
+                    self.proc.name(),
+                    self.proc.log()
+                );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -205,8 +218,9 @@ impl std::ops::DerefMut for Sidecar {
 }
 
 fn fill(yaml: &str, vars: &[(String, String)]) -> String {
-    vars.iter()
-        .fold(yaml.to_owned(), |y, (k, v)| y.replace(&format!("${{{k}}}"), v))
+    vars.iter().fold(yaml.to_owned(), |y, (k, v)| {
+        y.replace(&format!("${{{k}}}"), v)
+    })
 }
 
 /// Sum the samples of `name` (exact family name) whose label set contains `labels`.

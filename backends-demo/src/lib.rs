@@ -12,6 +12,7 @@ mod bins;
 pub mod faults;
 mod gateway;
 pub mod load;
+pub mod pki;
 mod poll;
 mod ports;
 mod process;

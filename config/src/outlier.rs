@@ -188,6 +188,11 @@ impl Drop for InFlight {
     }
 }
 
+/// Whether one more ejection keeps the ejected share within `max_ejected`.
+pub fn may_eject(ejected_now: usize, total: usize, max_ejected: f64) -> bool {
+    (ejected_now + 1) as f64 <= max_ejected * total as f64
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -247,9 +252,4 @@ mod tests {
         assert_eq!(s.in_flight(), 0);
         assert_eq!(s.requests(), 2);
     }
-}
-
-/// Whether one more ejection keeps the ejected share within `max_ejected`.
-pub fn may_eject(ejected_now: usize, total: usize, max_ejected: f64) -> bool {
-    (ejected_now + 1) as f64 <= max_ejected * total as f64
 }

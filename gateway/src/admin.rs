@@ -7,8 +7,8 @@ use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use tollgate_config::admin::{AdminHandler, AdminRequest, AdminResponse};
 
-use tollgate_config::outlier::now_ms;
 use crate::state::{ReloadOutcome, State};
+use tollgate_config::outlier::now_ms;
 
 pub struct GatewayAdmin {
     pub state: Arc<State>,

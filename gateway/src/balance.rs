@@ -19,8 +19,8 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tollgate_config::gateway::{Balance, Endpoint, Upstream};
 
-use tollgate_config::outlier::{now_ms, EndpointState};
 use crate::metrics::UpstreamMetrics;
+use tollgate_config::outlier::{now_ms, EndpointState};
 
 /// Locality of an endpoint relative to this gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -15,9 +15,9 @@ use tokio::net::TcpStream;
 use tollgate_config::gateway::{Endpoint, HealthCheck};
 
 use crate::balance::UpstreamRt;
-use tollgate_config::outlier::{now_ms, EndpointState, Transition};
 use crate::metrics::METRICS;
 use crate::state::State;
+use tollgate_config::outlier::{now_ms, EndpointState, Transition};
 
 const TICK: Duration = Duration::from_millis(20);
 

@@ -25,12 +25,12 @@ use tollgate_config::admin::Readiness;
 use tollgate_config::gateway::{Balance, HashOn, Route, RouteAction};
 
 use crate::balance::{HashKey, UpstreamRt};
-use tollgate_config::outlier::{now_ms, InFlight};
 use crate::metrics::{status_class, METRICS};
 use crate::routing::normalize_host;
 use crate::snapshot::Snapshot;
 use crate::state::State;
 use crate::trace;
+use tollgate_config::outlier::{now_ms, InFlight};
 
 pub struct GatewayProxy {
     pub state: Arc<State>,

@@ -75,9 +75,11 @@ impl ProxyError {
                 StatusCode::from_u16(*s).unwrap_or(StatusCode::SERVICE_UNAVAILABLE)
             }
             Self::Body(_) => StatusCode::BAD_REQUEST,
-            Self::Connect(_) | Self::Refused(_) | Self::Reset(_) | Self::PeerIdentity(_) | Self::Other(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            Self::Connect(_)
+            | Self::Refused(_)
+            | Self::Reset(_)
+            | Self::PeerIdentity(_)
+            | Self::Other(_) => StatusCode::BAD_GATEWAY,
         }
     }
 

@@ -7,7 +7,14 @@
 //! admin endpoints. The config schema lives in `tollgate-config`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod body;
 pub mod error;
-// Wired in once identity and resilience land:
-// pub mod admin; pub mod inbound; pub mod listener; pub mod metrics; pub mod outbound; pub mod server; pub mod state;
+pub mod identity;
+pub mod inbound;
+pub mod listener;
+pub mod metrics;
+pub mod outbound;
+pub mod resilience;
+pub mod server;
+pub mod state;

@@ -1,0 +1,163 @@
+//! Inbound: the mTLS listener in front of the local app.
+//!
+//! TLS handshake (client certificate required, chained to the trust bundle) ->
+//! caller's SPIFFE id from its certificate -> allow-list (optionally per path prefix),
+//! 403 otherwise -> the verified identity in a header (any copy from outside removed)
+//! -> the local app over plain HTTP on loopback.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::body::{boxed, full, Body};
+use crate::identity::peer_spiffe_id;
+use crate::metrics::{status_class, METRICS};
+use crate::state::State;
+
+pub type AppClient = Client<HttpConnector, Body>;
+
+pub fn app_client() -> AppClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_secs(1)));
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(http)
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serve one accepted inbound connection.
+pub async fn serve_conn(state: Arc<State>, tcp: TcpStream, peer: SocketAddr) {
+    let acceptor = TlsAcceptor::from(state.identity.server_config());
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => {
+            METRICS
+                .inbound_refused
+                .with_label_values(&["handshake"])
+                .inc();
+            tracing::debug!(%peer, "inbound handshake refused: {e}");
+            return;
+        }
+        Err(_) => {
+            METRICS
+                .inbound_refused
+                .with_label_values(&["handshake_timeout"])
+                .inc();
+            return;
+        }
+    };
+    let caller = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(peer_spiffe_id);
+    let Some(caller) = caller else {
+        METRICS
+            .inbound_refused
+            .with_label_values(&["no_spiffe_id"])
+            .inc();
+        tracing::info!(%peer, "inbound caller certificate has no SPIFFE id");
+        return;
+    };
+    let caller: Arc<str> = caller.into();
+    let Some(watcher) = state.connections.watcher() else {
+        return;
+    };
+    let svc = service_fn(move |req| {
+        let (state, caller) = (state.clone(), caller.clone());
+        async move { Ok::<_, std::convert::Infallible>(handle(&state, &caller, req).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    let _ = watcher.watch(conn.into_owned()).await;
+}
+
+async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Response<Body> {
+    let snap = state.snapshot.load();
+    let Some(inbound) = snap.config.inbound.as_ref() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "inbound is not configured\n",
+        );
+    };
+    if !inbound.allows(caller, req.uri().path()) {
+        METRICS
+            .inbound_requests
+            .with_label_values(&[caller, "4xx"])
+            .inc();
+        METRICS
+            .inbound_refused
+            .with_label_values(&["not_allowed"])
+            .inc();
+        return text(
+            StatusCode::FORBIDDEN,
+            format!(
+                "caller {caller} is not allowed to call {}\n",
+                req.uri().path()
+            ),
+        );
+    }
+    // The app must be able to trust this header: drop whatever came from outside.
+    let headers = req.headers_mut();
+    headers.remove(&inbound.identity_header);
+    if let Ok(v) = http::HeaderValue::from_str(caller) {
+        headers.insert(inbound.identity_header.clone(), v);
+    }
+    let pq = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(inbound.forward_to.to_string())
+        .path_and_query(pq)
+        .build();
+    let Ok(uri) = uri else {
+        return text(StatusCode::BAD_REQUEST, "bad request target\n");
+    };
+    let authority = req.uri().authority().map(|a| a.to_string());
+    let (mut parts, body) = req.into_parts();
+    parts.uri = uri;
+    parts.version = Version::HTTP_11;
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(a) = authority.and_then(|a| http::HeaderValue::from_str(&a).ok()) {
+            parts.headers.insert(header::HOST, a);
+        }
+    }
+    let fwd = Request::from_parts(parts, boxed(body));
+    let resp = match tokio::time::timeout(inbound.timeout, state.app_client.request(fwd)).await {
+        Ok(Ok(r)) => r.map(boxed),
+        Ok(Err(e)) => {
+            tracing::warn!("local app {}: {e}", inbound.forward_to);
+            text(StatusCode::BAD_GATEWAY, "local app unavailable\n")
+        }
+        Err(_) => text(StatusCode::GATEWAY_TIMEOUT, "local app timed out\n"),
+    };
+    METRICS
+        .inbound_requests
+        .with_label_values(&[caller, status_class(resp.status().as_u16())])
+        .inc();
+    resp
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(full(body))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}

@@ -1,0 +1,219 @@
+//! Endpoints of one dependency and the last service of the stack: pick an endpoint
+//! (least loaded of two random, skipping ejected ones and ones this call already
+//! tried), send through the pool, feed outlier detection with the outcome.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use futures_util::future::BoxFuture;
+use http::{Request, Response, Uri, Version};
+use tollgate_config::gateway::Outlier;
+use tollgate_config::outlier::{may_eject, now_ms, EndpointState};
+use tollgate_config::sidecar::HostPort;
+
+use super::client::{classify, PeerClient};
+use crate::body::{boxed, Body};
+use crate::error::ProxyError;
+
+/// Endpoints this call already tried (carried in request extensions across retries).
+#[derive(Clone, Default, Debug)]
+pub struct Tried(pub Arc<Mutex<Vec<SocketAddr>>>);
+
+impl Tried {
+    fn contains(&self, a: &SocketAddr) -> bool {
+        self.0.lock().map(|v| v.contains(a)).unwrap_or(false)
+    }
+    fn push(&self, a: SocketAddr) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(a);
+        }
+    }
+}
+
+/// The live endpoint set of a dependency (re-resolved periodically).
+pub struct Endpoints {
+    pub name: String,
+    set: ArcSwap<Vec<Arc<EndpointState>>>,
+    outlier: ArcSwap<Option<Outlier>>,
+}
+
+impl Endpoints {
+    pub fn new(name: &str, outlier: Option<Outlier>) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.to_owned(),
+            set: ArcSwap::from_pointee(Vec::new()),
+            outlier: ArcSwap::from_pointee(outlier),
+        })
+    }
+
+    pub fn set_outlier(&self, o: Option<Outlier>) {
+        self.outlier.store(Arc::new(o));
+    }
+
+    pub fn current(&self) -> Arc<Vec<Arc<EndpointState>>> {
+        self.set.load_full()
+    }
+
+    /// Replace the address list, keeping state for addresses that remain.
+    pub fn update(&self, mut addrs: Vec<SocketAddr>) -> bool {
+        addrs.sort();
+        addrs.dedup();
+        let old = self.set.load();
+        if old.iter().map(|e| e.address).eq(addrs.iter().copied()) {
+            return false;
+        }
+        let new = addrs
+            .into_iter()
+            .map(|a| {
+                old.iter()
+                    .find(|e| e.address == a)
+                    .cloned()
+                    .unwrap_or_else(|| EndpointState::new(a))
+            })
+            .collect();
+        self.set.store(Arc::new(new));
+        true
+    }
+
+    /// Resolve `hosts` (IP literals need no lookup). Keeps the old set on total failure.
+    pub async fn resolve(&self, hosts: &[HostPort]) -> Result<usize, String> {
+        let mut found = Vec::new();
+        let mut errors = Vec::new();
+        for hp in hosts {
+            if let Ok(ip) = hp.host.parse::<std::net::IpAddr>() {
+                found.push(SocketAddr::new(ip, hp.port));
+                continue;
+            }
+            match tokio::net::lookup_host((hp.host.as_str(), hp.port)).await {
+                Ok(it) => found.extend(it),
+                Err(e) => errors.push(format!("{hp}: {e}")),
+            }
+        }
+        if found.is_empty() {
+            return Err(if errors.is_empty() {
+                "no addresses".into()
+            } else {
+                errors.join("; ")
+            });
+        }
+        let n = found.len();
+        if self.update(found) {
+            tracing::info!(dependency = %self.name, "{n} endpoints");
+        }
+        Ok(n)
+    }
+
+    fn pick(&self, tried: Option<&Tried>) -> Option<Arc<EndpointState>> {
+        let set = self.set.load();
+        let now = now_ms();
+        let fresh = |e: &&Arc<EndpointState>| tried.is_none_or(|t| !t.contains(&e.address));
+        let mut cands: Vec<&Arc<EndpointState>> = set
+            .iter()
+            .filter(|e| !e.is_ejected(now))
+            .filter(fresh)
+            .collect();
+        if cands.is_empty() {
+            cands = set.iter().filter(|e| !e.is_ejected(now)).collect();
+        }
+        if cands.is_empty() {
+            // Every endpoint ejected cannot happen (max_ejected), but never fail closed.
+            cands = set.iter().collect();
+        }
+        match cands.len() {
+            0 => None,
+            1 => Some(cands[0].clone()),
+            n => {
+                let a = rand::random_range(0..n);
+                let mut b = rand::random_range(0..n - 1);
+                if b >= a {
+                    b += 1;
+                }
+                let (x, y) = (cands[a], cands[b]);
+                Some(if x.in_flight() <= y.in_flight() { x } else { y }.clone())
+            }
+        }
+    }
+
+    fn record(&self, ep: &EndpointState, ok: bool) {
+        let outlier = self.outlier.load();
+        let o = outlier.as_ref().as_ref();
+        if ok {
+            ep.record_success(o);
+            return;
+        }
+        if ep.record_failure(o) {
+            if let Some(o) = o {
+                let set = self.set.load();
+                let now = now_ms();
+                let ejected = set.iter().filter(|e| e.is_ejected(now)).count();
+                if may_eject(ejected, set.len(), o.max_ejected) {
+                    let d: Duration = ep.eject(o);
+                    tracing::warn!(dependency = %self.name, endpoint = %ep.address, "endpoint ejected for {d:?}");
+                }
+            }
+        }
+    }
+}
+
+/// The innermost service: endpoint choice and the call itself.
+#[derive(Clone)]
+pub struct Balance {
+    pub endpoints: Arc<Endpoints>,
+    pub client: PeerClient,
+    pub http2: bool,
+}
+
+impl tower::Service<Request<Body>> for Balance {
+    type Response = Response<Body>;
+    type Error = ProxyError;
+    type Future = BoxFuture<'static, Result<Response<Body>, ProxyError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ProxyError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let tried = req.extensions().get::<Tried>().cloned();
+            let ep = this
+                .endpoints
+                .pick(tried.as_ref())
+                .ok_or(ProxyError::NoEndpoints)?;
+            if let Some(t) = &tried {
+                t.push(ep.address);
+            }
+            let _in_flight = ep.begin();
+            let pq = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            *req.uri_mut() = Uri::builder()
+                .scheme("https")
+                .authority(ep.address.to_string())
+                .path_and_query(pq)
+                .build()
+                .map_err(|e| ProxyError::Other(format!("bad request target: {e}")))?;
+            *req.version_mut() = if this.http2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
+            match this.client.request(req).await {
+                Ok(resp) => {
+                    this.endpoints.record(&ep, resp.status().as_u16() < 500);
+                    Ok(resp.map(boxed))
+                }
+                Err(e) => {
+                    let err = classify(&e);
+                    this.endpoints.record(&ep, false);
+                    Err(err)
+                }
+            }
+        })
+    }
+}

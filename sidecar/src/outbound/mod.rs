@@ -1,0 +1,295 @@
+//! Outbound: one loopback listener per dependency (and an optional HTTP-proxy
+//! listener choosing the dependency by Host), each call going through that
+//! dependency's tower stack:
+//!
+//! ```text
+//! bulkhead          fail fast at max_concurrent: protects the app's threads first
+//!  -> breaker       one outcome per logical call; open = 503 without touching the network;
+//!                   above the overall timeout so a hanging dependency counts as failed
+//!  -> timeout       overall deadline, retries included (504)
+//!  -> retry         budgeted, backoff with jitter; idempotent or never-sent only
+//!  -> timeout       per try
+//!  -> balance       P2C over endpoints, outlier ejection, tried endpoints avoided
+//!  -> pool          mTLS (peer SPIFFE id checked), HTTP/2 multiplexed
+//! ```
+
+pub mod balance;
+pub mod client;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::Watcher;
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tollgate_config::sidecar::Dependency;
+use tower::util::BoxCloneSyncService;
+use tower::{ServiceBuilder, ServiceExt};
+
+use self::balance::{Balance, Endpoints, Tried};
+use self::client::MtlsConnector;
+use crate::body::{boxed, full, Body};
+use crate::error::ProxyError;
+use crate::identity::IdentityStore;
+use crate::metrics::{status_class, METRICS};
+use crate::resilience::{
+    BreakerLayer, Bulkhead, BulkheadLayer, CircuitBreaker, RetryLayer, RetryPolicy, TimeoutLayer,
+};
+use crate::state::State;
+
+type Stack = BoxCloneSyncService<Request<Body>, Response<Body>, ProxyError>;
+
+/// One dependency at run time. The bulkhead, breaker, retry policy (with its budget)
+/// and endpoint set are carried over from the previous runtime on reload, so their
+/// state survives a change of unrelated settings.
+pub struct DependencyRt {
+    pub cfg: Dependency,
+    pub endpoints: Arc<Endpoints>,
+    pub bulkhead: Arc<Bulkhead>,
+    pub breaker: Option<Arc<CircuitBreaker>>,
+    pub retry: Option<Arc<RetryPolicy>>,
+    stack: Stack,
+}
+
+impl DependencyRt {
+    pub fn build(
+        cfg: &Dependency,
+        prev: Option<&DependencyRt>,
+        identity: &Arc<IdentityStore>,
+    ) -> Self {
+        let endpoints = match prev {
+            Some(p) => {
+                p.endpoints.set_outlier(cfg.outlier.clone());
+                p.endpoints.clone()
+            }
+            None => Endpoints::new(&cfg.name, cfg.outlier.clone()),
+        };
+        let bulkhead = match prev {
+            Some(p) => {
+                p.bulkhead.resize(cfg.max_concurrent, cfg.queue);
+                p.bulkhead.clone()
+            }
+            None => Bulkhead::new(cfg.max_concurrent, cfg.queue),
+        };
+        let breaker = match (&cfg.breaker, prev.and_then(|p| p.breaker.clone())) {
+            (Some(b), Some(existing)) => {
+                existing.reconfigure(b);
+                Some(existing)
+            }
+            (Some(b), None) => {
+                let name = cfg.name.clone();
+                let gauge = METRICS.breaker_state.with_label_values(&[&name]);
+                gauge.set(0);
+                Some(Arc::new(
+                    CircuitBreaker::new(b)
+                        .with_name(&name)
+                        .with_on_transition(move |from, to| {
+                            gauge.set(to.gauge_value());
+                            tracing::warn!(dependency = %name, "circuit breaker {} -> {}", from.as_str(), to.as_str());
+                        }),
+                ))
+            }
+            (None, _) => None,
+        };
+        let retry = match (&cfg.retry, prev.and_then(|p| p.retry.clone())) {
+            (Some(r), Some(existing)) => {
+                existing.reconfigure(r);
+                Some(existing)
+            }
+            (Some(r), None) => Some(Arc::new(RetryPolicy::new(r))),
+            (None, _) => None,
+        };
+        let balance = Balance {
+            endpoints: endpoints.clone(),
+            client: client::client(MtlsConnector {
+                identity: identity.clone(),
+                server_identity: cfg.server_identity.as_str().into(),
+                http2: cfg.http2,
+                connect_timeout: cfg.connect_timeout,
+            }),
+            http2: cfg.http2,
+        };
+        let stack = ServiceBuilder::new()
+            .layer(BulkheadLayer::shared(bulkhead.clone()))
+            .option_layer(breaker.clone().map(BreakerLayer::new))
+            .layer(TimeoutLayer::new(cfg.timeout))
+            .option_layer(retry.clone().map(RetryLayer::new))
+            .layer(TimeoutLayer::new(cfg.per_try_timeout))
+            .service(balance);
+        Self {
+            cfg: cfg.clone(),
+            endpoints,
+            bulkhead,
+            breaker,
+            retry,
+            stack: BoxCloneSyncService::new(stack),
+        }
+    }
+
+    /// Send one call from the app through the stack.
+    pub async fn call(&self, req: Request<Incoming>) -> Response<Body> {
+        let started = Instant::now();
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.extensions.insert(Tried::default());
+        let req = Request::from_parts(parts, boxed(body));
+        let name = self.cfg.name.as_str();
+        let gauge = METRICS.in_flight.with_label_values(&[name]);
+        gauge.inc();
+        // Boxed with its type spelled out: holding the stack's own future across the
+        // await trips rustc's higher-ranked `Send` check on the boxed body's error type.
+        let fut: futures_util::future::BoxFuture<'static, Result<Response<Body>, ProxyError>> =
+            Box::pin(self.stack.clone().oneshot(req));
+        let result = fut.await;
+        gauge.dec();
+        METRICS
+            .outbound_duration
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(resp) => {
+                METRICS
+                    .outbound_requests
+                    .with_label_values(&[name, status_class(resp.status().as_u16())])
+                    .inc();
+                resp
+            }
+            Err(e) => {
+                METRICS
+                    .outbound_requests
+                    .with_label_values(&[name, e.kind()])
+                    .inc();
+                e.to_response(name)
+            }
+        }
+    }
+
+    /// What `/dependencies` shows.
+    pub fn status(&self) -> Value {
+        let now = tollgate_config::outlier::now_ms();
+        let eps: Vec<Value> = self
+            .endpoints
+            .current()
+            .iter()
+            .map(|e| {
+                json!({
+                    "address": e.address.to_string(),
+                    "ejected": e.is_ejected(now),
+                    "ejections": e.ejections(),
+                    "in_flight": e.in_flight(),
+                    "requests": e.requests(),
+                    "failures": e.failures(),
+                })
+            })
+            .collect();
+        json!({
+            "name": self.cfg.name,
+            "listen": self.cfg.listen.map(|a| a.to_string()),
+            "server_identity": self.cfg.server_identity,
+            "protocol": if self.cfg.http2 { "http2" } else { "http1" },
+            "breaker": self.breaker.as_ref().map(|b| serde_json::to_value(b.snapshot()).unwrap_or_default()),
+            "retry": self.retry.as_ref().map(|r| json!({
+                "stats": serde_json::to_value(r.stats().snapshot()).unwrap_or_default(),
+                "budget": serde_json::to_value(r.budget().snapshot()).unwrap_or_default(),
+            })),
+            "bulkhead": { "max_concurrent": self.cfg.max_concurrent, "stats": serde_json::to_value(self.bulkhead.stats().snapshot()).unwrap_or_default() },
+            "endpoints": eps,
+        })
+    }
+}
+
+fn strip_hop_by_hop(h: &mut http::HeaderMap) {
+    for name in [
+        header::CONNECTION,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+    ] {
+        h.remove(name);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+}
+
+/// Serve one app connection on a dependency's own listener.
+pub async fn serve_dependency_conn(state: Arc<State>, dependency: Arc<str>, tcp: TcpStream) {
+    let watcher = state.connections.watcher();
+    let svc = service_fn(move |req| {
+        let (state, dep) = (state.clone(), dependency.clone());
+        async move { Ok::<_, std::convert::Infallible>(route(&state, &dep, req).await) }
+    });
+    serve_plain(watcher, tcp, svc).await;
+}
+
+/// Serve one app connection on the HTTP-proxy listener (dependency named by Host).
+pub async fn serve_proxy_conn(state: Arc<State>, tcp: TcpStream) {
+    let watcher = state.connections.watcher();
+    let svc = service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        async move {
+            let host = req
+                .uri()
+                .host()
+                .map(str::to_owned)
+                .or_else(|| {
+                    req.headers()
+                        .get(header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(|h| h.rsplit_once(':').map_or(h, |(a, _)| a).to_owned())
+                })
+                .unwrap_or_default();
+            Ok::<_, std::convert::Infallible>(route(&state, &host, req).await)
+        }
+    });
+    serve_plain(watcher, tcp, svc).await;
+}
+
+async fn serve_plain<S>(watcher: Option<Watcher>, tcp: TcpStream, svc: S)
+where
+    S: hyper::service::Service<
+            Request<Incoming>,
+            Response = Response<Body>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    // None: shutting down, do not start serving a new connection.
+    let Some(watcher) = watcher else {
+        return;
+    };
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+    let _ = watcher.watch(conn.into_owned()).await;
+}
+
+async fn route(state: &State, dependency: &str, req: Request<Incoming>) -> Response<Body> {
+    let dep = state.snapshot.load().dependencies.get(dependency).cloned();
+    match dep {
+        Some(d) => d.call(req).await,
+        None => Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("x-sidecar-error", "unknown_dependency")
+            .body(full(format!("no dependency named {dependency:?}\n")))
+            .unwrap_or_else(|_| Response::new(full(""))),
+    }
+}
+
+/// Addresses a config wants outbound listeners on: (address, dependency).
+pub fn wanted_listeners(state: &State) -> Vec<(SocketAddr, String)> {
+    let snap = state.snapshot.load();
+    let mut v: Vec<_> = snap
+        .config
+        .dependencies
+        .values()
+        .filter_map(|d| d.listen.map(|a| (a, d.name.clone())))
+        .collect();
+    v.sort();
+    v
+}
