@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Sidecar mTLS hop benchmark: added latency of app -> sidecar A -> mTLS -> sidecar B
+# -> app, against the app called directly and against two nginx doing the same mTLS
+# hop (TLS 1.3, client certificates, keep-alive to the peer), in one run.
+#
+# Fixed request rate with coordinated-omission correction (oha), so p99 means what
+# a client waiting in line would see. Resident memory of each proxy after the load.
+#
+#   bash benches/sidecar.sh                 # 1000 req/s for 10 s, 3 rounds
+#   RATE=5000 DURATION=20 bash benches/sidecar.sh
+# Appends its table to benches/RESULTS.md (section "Sidecar mTLS hop").
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RATE=${RATE:-1000}
+DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-16}
+
+need=()
+command -v nginx >/dev/null || need+=(nginx-light)
+command -v python3 >/dev/null || need+=(python3)
+command -v cmake >/dev/null || need+=(cmake)
+if ((${#need[@]})); then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+command -v oha >/dev/null || cargo install oha --locked
+cargo build --release -p sidecar --bins
+cargo build --release -p backends-demo --example mkcerts
+
+work=$(mktemp -d /tmp/tollgate-sidecar-bench.XXXX)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+trap cleanup EXIT
+target/release/examples/mkcerts "$work/certs" >/dev/null
+
+APP=127.0.0.1:18201          # the app: nginx returning a tiny body
+A_OUT=127.0.0.1:18202        # sidecar A, outbound listener the app calls
+B_IN=127.0.0.1:18203         # sidecar B, mTLS inbound
+NA_OUT=127.0.0.1:18212       # nginx A
+NB_IN=127.0.0.1:18213        # nginx B (mTLS)
+
+mkdir -p "$work/app" "$work/na" "$work/nb"
+cat >"$work/app/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/app/pid; error_log $work/app/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen $APP; location / { return 200 "ok\n"; } } }
+CONF
+cat >"$work/nb/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/nb/pid; error_log $work/nb/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream app { server $APP; keepalive 32; }
+  server {
+    listen $NB_IN ssl;
+    ssl_protocols TLSv1.3;
+    ssl_certificate $work/certs/b.crt; ssl_certificate_key $work/certs/b.key;
+    ssl_client_certificate $work/certs/ca.crt; ssl_verify_client on;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  } }
+CONF
+cat >"$work/na/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/na/pid; error_log $work/na/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream peer { server $NB_IN; keepalive 32; }
+  server {
+    listen $NA_OUT;
+    location / {
+      proxy_pass https://peer; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_ssl_protocols TLSv1.3; proxy_ssl_session_reuse on;
+      proxy_ssl_certificate $work/certs/a.crt; proxy_ssl_certificate_key $work/certs/a.key;
+      proxy_ssl_trusted_certificate $work/certs/ca.crt; proxy_ssl_verify on;
+      proxy_ssl_name b.bench.local;
+    }
+  } }
+CONF
+cat >"$work/a.yaml" <<CONF
+identity: { cert: certs/a.crt, key: certs/a.key, trust_bundle: certs/ca.crt }
+outbound:
+  app:
+    listen: "$A_OUT"
+    endpoints: ["$B_IN"]
+    server_identity: spiffe://bench.local/ns/bench/sa/b
+    timeout: 5s
+    retry: { attempts: 2 }
+    circuit_breaker: {}
+    max_concurrent: 1000
+admin: { address: 127.0.0.1:18204 }
+CONF
+cat >"$work/b.yaml" <<CONF
+identity: { cert: certs/b.crt, key: certs/b.key, trust_bundle: certs/ca.crt }
+inbound:
+  listen: "$B_IN"
+  forward_to: "$APP"
+  allow: [spiffe://bench.local/ns/bench/sa/a]
+admin: { address: 127.0.0.1:18205 }
+CONF
+
+taskset -c 0 nginx -c "$work/app/nginx.conf" & pids+=($!)
+taskset -c 1 nginx -c "$work/nb/nginx.conf" & pids+=($!)
+taskset -c 1 nginx -c "$work/na/nginx.conf" & pids+=($!)
+RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/b.yaml" 2>"$work/b.log" & pids+=($!); b_pid=$!
+RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/a.yaml" 2>"$work/a.log" & pids+=($!); a_pid=$!
+sleep 1
+for u in "http://$APP/" "http://$A_OUT/" "http://$NA_OUT/"; do
+  curl -sf "$u" >/dev/null || { echo "not answering: $u"; tail "$work"/*.log "$work"/*/error.log; exit 1; }
+done
+
+declare -A P50 P99 P999
+measure() { # name url
+  local out
+  out=$(taskset -c 0 oha -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --disable-keepalive=false --no-tui --output-format json "$2" 2>/dev/null)
+  read -r p50 p99 p999 ok <<<"$(echo "$out" | python3 -c '
+import json,sys
+d=json.load(sys.stdin); p=d["latencyPercentiles"]
+codes=d.get("statusCodeDistribution",{})
+print(p["p50"]*1e6, p["p99"]*1e6, p["p99.9"]*1e6, sum(v for k,v in codes.items() if k=="200"))')"
+  printf "  %-14s p50 %8.0f us  p99 %8.0f us  p99.9 %8.0f us  (%s ok)\n" "$1" "$p50" "$p99" "$p999" "$ok"
+  P50[$1]+="$p50 "; P99[$1]+="$p99 "; P999[$1]+="$p999 "
+}
+for r in $(seq "$ROUNDS"); do
+  echo "round $r/$ROUNDS ($RATE req/s, ${DURATION}s)"
+  measure direct "http://$APP/"
+  measure sidecars "http://$A_OUT/"
+  measure nginx-pair "http://$NA_OUT/"
+done
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END { if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2 }'; }
+rss() { awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$1/status"; }
+nginx_rss() { local w; w=$(pgrep -P "$(cat "$1")" | head -1); rss "$w"; }
+d50=$(echo "${P50[direct]}" | median); d99=$(echo "${P99[direct]}" | median)
+row() { # name
+  local p50 p99 p999
+  p50=$(echo "${P50[$1]}" | median); p99=$(echo "${P99[$1]}" | median); p999=$(echo "${P999[$1]}" | median)
+  awk -v n="$1" -v a="$p50" -v b="$p99" -v c="$p999" -v d50="$d50" -v d99="$d99" 'BEGIN {
+    printf "| %s | %.0f | %.0f | %.0f | %+.0f | %+.0f |\n", n, a, b, c, a-d50, b-d99 }'
+}
+{
+  echo
+  echo "## Sidecar mTLS hop"
+  echo
+  echo "Generated by \`bash benches/sidecar.sh\` on $(date -u +%Y-%m-%d): $RATE req/s for ${DURATION}s, $CONNS connections,"
+  echo "oha with latency correction, $ROUNDS rounds, medians (microseconds). Proxies pinned to CPU 1, app and load to CPU 0."
+  echo "Each sidecar runs 1 worker thread; nginx 1 worker each. Both pairs: TLS 1.3, client certificates, keep-alive to the peer"
+  echo "(sidecars: HTTP/2 between them, SPIFFE id checked both ways; nginx: HTTP/1.1, chain and DNS name checked)."
+  echo
+  echo "| path | p50 | p99 | p99.9 | added p50 | added p99 |"
+  echo "|---|---:|---:|---:|---:|---:|"
+  row direct; row sidecars; row nginx-pair
+  echo
+  echo "Resident memory after the runs: sidecar A $(rss $a_pid) MiB, sidecar B $(rss $b_pid) MiB; nginx A worker $(nginx_rss "$work/na/pid") MiB, nginx B worker $(nginx_rss "$work/nb/pid") MiB."
+} | tee -a benches/RESULTS.md
