@@ -715,24 +715,10 @@ fn validate_upstream(
             expect,
         }
     });
-    let outlier = u.outlier_detection.as_ref().map(|o| {
-        let oat = format!("{at}.outlier_detection");
-        if o.consecutive_failures == 0 {
-            p.push(format!("{oat}.consecutive_failures"), "must be at least 1");
-        }
-        if o.eject_for.get().is_zero() {
-            p.push(format!("{oat}.eject_for"), "must be above 0");
-        }
-        if o.max_eject_for < o.eject_for {
-            p.push(format!("{oat}.max_eject_for"), "must be at least eject_for");
-        }
-        Outlier {
-            consecutive_failures: o.consecutive_failures,
-            eject_for: o.eject_for.get(),
-            max_eject_for: o.max_eject_for.get(),
-            max_ejected: o.max_ejected.fraction(),
-        }
-    });
+    let outlier = u
+        .outlier_detection
+        .as_ref()
+        .map(|o| validate_outlier(&format!("{at}.outlier_detection"), o, p));
     if p_len(p) != before {
         return None;
     }
@@ -759,4 +745,23 @@ fn parse_status_range(s: &str) -> Option<(u16, u16)> {
     }
     let code: u16 = s.parse().ok()?;
     (100..600).contains(&code).then_some((code, code))
+}
+
+/// Shared by the gateway's upstreams and the sidecar's dependencies.
+pub(crate) fn validate_outlier(at: &str, o: &OutlierFile, p: &mut Problems) -> Outlier {
+    if o.consecutive_failures == 0 {
+        p.push(format!("{at}.consecutive_failures"), "must be at least 1");
+    }
+    if o.eject_for.get().is_zero() {
+        p.push(format!("{at}.eject_for"), "must be above 0");
+    }
+    if o.max_eject_for < o.eject_for {
+        p.push(format!("{at}.max_eject_for"), "must be at least eject_for");
+    }
+    Outlier {
+        consecutive_failures: o.consecutive_failures,
+        eject_for: o.eject_for.get(),
+        max_eject_for: o.max_eject_for.get(),
+        max_ejected: o.max_ejected.fraction(),
+    }
 }

@@ -120,7 +120,7 @@ pub struct DependencyFile {
     #[serde(default)]
     pub queue: u32,
     #[serde(default)]
-    pub outlier_detection: Option<DepOutlierFile>,
+    pub outlier_detection: Option<crate::gateway::file::OutlierFile>,
     /// Send a second try to another endpoint when the first is slower than this
     /// (idempotent calls only; counted against the retry budget).
     #[serde(default)]
@@ -247,32 +247,6 @@ fn default_max_open_for() -> HumanDuration {
 }
 fn default_probes() -> u32 {
     3
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DepOutlierFile {
-    #[serde(default = "default_consecutive")]
-    pub consecutive_failures: u32,
-    #[serde(default = "default_eject_for")]
-    pub eject_for: HumanDuration,
-    #[serde(default = "default_max_eject_for")]
-    pub max_eject_for: HumanDuration,
-    #[serde(default = "default_max_ejected")]
-    pub max_ejected: Percent,
-}
-
-fn default_consecutive() -> u32 {
-    5
-}
-fn default_eject_for() -> HumanDuration {
-    HumanDuration::from_secs(10)
-}
-fn default_max_eject_for() -> HumanDuration {
-    HumanDuration::from_secs(120)
-}
-fn default_max_ejected() -> Percent {
-    Percent::new_const(50.0)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

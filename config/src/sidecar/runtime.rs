@@ -317,11 +317,8 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
         if d.max_concurrent == 0 {
             p.push(format!("{at}.max_concurrent"), "must be at least 1");
         }
-        let outlier = d.outlier_detection.as_ref().map(|o| Outlier {
-            consecutive_failures: o.consecutive_failures.max(1),
-            eject_for: o.eject_for.get(),
-            max_eject_for: o.max_eject_for.get().max(o.eject_for.get()),
-            max_ejected: o.max_ejected.fraction(),
+        let outlier = d.outlier_detection.as_ref().map(|o| {
+            crate::gateway::runtime::validate_outlier(&format!("{at}.outlier_detection"), o, &mut p)
         });
         let fault = d.fault.as_ref().and_then(|f| {
             if f.abort_status.is_some_and(|s| !(200..600).contains(&s)) {
