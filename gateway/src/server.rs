@@ -1,6 +1,7 @@
 //! Process wiring: Pingora server and services, admin listener, background checks,
 //! config watching, signals (SIGHUP reload, SIGTERM drain, SIGINT fast exit).
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +85,9 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         server.add_service(svc);
     }
 
-    state.health.set(Readiness::Ready);
+    // Ready only once Pingora has bound every listener (it binds them on its own
+    // runtimes after `run` starts): a load balancer must not send traffic earlier.
+    spawn_ready_when_listening(state.clone(), cfg.listeners.iter().map(|l| l.address).collect())?;
     tracing::info!(
         version = %state.snapshot.load().version,
         admin = %admin_addr,
@@ -95,6 +98,29 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     server.run(RunArgs {
         shutdown_signal: Box::new(Drain { state }),
     });
+    Ok(())
+}
+
+fn spawn_ready_when_listening(state: Arc<State>, addrs: Vec<SocketAddr>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("readiness".into())
+        .spawn(move || {
+            let probe = |a: &SocketAddr| {
+                let mut a = *a;
+                if a.ip().is_unspecified() {
+                    a.set_ip(match a {
+                        SocketAddr::V4(_) => IpAddr::from([127, 0, 0, 1]),
+                        SocketAddr::V6(_) => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                    });
+                }
+                std::net::TcpStream::connect_timeout(&a, Duration::from_millis(200)).is_ok()
+            };
+            while !addrs.iter().all(probe) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            state.health.set(Readiness::Ready);
+            tracing::info!("listeners bound: ready");
+        })?;
     Ok(())
 }
 

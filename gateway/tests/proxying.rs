@@ -347,3 +347,20 @@ upstreams: {{ u: {{ endpoints: [{{ address: {} }}] }} }}
     assert!(text.ends_with("\n2"), "HTTP/2 negotiated: {text}");
     assert!(text.contains("\"path\":\"/h2\""), "{text}");
 }
+
+/// Regression: `/readyz` answered 200 before Pingora had bound the listeners, so a load
+/// balancer (or a test) could connect to a port nobody listened on yet.
+#[tokio::test]
+async fn ready_means_the_listeners_accept() {
+    let a = Backend::builder().id("a").spawn().await.unwrap();
+    for _ in 0..3 {
+        let gw = Gateway::start(&base(
+            "  - { name: r, upstream: u }",
+            &format!("  u: {{ endpoints: [{{ address: {} }}] }}", a.addr()),
+        ))
+        .await
+        .unwrap();
+        // Gateway::start returns the moment /readyz says 200.
+        std::net::TcpStream::connect(gw.listen).expect("listener accepts once ready");
+    }
+}
