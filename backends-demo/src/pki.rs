@@ -271,6 +271,12 @@ impl CertSpec {
         self
     }
 
+    /// One more DNS SAN (e.g. so peers that check DNS names can verify a SPIFFE cert).
+    pub fn add_dns(mut self, name: &str) -> Self {
+        self.sans.push(San::Dns(name.to_string()));
+        self
+    }
+
     /// Signed by `intermediate` instead of the root; the chain then includes it.
     pub fn with_intermediate(mut self, intermediate: &Intermediate) -> Self {
         self.intermediate = Some(intermediate.clone());

@@ -87,7 +87,10 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 
     // Ready only once Pingora has bound every listener (it binds them on its own
     // runtimes after `run` starts): a load balancer must not send traffic earlier.
-    spawn_ready_when_listening(state.clone(), cfg.listeners.iter().map(|l| l.address).collect())?;
+    spawn_ready_when_listening(
+        state.clone(),
+        cfg.listeners.iter().map(|l| l.address).collect(),
+    )?;
     tracing::info!(
         version = %state.snapshot.load().version,
         admin = %admin_addr,

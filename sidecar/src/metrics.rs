@@ -57,70 +57,109 @@ pub struct DependencyCollector {
     descs: Vec<prometheus::core::Desc>,
 }
 
-fn family_vecs() -> (
-    IntCounterVec,
-    IntCounterVec,
-    IntCounterVec,
-    IntCounterVec,
-    IntGaugeVec,
-    IntCounterVec,
-) {
-    let opts = |n: &str, h: &str| prometheus::Opts::new(n, h);
-    let l = &["dependency"];
-    #[allow(clippy::expect_used)] // constant, valid names
+type Extract = fn(&crate::outbound::DependencyRt) -> Option<u64>;
+
+/// (name, help, is_counter, extractor)
+const SERIES: &[(&str, &str, bool, Extract)] = &[
+    ("sidecar_retries_total", "Retries sent", true, |d| {
+        d.retry.as_ref().map(|r| r.stats().snapshot().retries)
+    }),
     (
-        IntCounterVec::new(opts("sidecar_retries_total", "Retries sent"), l).expect("valid"),
-        IntCounterVec::new(
-            opts(
-                "sidecar_retry_budget_exhausted_total",
-                "Retries not sent because the budget was spent",
-            ),
-            l,
-        )
-        .expect("valid"),
-        IntCounterVec::new(
-            opts(
-                "sidecar_bulkhead_rejected_total",
-                "Calls refused at max_concurrent",
-            ),
-            l,
-        )
-        .expect("valid"),
-        IntCounterVec::new(
-            opts(
-                "sidecar_circuit_breaker_rejected_total",
-                "Calls refused by an open breaker",
-            ),
-            l,
-        )
-        .expect("valid"),
-        IntGaugeVec::new(
-            opts(
-                "sidecar_retry_budget_remaining",
-                "Retries the budget allows right now",
-            ),
-            l,
-        )
-        .expect("valid"),
-        IntCounterVec::new(
-            opts(
-                "sidecar_circuit_breaker_trips_total",
-                "Times the breaker opened",
-            ),
-            l,
-        )
-        .expect("valid"),
-    )
+        "sidecar_retry_budget_exhausted_total",
+        "Retries not sent because the budget was spent",
+        true,
+        |d| {
+            d.retry
+                .as_ref()
+                .map(|r| r.stats().snapshot().budget_exhausted)
+        },
+    ),
+    (
+        "sidecar_retry_budget_remaining",
+        "Retries the budget allows right now",
+        false,
+        |d| d.retry.as_ref().map(|r| r.budget().snapshot().remaining),
+    ),
+    (
+        "sidecar_bulkhead_rejected_total",
+        "Calls refused at max_concurrent",
+        true,
+        |d| Some(d.bulkhead.stats().snapshot().rejected),
+    ),
+    (
+        "sidecar_circuit_breaker_rejected_total",
+        "Calls refused by an open breaker",
+        true,
+        |d| d.breaker.as_ref().map(|b| b.snapshot().rejected),
+    ),
+    (
+        "sidecar_circuit_breaker_trips_total",
+        "Times the breaker opened",
+        true,
+        |d| d.breaker.as_ref().map(|b| u64::from(b.snapshot().trips)),
+    ),
+    (
+        "sidecar_rate_limited_total",
+        "Calls refused by the outbound rate limit",
+        true,
+        |d| d.rate_limit.as_ref().map(|r| r.snapshot().limited),
+    ),
+    (
+        "sidecar_hedges_total",
+        "Hedged second tries sent",
+        true,
+        |d| d.hedge.as_ref().map(|h| h.stats().snapshot().hedged),
+    ),
+    (
+        "sidecar_hedges_won_total",
+        "Hedged tries that answered first",
+        true,
+        |d| d.hedge.as_ref().map(|h| h.stats().snapshot().won),
+    ),
+];
+
+enum Family {
+    Counter(IntCounterVec),
+    Gauge(IntGaugeVec),
+}
+
+impl Family {
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::core::Collector;
+        match self {
+            Self::Counter(c) => c.collect(),
+            Self::Gauge(g) => g.collect(),
+        }
+    }
+}
+
+fn families() -> Vec<Family> {
+    SERIES
+        .iter()
+        .filter_map(|(name, help, counter, _)| {
+            let opts = prometheus::Opts::new(*name, *help);
+            if *counter {
+                IntCounterVec::new(opts, &["dependency"])
+                    .ok()
+                    .map(Family::Counter)
+            } else {
+                IntGaugeVec::new(opts, &["dependency"])
+                    .ok()
+                    .map(Family::Gauge)
+            }
+        })
+        .collect()
 }
 
 impl DependencyCollector {
     pub fn register(state: &std::sync::Arc<crate::state::State>) {
-        let (a, b, c, d, e, f) = family_vecs();
         use prometheus::core::Collector;
-        let descs = [a.desc(), b.desc(), c.desc(), d.desc(), e.desc(), f.desc()]
-            .into_iter()
-            .flatten()
-            .cloned()
+        let descs = families()
+            .iter()
+            .flat_map(|f| match f {
+                Family::Counter(c) => c.desc().into_iter().cloned().collect::<Vec<_>>(),
+                Family::Gauge(g) => g.desc().into_iter().cloned().collect(),
+            })
             .collect();
         let me = Self {
             state: std::sync::Arc::downgrade(state),
@@ -141,34 +180,19 @@ impl prometheus::core::Collector for DependencyCollector {
         let Some(state) = self.state.upgrade() else {
             return Vec::new();
         };
-        let (retries, exhausted, bulkhead, breaker_rej, remaining, trips) = family_vecs();
-        for (name, d) in state.snapshot.load().dependencies.iter() {
-            let l = &[name.as_str()];
-            if let Some(r) = &d.retry {
-                let s = r.stats().snapshot();
-                retries.with_label_values(l).inc_by(s.retries);
-                exhausted.with_label_values(l).inc_by(s.budget_exhausted);
-                remaining
-                    .with_label_values(l)
-                    .set(r.budget().snapshot().remaining as i64);
-            }
-            bulkhead
-                .with_label_values(l)
-                .inc_by(d.bulkhead.stats().snapshot().rejected);
-            if let Some(b) = &d.breaker {
-                let s = b.snapshot();
-                breaker_rej.with_label_values(l).inc_by(s.rejected);
-                trips.with_label_values(l).inc_by(u64::from(s.trips));
+        let fams = families();
+        let snap = state.snapshot.load();
+        for (name, dep) in snap.dependencies.iter() {
+            for (fam, (_, _, _, extract)) in fams.iter().zip(SERIES) {
+                let Some(v) = extract(dep) else { continue };
+                match fam {
+                    Family::Counter(c) => c.with_label_values(&[name.as_str()]).inc_by(v),
+                    Family::Gauge(g) => g
+                        .with_label_values(&[name.as_str()])
+                        .set(i64::try_from(v).unwrap_or(i64::MAX)),
+                }
             }
         }
-        [
-            retries.collect(),
-            exhausted.collect(),
-            bulkhead.collect(),
-            breaker_rej.collect(),
-            remaining.collect(),
-            trips.collect(),
-        ]
-        .concat()
+        fams.iter().flat_map(Family::collect).collect()
     }
 }

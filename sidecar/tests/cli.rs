@@ -18,16 +18,25 @@ fn the_example_config_validates_with_real_identity_files() {
     std::fs::create_dir(dir.path().join("certs")).unwrap();
     let ca = TestCa::new("example").unwrap();
     ca.write_bundle(&dir.path().join("certs/ca.crt")).unwrap();
-    ca.issue(&CertSpec::spiffe("spiffe://cluster.local/ns/shop/sa/frontend"))
-        .unwrap()
-        .write(&dir.path().join("certs"), "tls")
-        .unwrap();
+    ca.issue(&CertSpec::spiffe(
+        "spiffe://cluster.local/ns/shop/sa/frontend",
+    ))
+    .unwrap()
+    .write(&dir.path().join("certs"), "tls")
+    .unwrap();
     let file = dir.path().join("sidecar.yaml");
     std::fs::copy(&src, &file).unwrap();
     let out = sidecar().arg("validate").arg(&file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("spiffe://cluster.local/ns/shop/sa/frontend"), "{stdout}");
+    assert!(
+        stdout.contains("spiffe://cluster.local/ns/shop/sa/frontend"),
+        "{stdout}"
+    );
     assert!(stdout.contains("2 dependencies"), "{stdout}");
 }
 
@@ -43,7 +52,10 @@ fn validate_names_file_line_field_and_identity_problems() {
     let out = sidecar().arg("validate").arg(&file).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("s.yaml:6:5: outbound.pay.server_identity"), "{err}");
+    assert!(
+        err.contains("s.yaml:6:5: outbound.pay.server_identity"),
+        "{err}"
+    );
 
     // Valid config, but the identity files are missing: named in the message.
     std::fs::write(

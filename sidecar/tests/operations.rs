@@ -12,14 +12,19 @@ use common::*;
 
 fn opts(policy: &str) -> MeshOpts {
     MeshOpts {
-        dep_policy: policy.lines().filter(|l| !l.trim().is_empty()).map(|l| format!("    {}\n", l.trim())).collect(),
+        dep_policy: policy
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| format!("    {}\n", l.trim()))
+            .collect(),
         ..Default::default()
     }
 }
 
 #[tokio::test]
 async fn reload_keeps_breaker_state_and_starts_new_listeners() {
-    let breaker = "circuit_breaker: { failure_rate: 50%, min_requests: 5, window: 10s, open_for: 30s }";
+    let breaker =
+        "circuit_breaker: { failure_rate: 50%, min_requests: 5, window: 10s, open_for: 30s }";
     let m = Mesh::start(opts(breaker)).await;
     m.app.fault("status=503").await.unwrap();
     let c = test_client();
@@ -27,7 +32,10 @@ async fn reload_keeps_breaker_state_and_starts_new_listeners() {
         c.get(m.url("/")).send().await.unwrap();
     }
     let state = |v: serde_json::Value| v["dependencies"][0]["breaker"]["state"].clone();
-    assert_eq!(state(m.a.admin_json("/dependencies").await.unwrap()), "open");
+    assert_eq!(
+        state(m.a.admin_json("/dependencies").await.unwrap()),
+        "open"
+    );
 
     // Reload with an unrelated change (timeout) and a second dependency on a new port.
     let out2 = free_addr("127.0.0.1");
@@ -45,13 +53,25 @@ async fn reload_keeps_breaker_state_and_starts_new_listeners() {
     let (status, body) = m.a.reload().await.unwrap();
     assert_eq!(status, 200, "{body}");
     let deps = m.a.admin_json("/dependencies").await.unwrap();
-    let app = deps["dependencies"].as_array().unwrap().iter().find(|d| d["name"] == "app").unwrap().clone();
-    assert_eq!(app["breaker"]["state"], "open", "breaker state survives the reload: {app}");
+    let app = deps["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "app")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        app["breaker"]["state"], "open",
+        "breaker state survives the reload: {app}"
+    );
 
     // The new dependency's listener came up without a restart, and works.
     m.app.clear_fault().await.unwrap();
     wait_until(Duration::from_secs(5), || async {
-        c.get(format!("http://{out2}/")).send().await.is_ok_and(|r| r.status() == 200)
+        c.get(format!("http://{out2}/"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     })
     .await
     .unwrap();
@@ -60,7 +80,14 @@ async fn reload_keeps_breaker_state_and_starts_new_listeners() {
     m.a.write_config("identity: {}\n").unwrap();
     let (status, body) = m.a.reload().await.unwrap();
     assert_eq!(status, 422, "{body}");
-    assert_eq!(c.get(format!("http://{out2}/")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(format!("http://{out2}/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
 }
 
 #[tokio::test]
@@ -80,15 +107,19 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
     for h in calls {
         assert_eq!(h.await.unwrap().unwrap(), 200, "in-flight calls finish");
     }
-    assert_eq!(m.a.proc().wait_exit(Duration::from_secs(6)).await.unwrap(), Some(0));
-    assert_eq!(m.b.proc().wait_exit(Duration::from_secs(6)).await.unwrap(), Some(0));
+    assert_eq!(
+        m.a.proc().wait_exit(Duration::from_secs(6)).await.unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        m.b.proc().wait_exit(Duration::from_secs(6)).await.unwrap(),
+        Some(0)
+    );
 }
 
 #[tokio::test]
 async fn http_proxy_listener_routes_by_host() {
-    let mut o = MeshOpts::default();
-    o.dep_policy = String::new();
-    let m = Mesh::start(o).await;
+    let m = Mesh::start(MeshOpts::default()).await;
     // A second sidecar "C" with only a proxy listener, calling B by name.
     let proxy = free_addr("127.0.0.1");
     let d = m.dir.path().display().to_string();
@@ -129,7 +160,10 @@ async fn a_bad_endpoint_is_ejected_without_tripping_the_dependency_breaker() {
     let _b2 = start_in(
         m.dir.path(),
         &b_config(&[A_ID.to_owned()]),
-        &[("INBOUND", b2_in.to_string()), ("APP", bad_app.addr().to_string())],
+        &[
+            ("INBOUND", b2_in.to_string()),
+            ("APP", bad_app.addr().to_string()),
+        ],
     )
     .await;
     let out = free_addr("127.0.0.1");
@@ -141,13 +175,23 @@ async fn a_bad_endpoint_is_ejected_without_tripping_the_dependency_breaker() {
     let a2 = start_in(
         m.dir.path(),
         &yaml,
-        &[("OUT", out.to_string()), ("B", m.b_inbound.to_string()), ("B2", b2_in.to_string())],
+        &[
+            ("OUT", out.to_string()),
+            ("B", m.b_inbound.to_string()),
+            ("B2", b2_in.to_string()),
+        ],
     )
     .await;
     let c = test_client();
     let mut fails = 0;
     for _ in 0..60 {
-        if c.get(format!("http://{out}/")).send().await.unwrap().status() != 200 {
+        if c.get(format!("http://{out}/"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            != 200
+        {
             fails += 1;
         }
     }
@@ -155,7 +199,12 @@ async fn a_bad_endpoint_is_ejected_without_tripping_the_dependency_breaker() {
     let deps = a2.admin_json("/dependencies").await.unwrap();
     let d = &deps["dependencies"][0];
     assert_eq!(d["breaker"]["state"], "closed", "{d}");
-    let ejected: Vec<_> = d["endpoints"].as_array().unwrap().iter().filter(|e| e["ejected"] == true).collect();
+    let ejected: Vec<_> = d["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["ejected"] == true)
+        .collect();
     assert_eq!(ejected.len(), 1, "{d}");
     assert_eq!(ejected[0]["address"], b2_in.to_string());
 }

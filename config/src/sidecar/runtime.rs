@@ -321,6 +321,12 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
             crate::gateway::runtime::validate_outlier(&format!("{at}.outlier_detection"), o, &mut p)
         });
         let fault = d.fault.as_ref().and_then(|f| {
+            if f.abort_status.is_none() && f.abort_percent.fraction() > 0.0 {
+                p.push(format!("{at}.fault.abort_percent"), "needs `abort_status`");
+            }
+            if f.delay.is_none() && f.delay_percent.fraction() > 0.0 {
+                p.push(format!("{at}.fault.delay_percent"), "needs `delay`");
+            }
             if f.abort_status.is_some_and(|s| !(200..600).contains(&s)) {
                 p.push(
                     format!("{at}.fault.abort_status"),
@@ -345,6 +351,9 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
                 only_with_header,
             })
         });
+        if d.hedge_after.is_some_and(|h| h.get().is_zero()) {
+            p.push(format!("{at}.hedge_after"), "must be above 0");
+        }
         if d.rate_limit.is_some_and(|r| r.count == 0) {
             p.push(format!("{at}.rate_limit"), "must allow at least 1 request");
         }

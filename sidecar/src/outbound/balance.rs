@@ -205,7 +205,11 @@ impl tower::Service<Request<Body>> for Balance {
             };
             match this.client.request(req).await {
                 Ok(resp) => {
-                    this.endpoints.record(&ep, resp.status().as_u16() < 500);
+                    // gRPC carries UNAVAILABLE & co. in a 200; a trailers-only answer
+                    // says so at the head, which is all an endpoint verdict waits for.
+                    let ok = resp.status().as_u16() < 500
+                        && !crate::resilience::grpc::failed_at_head(&resp);
+                    this.endpoints.record(&ep, ok);
                     Ok(resp.map(boxed))
                 }
                 Err(e) => {

@@ -4,12 +4,21 @@
 //!
 //! ```text
 //! bulkhead          fail fast at max_concurrent: protects the app's threads first
+//!  -> fault         optional; injected delays hold a bulkhead slot like a slow dependency,
+//!                   injected aborts never reach the breaker (not the dependency's failures)
+//!  -> rate limit    optional; after the bulkhead and fault aborts so only calls about to go
+//!                   out spend a token, before the breaker so a 429 never takes a probe slot
 //!  -> breaker       one outcome per logical call; open = 503 without touching the network;
-//!                   above the overall timeout so a hanging dependency counts as failed
-//!  -> timeout       overall deadline, retries included (504)
+//!                   above the overall timeout so a hanging dependency counts as failed;
+//!                   gRPC-aware (status in headers at once, in trailers at body end)
+//!  -> timeout       overall deadline, retries and hedges included (504)
 //!  -> retry         budgeted, backoff with jitter; idempotent or never-sent only
+//!  -> hedge         optional; a second copy of a slow bodiless idempotent try, paid from
+//!                   the retry budget; inside retry (one try), above the per-try timeout
+//!                   (each copy its own deadline)
 //!  -> timeout       per try
 //!  -> balance       P2C over endpoints, outlier ejection, tried endpoints avoided
+//!                   (so a hedge goes to another endpoint)
 //!  -> pool          mTLS (peer SPIFFE id checked), HTTP/2 multiplexed
 //! ```
 
@@ -38,21 +47,24 @@ use crate::error::ProxyError;
 use crate::identity::IdentityStore;
 use crate::metrics::{status_class, METRICS};
 use crate::resilience::{
-    BreakerLayer, Bulkhead, BulkheadLayer, CircuitBreaker, RetryLayer, RetryPolicy, TimeoutLayer,
+    BreakerLayer, Bulkhead, BulkheadLayer, CircuitBreaker, FaultLayer, HedgeLayer, HedgePolicy,
+    RateLimitLayer, RateLimiter, RetryLayer, RetryPolicy, TimeoutLayer,
 };
 use crate::state::State;
 
 type Stack = BoxCloneSyncService<Request<Body>, Response<Body>, ProxyError>;
 
-/// One dependency at run time. The bulkhead, breaker, retry policy (with its budget)
-/// and endpoint set are carried over from the previous runtime on reload, so their
-/// state survives a change of unrelated settings.
+/// One dependency at run time. The bulkhead, breaker, retry policy (with its budget),
+/// rate limiter, hedging policy and endpoint set are carried over from the previous
+/// runtime on reload, so their state survives a change of unrelated settings.
 pub struct DependencyRt {
     pub cfg: Dependency,
     pub endpoints: Arc<Endpoints>,
     pub bulkhead: Arc<Bulkhead>,
     pub breaker: Option<Arc<CircuitBreaker>>,
     pub retry: Option<Arc<RetryPolicy>>,
+    pub rate_limit: Option<Arc<RateLimiter>>,
+    pub hedge: Option<Arc<HedgePolicy>>,
     stack: Stack,
 }
 
@@ -104,6 +116,24 @@ impl DependencyRt {
             (Some(r), None) => Some(Arc::new(RetryPolicy::new(r))),
             (None, _) => None,
         };
+        let rate_limit = match (cfg.rate_limit, prev.and_then(|p| p.rate_limit.clone())) {
+            (Some(rate), Some(existing)) => {
+                existing.reconfigure(rate);
+                Some(existing)
+            }
+            (Some(rate), None) => Some(Arc::new(RateLimiter::new(rate))),
+            (None, _) => None,
+        };
+        // Hedges share the retry budget when there is one, else have their own.
+        let hedge_budget = retry.as_ref().map(|r| r.budget().clone());
+        let hedge = match (cfg.hedge_after, prev.and_then(|p| p.hedge.clone())) {
+            (Some(after), Some(existing)) => {
+                existing.reconfigure(after, hedge_budget);
+                Some(existing)
+            }
+            (Some(after), None) => Some(Arc::new(HedgePolicy::new(after, hedge_budget))),
+            (None, _) => None,
+        };
         let balance = Balance {
             endpoints: endpoints.clone(),
             client: client::client(MtlsConnector {
@@ -114,11 +144,15 @@ impl DependencyRt {
             }),
             http2: cfg.http2,
         };
+        // Order and reasons: see the diagram at the top of this file.
         let stack = ServiceBuilder::new()
             .layer(BulkheadLayer::shared(bulkhead.clone()))
+            .option_layer(cfg.fault.clone().map(FaultLayer::new))
+            .option_layer(rate_limit.clone().map(RateLimitLayer::new))
             .option_layer(breaker.clone().map(BreakerLayer::new))
             .layer(TimeoutLayer::new(cfg.timeout))
             .option_layer(retry.clone().map(RetryLayer::new))
+            .option_layer(hedge.clone().map(HedgeLayer::new))
             .layer(TimeoutLayer::new(cfg.per_try_timeout))
             .service(balance);
         Self {
@@ -127,6 +161,8 @@ impl DependencyRt {
             bulkhead,
             breaker,
             retry,
+            rate_limit,
+            hedge,
             stack: BoxCloneSyncService::new(stack),
         }
     }
@@ -198,6 +234,8 @@ impl DependencyRt {
                 "budget": serde_json::to_value(r.budget().snapshot()).unwrap_or_default(),
             })),
             "bulkhead": { "max_concurrent": self.cfg.max_concurrent, "stats": serde_json::to_value(self.bulkhead.stats().snapshot()).unwrap_or_default() },
+            "rate_limit": self.rate_limit.as_ref().map(|r| serde_json::to_value(r.snapshot()).unwrap_or_default()),
+            "hedge": self.hedge.as_ref().map(|h| serde_json::to_value(h.stats().snapshot()).unwrap_or_default()),
             "endpoints": eps,
         })
     }

@@ -14,11 +14,14 @@
 //! `observe_only` runs the same state machine and records every transition, but never
 //! refuses a call: a safe way to roll out new thresholds.
 //!
-//! A failure is a 5xx response or a [`ProxyError::is_dependency_failure`] error. Errors
-//! made on our side (bulkhead full, rate limited, circuit open, a bad request body) are
-//! not calls of the dependency and are not counted. A call cancelled before it ended
-//! (the app went away, or a timeout outside this layer fired) is not counted either,
-//! except as a slow call when it had already run longer than `slow_call`.
+//! A failure is a 5xx response, a gRPC failure status (see [`super::grpc`]) or a
+//! [`ProxyError::is_dependency_failure`] error. Errors made on our side (bulkhead full,
+//! rate limited, fault injected, circuit open, a bad request body) are not calls of the
+//! dependency and are not counted. A gRPC response whose status comes in the trailers is
+//! recorded when its body ends, its slowness still measured at the response head (a
+//! long stream is not a slow call). A call cancelled before it ended (the app went
+//! away, or a timeout outside this layer fired) is not counted either, except as a slow
+//! call when it had already run longer than `slow_call`.
 //!
 //! Time is `tokio::time::Instant`, so tests drive it with `tokio::time::pause`/`advance`.
 
@@ -34,6 +37,7 @@ use tokio::time::Instant;
 use tollgate_config::sidecar::Breaker;
 use tower::{Layer, Service, ServiceExt};
 
+use super::grpc::{self, GrpcHead};
 use super::ResponseFuture;
 use crate::body::Body;
 use crate::error::ProxyError;
@@ -84,10 +88,11 @@ pub enum CallOutcome {
     Ignored,
 }
 
-/// The breaker's reading of a call's result.
+/// The breaker's reading of a call's result, as far as its head tells (a gRPC status
+/// in the trailers is read at the end of the body, see [`grpc`]).
 pub fn classify(result: &Result<Response<Body>, ProxyError>) -> CallOutcome {
     match result {
-        Ok(r) if r.status().is_server_error() => CallOutcome::Failure,
+        Ok(r) if r.status().is_server_error() || grpc::failed_at_head(r) => CallOutcome::Failure,
         Ok(_) => CallOutcome::Success,
         Err(e) if e.is_dependency_failure() => CallOutcome::Failure,
         Err(_) => CallOutcome::Ignored,
@@ -480,23 +485,25 @@ impl CircuitBreaker {
             kind,
             generation,
             started: now,
+            head: None,
             done: false,
         })
     }
 
-    /// `outcome: None` = the call was cancelled before it ended.
+    /// `outcome: None` = the call was cancelled before it ended. Slowness is measured
+    /// from `started` to `head` (when the response head came) or to now.
     fn finish(
         &self,
         kind: PermitKind,
         generation: u64,
-        started: Instant,
+        (started, head): (Instant, Option<Instant>),
         outcome: Option<CallOutcome>,
     ) {
         let now = Instant::now();
         let mut fired = Fired::new();
         {
             let mut inner = self.lock();
-            let slow = inner.is_slow(now.saturating_duration_since(started));
+            let slow = inner.is_slow(head.unwrap_or(now).saturating_duration_since(started));
             let current = generation == inner.generation;
             match (kind, inner.state) {
                 (PermitKind::Normal, State::Closed) if current => {
@@ -579,14 +586,26 @@ pub struct BreakerPermit {
     kind: PermitKind,
     generation: u64,
     started: Instant,
+    /// When the response head came, if the outcome is recorded later.
+    head: Option<Instant>,
     done: bool,
 }
 
 impl BreakerPermit {
     pub fn record(mut self, outcome: CallOutcome) {
         self.done = true;
-        self.breaker
-            .finish(self.kind, self.generation, self.started, Some(outcome));
+        self.breaker.finish(
+            self.kind,
+            self.generation,
+            (self.started, self.head),
+            Some(outcome),
+        );
+    }
+
+    /// The response head has come; the outcome will be recorded later (at the end of
+    /// the body), but the call's slowness is its time to the head.
+    pub fn head_arrived(&mut self) {
+        self.head.get_or_insert_with(Instant::now);
     }
 }
 
@@ -594,7 +613,7 @@ impl Drop for BreakerPermit {
     fn drop(&mut self) {
         if !self.done {
             self.breaker
-                .finish(self.kind, self.generation, self.started, None);
+                .finish(self.kind, self.generation, (self.started, self.head), None);
         }
     }
 }
@@ -648,12 +667,19 @@ where
             Err(retry_after) => Box::pin(std::future::ready(Err(ProxyError::CircuitOpen {
                 retry_after,
             }))),
-            Ok(permit) => {
+            Ok(mut permit) => {
                 let call = self.inner.clone().oneshot(req);
                 // Dropping the future drops the permit: counted as a cancelled call.
-                Box::pin(call.map(move |result| {
-                    permit.record(classify(&result));
-                    result
+                Box::pin(call.map(move |result| match result {
+                    // The verdict is in the trailers: the body carries the permit there.
+                    Ok(resp) if grpc::head(&resp) == GrpcHead::InTrailers => {
+                        permit.head_arrived();
+                        Ok(grpc::record_at_end(resp, permit))
+                    }
+                    result => {
+                        permit.record(classify(&result));
+                        result
+                    }
                 }))
             }
         }

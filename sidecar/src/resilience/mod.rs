@@ -6,20 +6,28 @@
 //!
 //! Stack order, outermost first, and why each layer sits where it does:
 //! - [`BulkheadLayer`]: first, so a call over the concurrency limit costs nothing but an immediate 503.
-//! - [`BreakerLayer`]: outside the overall timeout, so it sees an expiry as a `Timeout` failure instead of a cancelled call.
+//! - [`FaultLayer`] (optional): inside the bulkhead, so an injected delay holds a slot like a real slow dependency; outside the breaker and timeouts, so injected faults are never counted as the dependency's failures.
+//! - [`RateLimitLayer`] (optional): after the bulkhead and fault aborts, so only calls about to go out spend a token; before the breaker, so a refused call never takes a half-open probe.
+//! - [`BreakerLayer`]: outside the overall timeout, so it sees an expiry as a `Timeout` failure instead of a cancelled call; gRPC-aware ([`grpc`]).
 //! - [`TimeoutLayer`] (overall): bounds retries and backoff together: the app's deadline for one logical call.
 //! - [`RetryLayer`]: retries a try that failed, within the budget; one breaker verdict per logical call.
+//! - [`HedgeLayer`] (optional): inside retry (a hedged try is one try), outside the per-try timeout (each copy has its own).
 //! - [`TimeoutLayer`] (per try): inside retry, so a hung try becomes a retryable `Timeout`.
 //! - then the load balancer and the connection pool (`outbound`).
 //!
 //! Shared state that must outlive a config reload ([`CircuitBreaker`], [`RetryBudget`],
-//! [`Bulkhead`], [`RetryPolicy`]) lives behind `Arc`s the layers are built from and is
-//! updated in place with `reconfigure`/`resize`; the layers themselves are cheap to rebuild.
+//! [`Bulkhead`], [`RetryPolicy`], [`RateLimiter`], [`HedgePolicy`]) lives behind `Arc`s
+//! the layers are built from and is updated in place with `reconfigure`/`resize`; the
+//! layers themselves are cheap to rebuild.
 
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
 pub mod bulkhead;
+pub mod fault;
+pub mod grpc;
+pub mod hedge;
+pub mod ratelimit;
 mod replay;
 pub mod retry;
 pub mod timeout;
@@ -42,6 +50,10 @@ pub use breaker::{
 };
 pub use budget::{BudgetSnapshot, RetryBudget};
 pub use bulkhead::{Bulkhead, BulkheadLayer, BulkheadService, BulkheadSnapshot, BulkheadStats};
+pub use fault::{FaultLayer, FaultService};
+pub use grpc::GrpcHead;
+pub use hedge::{HedgeLayer, HedgePolicy, HedgeService, HedgeStats, HedgeStatsSnapshot};
+pub use ratelimit::{RateLimitLayer, RateLimitService, RateLimitSnapshot, RateLimiter};
 pub use retry::{
     safe_to_repeat, RetryLayer, RetryPolicy, RetryService, RetryStats, RetryStatsSnapshot,
     IDEMPOTENCY_KEY, RETRIES_HEADER,

@@ -4,7 +4,11 @@
 //!   a failure that provably never reached the dependency (refused stream; connect
 //!   failure when `on: [connect-failure]`) is retried whatever the method;
 //! - on the configured conditions only: statuses (`retries_status`), `reset`,
-//!   `timeout` (the per-try timeout below this layer), `connect-failure`;
+//!   `timeout` (the per-try timeout below this layer), `connect-failure`; with `5xx`, a
+//!   trailers-only gRPC failure (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED in
+//!   the headers) counts as one. A gRPC status in the trailers cannot be retried: the
+//!   messages before it are already on their way to the app. gRPC calls are POSTs, so
+//!   like any POST they are retried only with an `Idempotency-Key`;
 //! - bounded: at most `attempts` tries, each retry paid from the dependency's
 //!   [`RetryBudget`], after a backoff with full jitter; a `Retry-After` (seconds) on a
 //!   retried 503/429 replaces the backoff when it is at most `4 * backoff_max`,
@@ -29,6 +33,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use super::backoff::full_jitter;
 use super::budget::RetryBudget;
+use super::grpc;
 use super::replay::Replay;
 use super::ResponseFuture;
 use crate::body::Body;
@@ -140,7 +145,10 @@ pub fn safe_to_repeat(method: &Method, headers: &HeaderMap) -> bool {
 /// Whether a try's result calls for another try, per the settings.
 fn retryable(cfg: &Retry, safe: bool, result: &Result<Response<Body>, ProxyError>) -> bool {
     match result {
-        Ok(r) => safe && cfg.retries_status(r.status().as_u16()),
+        Ok(r) => {
+            safe && (cfg.retries_status(r.status().as_u16())
+                || (cfg.on_5xx && grpc::failed_at_head(r)))
+        }
         // The peer refused the stream unprocessed: always safe, always worth it.
         Err(ProxyError::Refused(_)) => true,
         // Never reached the dependency either: another endpoint may do.
@@ -173,7 +181,10 @@ fn retry_after(result: &Result<Response<Body>, ProxyError>) -> Option<Duration> 
 
 fn describe(result: &Result<Response<Body>, ProxyError>) -> String {
     match result {
-        Ok(r) => r.status().as_str().to_owned(),
+        Ok(r) => match grpc::head(r) {
+            grpc::GrpcHead::Status(code) => format!("grpc-status {code}"),
+            _ => r.status().as_str().to_owned(),
+        },
         Err(e) => e.kind().to_owned(),
     }
 }

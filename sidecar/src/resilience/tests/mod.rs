@@ -6,6 +6,10 @@ mod backoff;
 mod breaker;
 mod budget;
 mod bulkhead;
+mod fault;
+mod grpc;
+mod hedge;
+mod ratelimit;
 mod replay;
 mod retry;
 mod timeout;
@@ -44,6 +48,8 @@ pub(super) enum Step {
     /// Never answer.
     Hang,
     Fail(ProxyError),
+    /// Answer with what this makes (e.g. a gRPC response with trailers).
+    Respond(fn() -> Response<Body>),
 }
 
 struct FakeState {
@@ -146,6 +152,7 @@ impl Fake {
                     }
                     Step::Hang => std::future::pending().await,
                     Step::Fail(e) => return Err(e),
+                    Step::Respond(make) => return Ok(make()),
                 };
                 Ok(status(code))
             }
