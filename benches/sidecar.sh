@@ -112,7 +112,7 @@ done
 declare -A P50 P99 P999
 measure() { # name url
   local out
-  out=$(taskset -c 0 oha -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --disable-keepalive=false --no-tui --output-format json "$2" 2>/dev/null)
+  out=$(taskset -c 0 oha -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui --output-format json "$2" 2>/dev/null)
   read -r p50 p99 p999 ok <<<"$(echo "$out" | python3 -c '
 import json,sys
 d=json.load(sys.stdin); p=d["latencyPercentiles"]
