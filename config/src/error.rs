@@ -33,6 +33,18 @@ impl ConfigError {
         }
     }
 
+    /// A problem found outside the YAML itself (e.g. an unusable certificate file).
+    pub fn other(file: &Path, message: impl Into<String>) -> Self {
+        Self {
+            file: file.to_owned(),
+            problems: vec![Problem {
+                field: String::new(),
+                message: message.into(),
+                position: None,
+            }],
+        }
+    }
+
     /// The first problem's message (handy in tests and metrics labels).
     pub fn first_message(&self) -> &str {
         self.problems.first().map_or("", |p| p.message.as_str())

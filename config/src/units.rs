@@ -35,7 +35,7 @@ impl UnitError {
 /// (also `us`). Fractions are allowed (`1.5s`). A bare `0` means zero.
 pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
     const KIND: &str = "duration";
-    const HINT: &str = "expected a number and a unit: ms, s, m or h (e.g. 250ms, 2s, 1m)";
+    const HINT: &str = "expected a number and a unit: ms, s, m, h or d (e.g. 250ms, 2s, 1m)";
     let s = input.trim();
     if s == "0" {
         return Ok(Duration::ZERO);
@@ -54,6 +54,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
         "s" => 1.0,
         "m" => 60.0,
         "h" => 3600.0,
+        "d" => 86400.0,
         _ => return Err(UnitError::new(KIND, input, HINT)),
     };
     let secs = value * secs_per_unit;
@@ -70,6 +71,8 @@ pub fn format_duration(d: Duration) -> String {
         "0".into()
     } else if !d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}us", d.as_micros())
+    } else if ms.is_multiple_of(86_400_000) {
+        format!("{}d", ms / 86_400_000)
     } else if ms.is_multiple_of(3_600_000) {
         format!("{}h", ms / 3_600_000)
     } else if ms.is_multiple_of(60_000) {
@@ -229,7 +232,7 @@ macro_rules! string_unit {
 string_unit!(
     HumanDuration,
     "Duration",
-    r"^(0|[0-9.]+(us|ms|s|m|h))$",
+    r"^(0|[0-9.]+(us|ms|s|m|h|d))$",
     "A duration such as 250ms, 2s, 1m"
 );
 string_unit!(

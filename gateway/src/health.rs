@@ -31,8 +31,10 @@ pub fn spawn(state: Arc<State>) -> std::io::Result<()> {
         .spawn(move || {
             rt.block_on(async move {
                 let disc = tokio::spawn(discovery_loop(state.clone()));
+                let certs = tokio::spawn(certificate_loop(state.clone()));
                 health_loop(state).await;
                 disc.abort();
+                certs.abort();
             })
         })?;
     Ok(())
@@ -207,5 +209,28 @@ mod tests {
         assert_eq!(parse_status(b"HTTP/1.0 503 x"), Some(503));
         assert_eq!(parse_status(b"SSH-2.0-OpenSSH"), None);
         assert_eq!(parse_status(b"HTTP/1.1 2"), None);
+    }
+}
+
+/// Certificate rotation: poll the files of every TLS listener (cheap `stat`s) and
+/// reload a listener's certificates when any of them changed. Polling rather than
+/// inotify catches every way files get replaced, including Secret symlink swaps.
+async fn certificate_loop(state: Arc<State>) {
+    const EVERY: Duration = Duration::from_millis(500);
+    let mut seen: std::collections::HashMap<String, Vec<Option<(u64, std::time::SystemTime)>>> =
+        Default::default();
+    loop {
+        tokio::time::sleep(EVERY).await;
+        for r in state.tls_resolvers() {
+            let fp = r.files_fingerprint();
+            let changed = seen.get(&r.listener).is_some_and(|old| *old != fp);
+            seen.insert(r.listener.clone(), fp);
+            if changed {
+                // Writers replace a cert and its key one after the other: let both land.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let _ = r.reload(None);
+                seen.insert(r.listener.clone(), r.files_fingerprint());
+            }
+        }
     }
 }

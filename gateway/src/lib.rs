@@ -16,4 +16,5 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod tls;
 pub mod trace;

@@ -14,8 +14,15 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn validate(file: &Path) -> Result<String, String> {
     let l = gateway::load(file, &EnvOverrides::from_process_env()).map_err(|e| e.to_string())?;
+    let mut certs = 0;
+    for listener in &l.config.listeners {
+        if let Some(t) = &listener.tls {
+            certs += gateway_lib::tls::check_listener(&listener.name, t)
+                .map_err(|e| format!("{}: {e}", file.display()))?;
+        }
+    }
     Ok(format!(
-        "{} listeners, {} routes, {} upstreams, version {}",
+        "{} listeners, {certs} certificates, {} routes, {} upstreams, version {}",
         l.config.listeners.len(),
         l.config.routes.len(),
         l.config.upstreams.len(),

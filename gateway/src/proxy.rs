@@ -52,6 +52,10 @@ pub struct Ctx {
     /// The last attempt's failure was already recorded (retry on status).
     retrying_status: bool,
     reject_reason: Option<&'static str>,
+    /// Index of the listener the request arrived on.
+    listener: Option<usize>,
+    tls: bool,
+    client_identity: Option<String>,
     _req: RequestGuard,
 }
 
@@ -138,6 +142,42 @@ impl GatewayProxy {
             .await
     }
 
+    /// 308 to the same host and path over HTTPS.
+    async fn redirect_https(&self, session: &mut Session, ctx: &mut Ctx, port: u16) -> Result<()> {
+        let req = session.req_header();
+        let raw_host = req
+            .uri
+            .host()
+            .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
+            .unwrap_or("");
+        let host = normalize_host(raw_host);
+        if host.is_empty() {
+            return self
+                .respond(
+                    session,
+                    ctx,
+                    400,
+                    "no_host",
+                    "a Host header is required\n".into(),
+                )
+                .await;
+        }
+        let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        let location = if port == 443 {
+            format!("https://{host}{pq}")
+        } else {
+            format!("https://{host}:{port}{pq}")
+        };
+        ctx.reject_reason = Some("redirect_https");
+        let mut resp = ResponseHeader::build(308, Some(4))?;
+        resp.insert_header(http::header::LOCATION, location.as_str())?;
+        resp.insert_header(CONTENT_LENGTH, "0")?;
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.clone())?;
+        }
+        session.write_response_header(Box::new(resp), true).await
+    }
+
     /// The current attempt ended; feed passive health.
     fn end_attempt(&self, ctx: &mut Ctx, ok: bool) {
         let Some(attempt) = ctx.attempt.take() else {
@@ -214,6 +254,9 @@ impl ProxyHttp for GatewayProxy {
             deadline: None,
             retrying_status: false,
             reject_reason: None,
+            listener: None,
+            tls: false,
+            client_identity: None,
             _req: RequestGuard(self.state.clone()),
         }
     }
@@ -234,6 +277,22 @@ impl ProxyHttp for GatewayProxy {
             req.headers.get("traceparent").and_then(|v| v.to_str().ok()),
         ))
         .ok();
+
+        if let Some(local) = session.server_addr().and_then(|a| a.as_inet()).copied() {
+            ctx.listener = snap.listener_index(local);
+        }
+        if let Some(ssl) = session.digest().and_then(|d| d.ssl_digest.as_ref()) {
+            ctx.tls = true;
+            ctx.client_identity = ssl
+                .extension
+                .get::<crate::tls::ClientCert>()
+                .and_then(|c| c.identity.clone());
+        }
+        let listener = ctx.listener.and_then(|i| snap.config.listeners.get(i));
+        if let (Some(port), false) = (listener.and_then(|l| l.redirect_https), ctx.tls) {
+            self.redirect_https(session, ctx, port).await?;
+            return Ok(true);
+        }
 
         let limit = snap.config.max_request_header_bytes;
         if head_size(req) > limit {
@@ -367,7 +426,21 @@ impl ProxyHttp for GatewayProxy {
             };
             upstream_request.insert_header("x-forwarded-for", xff)?;
         }
-        upstream_request.insert_header("x-forwarded-proto", "http")?;
+        upstream_request
+            .insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        // The client identity header is ours: never pass one the client made up.
+        let client_auth = ctx
+            .snap
+            .as_ref()
+            .and_then(|s| ctx.listener.and_then(|i| s.config.listeners.get(i)))
+            .and_then(|l| l.tls.as_ref())
+            .and_then(|t| t.client_auth.as_ref());
+        if let Some(auth) = client_auth {
+            upstream_request.remove_header(&auth.identity_header);
+            if let Some(id) = &ctx.client_identity {
+                upstream_request.insert_header(auth.identity_header.clone(), id.as_str())?;
+            }
+        }
         if !ctx.host.is_empty() {
             let host = session
                 .req_header()
@@ -428,6 +501,16 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header("x-request-id", id.clone())?;
+        }
+        if ctx.tls {
+            if let Some(hsts) = ctx
+                .snap
+                .as_ref()
+                .and_then(|s| ctx.route(s))
+                .and_then(|r| r.hsts.as_ref())
+            {
+                upstream_response.insert_header("strict-transport-security", hsts.as_str())?;
+            }
         }
         Ok(())
     }

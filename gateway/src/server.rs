@@ -17,6 +17,8 @@ use tollgate_config::gateway::{self, EnvOverrides};
 use crate::admin::GatewayAdmin;
 use crate::proxy::GatewayProxy;
 use crate::state::State;
+use crate::tls::{client_verifier, HandshakeCallbacks, SniResolver};
+use pingora_core::listeners::tls::TlsSettings;
 
 /// Run the gateway until shutdown. Returns an error for startup failures.
 pub fn run(path: &Path) -> anyhow::Result<()> {
@@ -62,6 +64,16 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     server.bootstrap();
     let conf = server.configuration.clone();
 
+    // TLS: one SNI resolver per listener, loaded (and checked) before we start.
+    let mut resolvers = std::collections::HashMap::new();
+    for l in cfg.listeners.iter() {
+        if let Some(t) = &l.tls {
+            let r = SniResolver::new(&l.name, t).map_err(|e| anyhow::anyhow!("{e}"))?;
+            resolvers.insert(l.name.clone(), r);
+        }
+    }
+    state.set_tls_resolvers(resolvers.clone());
+
     for h2c in [false, true] {
         let group: Vec<_> = cfg.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if group.is_empty() {
@@ -80,7 +92,25 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             app.server_options = Some(opts);
         }
         for l in group {
-            svc.add_tcp(&l.address.to_string());
+            match (&l.tls, resolvers.get(&l.name)) {
+                (Some(t), Some(resolver)) => {
+                    let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCallbacks {
+                        listener: l.name.clone(),
+                    }))
+                    .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
+                    settings.set_cert_resolver(resolver.clone());
+                    if t.http2 {
+                        settings.enable_h2();
+                    }
+                    if let Some(auth) = &t.client_auth {
+                        settings.set_client_cert_verifier(
+                            client_verifier(&l.name, auth).map_err(|e| anyhow::anyhow!("{e}"))?,
+                        );
+                    }
+                    svc.add_tls_with_settings(&l.address.to_string(), None, settings);
+                }
+                _ => svc.add_tcp(&l.address.to_string()),
+            }
         }
         server.add_service(svc);
     }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tollgate_config::gateway::{GatewayConfig, Loaded};
+use tollgate_config::gateway::{GatewayConfig, Listener, Loaded};
 
 use crate::balance::UpstreamRt;
 use crate::metrics::RouteMetrics;
@@ -25,6 +25,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The listener a connection arrived on, from its local address.
+    pub fn listener_index(&self, local: std::net::SocketAddr) -> Option<usize> {
+        self.config.listeners.iter().position(|l: &Listener| {
+            l.address.port() == local.port()
+                && (l.address.ip().is_unspecified() || l.address.ip() == local.ip())
+        })
+    }
+
     /// Build a snapshot, carrying over live endpoint state (health, ejections, in-flight,
     /// discovered endpoints) from `previous` for upstreams and endpoints that remain.
     pub fn build(loaded: Loaded, previous: Option<&Snapshot>) -> Snapshot {

@@ -13,6 +13,8 @@ use tollgate_config::ConfigError;
 
 use crate::metrics::METRICS;
 use crate::snapshot::Snapshot;
+use crate::tls::SniResolver;
+use std::collections::HashMap;
 
 pub struct State {
     pub path: PathBuf,
@@ -26,6 +28,8 @@ pub struct State {
     pub last_error: Mutex<Option<String>>,
     /// The config the process started with: what listeners/threads actually are.
     startup: GatewayConfig,
+    /// Certificate resolvers of the TLS listeners, by listener name.
+    tls: Mutex<HashMap<String, Arc<SniResolver>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +55,7 @@ impl State {
             reload_lock: Mutex::new(()),
             restart_required: Mutex::new(None),
             last_error: Mutex::new(None),
+            tls: Mutex::new(HashMap::new()),
         })
     }
 
@@ -84,6 +89,25 @@ impl State {
             });
         }
         let restart = restart_needed(&self.startup, &loaded.config);
+        // Certificates are part of the snapshot's contract: check them before swapping,
+        // so a config naming a broken certificate is refused as a whole.
+        for l in &loaded.config.listeners {
+            if let (Some(t), Some(r)) = (&l.tls, self.tls_resolver(&l.name)) {
+                if let Err(e) = r.reload(Some(t)) {
+                    CONFIG_RELOADS
+                        .with_label_values(&["failure", trigger])
+                        .inc();
+                    let msg = e.to_string();
+                    tracing::error!(
+                        trigger,
+                        "config reload refused, keeping version {}: {msg}",
+                        current.version
+                    );
+                    *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
+                    return Err(ConfigError::other(&self.path, msg));
+                }
+            }
+        }
         let version = loaded.version.clone();
         let next = Snapshot::build(loaded, Some(&current));
         self.snapshot.store(Arc::new(next));
@@ -107,6 +131,27 @@ impl State {
         Ok(ReloadOutcome::Applied { version })
     }
 
+    pub fn set_tls_resolvers(&self, r: HashMap<String, Arc<SniResolver>>) {
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = r;
+    }
+
+    pub fn tls_resolver(&self, listener: &str) -> Option<Arc<SniResolver>> {
+        self.tls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(listener)
+            .cloned()
+    }
+
+    pub fn tls_resolvers(&self) -> Vec<Arc<SniResolver>> {
+        self.tls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         METRICS.in_flight.inc();
@@ -126,7 +171,23 @@ impl State {
 /// listening sockets, nor resize its runtimes).
 fn restart_needed(old: &GatewayConfig, new: &GatewayConfig) -> Option<String> {
     let mut why = Vec::new();
-    if old.listeners != new.listeners {
+    let shapes = |c: &GatewayConfig| {
+        c.listeners
+            .iter()
+            .map(|l| {
+                format!(
+                    "{:?}",
+                    (
+                        &l.name,
+                        l.address,
+                        l.h2c,
+                        l.tls.as_ref().map(|t| (t.http2, &t.client_auth))
+                    )
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    if shapes(old) != shapes(new) {
         why.push("listeners changed");
     }
     if old.admin_address != new.admin_address {

@@ -42,6 +42,71 @@ pub struct ListenerFile {
     /// Also accept cleartext HTTP/2 (h2c, prior knowledge) on this listener.
     #[serde(default)]
     pub h2c: bool,
+    /// Terminate TLS on this listener.
+    #[serde(default)]
+    pub tls: Option<ListenerTlsFile>,
+    /// Answer every request with a 308 to the same host and path over HTTPS.
+    #[serde(default)]
+    pub redirect_https: bool,
+    /// Port in the redirect's URL (default: the first TLS listener's port).
+    #[serde(default)]
+    pub https_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTlsFile {
+    /// Certificates to serve; each is chosen by SNI from its DNS SANs (exact and
+    /// wildcard). Files are watched: a renewed certificate applies to new handshakes.
+    pub certificates: Vec<CertificateFile>,
+    /// The certificate (by one of its DNS names) for clients that send no SNI or an
+    /// unknown name. Default: the first certificate.
+    #[serde(default)]
+    pub default_certificate: Option<String>,
+    /// Oldest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default = "default_min_version")]
+    pub min_version: String,
+    /// Offer HTTP/2 through ALPN (default true).
+    #[serde(default = "yes")]
+    pub http2: bool,
+    /// Verify client certificates (mTLS at the edge).
+    #[serde(default)]
+    pub client_auth: Option<ClientAuthFile>,
+}
+
+fn default_min_version() -> String {
+    "1.2".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFile {
+    /// PEM chain, leaf first (intermediates follow).
+    pub cert: String,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1; ECDSA, RSA or Ed25519).
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAuthFile {
+    /// `required`: no valid client certificate, no connection. `optional`: a
+    /// certificate, if sent, must be valid.
+    #[serde(default = "default_client_auth_mode")]
+    pub mode: String,
+    /// PEM CA certificates client certificates must chain to.
+    pub ca: String,
+    /// Header carrying the verified client identity to backends (any copy sent by the
+    /// client is removed first).
+    #[serde(default = "default_client_identity_header")]
+    pub identity_header: String,
+}
+
+fn default_client_auth_mode() -> String {
+    "required".into()
+}
+fn default_client_identity_header() -> String {
+    "x-client-cert-identity".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -151,6 +216,24 @@ pub struct RouteFile {
     pub timeouts: TimeoutsFile,
     #[serde(default)]
     pub retry: Option<RetryFile>,
+    /// Add `Strict-Transport-Security` to responses served over HTTPS.
+    #[serde(default)]
+    pub hsts: Option<HstsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HstsFile {
+    #[serde(default = "default_hsts_max_age")]
+    pub max_age: HumanDuration,
+    #[serde(default)]
+    pub include_subdomains: bool,
+    #[serde(default)]
+    pub preload: bool,
+}
+
+fn default_hsts_max_age() -> HumanDuration {
+    HumanDuration::from_secs(365 * 24 * 3600)
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]

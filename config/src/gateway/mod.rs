@@ -24,7 +24,8 @@ pub struct Loaded {
 /// Parse and validate gateway config text. `file` is only used in messages.
 pub fn from_str(file: &Path, source: &str, env: &EnvOverrides) -> Result<Loaded, ConfigError> {
     let parsed: GatewayFile = parse_yaml(file, source)?;
-    let config = runtime::validate(parsed, env).map_err(|p| p.into_error(file, source))?;
+    let base = file.parent().unwrap_or(Path::new("."));
+    let config = runtime::validate(parsed, env, base).map_err(|p| p.into_error(file, source))?;
     Ok(Loaded {
         config,
         version: fingerprint(source),

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, Method};
@@ -32,6 +33,31 @@ pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
     pub h2c: bool,
+    pub tls: Option<ListenerTls>,
+    /// Redirect every request to HTTPS on this port.
+    pub redirect_https: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub certificates: Vec<CertPaths>,
+    pub default_certificate: Option<String>,
+    pub min_tls13: bool,
+    pub http2: bool,
+    pub client_auth: Option<ClientAuth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CertPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    pub required: bool,
+    pub ca: PathBuf,
+    pub identity_header: HeaderName,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +69,8 @@ pub struct Route {
     pub read_timeout: Duration,
     pub request_timeout: Option<Duration>,
     pub retry: RetryPolicy,
+    /// `Strict-Transport-Security` value for responses over HTTPS.
+    pub hsts: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -226,7 +254,12 @@ impl EnvOverrides {
 const MAX_RETRY_ATTEMPTS: u32 = 10;
 
 /// Check a parsed file and build the runtime config, collecting every problem found.
-pub fn validate(file: GatewayFile, env: &EnvOverrides) -> Result<GatewayConfig, Problems> {
+/// Relative certificate paths are taken relative to `base_dir` (the config's directory).
+pub fn validate(
+    file: GatewayFile,
+    env: &EnvOverrides,
+    base_dir: &Path,
+) -> Result<GatewayConfig, Problems> {
     let mut p = Problems::default();
 
     let zone = env.zone.clone().or(file.zone);
@@ -255,13 +288,36 @@ pub fn validate(file: GatewayFile, env: &EnvOverrides) -> Result<GatewayConfig, 
                         format!("address {a} is used twice"),
                     );
                 }
+                let tls = l
+                    .tls
+                    .as_ref()
+                    .and_then(|t| validate_listener_tls(&at, t, base_dir, &mut p));
+                if l.redirect_https && tls.is_some() {
+                    p.push(
+                        format!("{at}.redirect_https"),
+                        "is for plain HTTP listeners",
+                    );
+                }
                 listeners.push(Listener {
                     name: l.name.clone(),
                     address: a,
                     h2c: l.h2c,
+                    tls,
+                    redirect_https: l.redirect_https.then_some(l.https_port.unwrap_or(0)),
                 });
             }
             Err(e) => p.push(format!("{at}.address"), e),
+        }
+    }
+    // A redirect without an explicit port goes to the first TLS listener's port (443
+    // when there is none: behind a load balancer that terminates TLS).
+    let https_port = listeners
+        .iter()
+        .find(|l| l.tls.is_some())
+        .map_or(443, |l| l.address.port());
+    for l in &mut listeners {
+        if l.redirect_https == Some(0) {
+            l.redirect_https = Some(https_port);
         }
     }
     let admin_address = match parse_socket_addr(&file.admin.address) {
@@ -387,7 +443,18 @@ pub fn validate(file: GatewayFile, env: &EnvOverrides) -> Result<GatewayConfig, 
         if request_timeout.is_some_and(|d| d.is_zero()) {
             p.push(format!("{at}.timeouts.request"), "must be above 0");
         }
+        let hsts = r.hsts.as_ref().map(|h| {
+            let mut v = format!("max-age={}", h.max_age.get().as_secs());
+            if h.include_subdomains {
+                v.push_str("; includeSubDomains");
+            }
+            if h.preload {
+                v.push_str("; preload");
+            }
+            v
+        });
         routes.push(Route {
+            hsts,
             name: r.name.clone(),
             matcher,
             action: RouteAction::Forward(targets),
@@ -764,4 +831,80 @@ pub(crate) fn validate_outlier(at: &str, o: &OutlierFile, p: &mut Problems) -> O
         max_eject_for: o.max_eject_for.get(),
         max_ejected: o.max_ejected.fraction(),
     }
+}
+
+fn validate_listener_tls(
+    at: &str,
+    t: &ListenerTlsFile,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<ListenerTls> {
+    let tat = format!("{at}.tls");
+    let path = |s: &str| {
+        let pb = PathBuf::from(s);
+        if pb.is_absolute() {
+            pb
+        } else {
+            base_dir.join(pb)
+        }
+    };
+    if t.certificates.is_empty() {
+        p.push(
+            format!("{tat}.certificates"),
+            "at least one certificate is required",
+        );
+    }
+    let min_tls13 = match t.min_version.trim() {
+        "1.2" => false,
+        "1.3" => true,
+        other => {
+            p.push(
+                format!("{tat}.min_version"),
+                format!("{other:?} is not supported: use \"1.2\" or \"1.3\" (older versions are never offered)"),
+            );
+            false
+        }
+    };
+    let client_auth = t.client_auth.as_ref().and_then(|c| {
+        let required = match c.mode.as_str() {
+            "required" => true,
+            "optional" => false,
+            other => {
+                p.push(
+                    format!("{tat}.client_auth.mode"),
+                    format!("{other:?}: expected required or optional"),
+                );
+                return None;
+            }
+        };
+        let identity_header = match HeaderName::from_bytes(c.identity_header.as_bytes()) {
+            Ok(h) => h,
+            Err(_) => {
+                p.push(
+                    format!("{tat}.client_auth.identity_header"),
+                    "not a header name",
+                );
+                return None;
+            }
+        };
+        Some(ClientAuth {
+            required,
+            ca: path(&c.ca),
+            identity_header,
+        })
+    });
+    Some(ListenerTls {
+        certificates: t
+            .certificates
+            .iter()
+            .map(|c| CertPaths {
+                cert: path(&c.cert),
+                key: path(&c.key),
+            })
+            .collect(),
+        default_certificate: t.default_certificate.clone(),
+        min_tls13,
+        http2: t.http2,
+        client_auth,
+    })
 }

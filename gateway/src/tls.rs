@@ -1,0 +1,413 @@
+//! TLS termination: certificates chosen by SNI, hot rotation, minimum version, client
+//! certificate verification and the client identity passed to backends.
+//!
+//! Each TLS listener has one [`SniResolver`] (rustls `ResolvesServerCert`) holding an
+//! `ArcSwap` of its certificate table. Rotation (file change) and config reloads build
+//! a whole new table off the handshake path and swap it in: new handshakes see the new
+//! certificate, established connections keep theirs. A broken, mismatched, expired or
+//! unreadable replacement is refused (logged, counted) and the last good table stays.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use arc_swap::ArcSwap;
+use prometheus::{IntCounterVec, IntGaugeVec};
+use rustls::crypto::ring as provider;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tollgate_config::gateway::{CertPaths, ClientAuth, ListenerTls};
+use tollgate_config::metrics as m;
+use x509_parser::prelude::*;
+
+pub struct TlsMetrics {
+    pub handshakes: IntCounterVec,
+    pub refused: IntCounterVec,
+    pub reloads: IntCounterVec,
+    pub expiry: IntGaugeVec,
+}
+
+pub static TLS_METRICS: LazyLock<TlsMetrics> = LazyLock::new(|| TlsMetrics {
+    handshakes: m::counter_vec(
+        "gateway_tls_handshakes_total",
+        "Completed TLS handshakes by listener and version",
+        &["listener", "version"],
+    ),
+    refused: m::counter_vec(
+        "gateway_tls_handshakes_refused_total",
+        "Handshakes the gateway refused while choosing a certificate, by reason",
+        &["listener", "reason"],
+    ),
+    reloads: m::counter_vec(
+        "gateway_tls_certificate_reloads_total",
+        "Certificate (re)loads by listener and result",
+        &["listener", "result"],
+    ),
+    expiry: m::gauge_vec(
+        "gateway_tls_certificate_expiry_timestamp_seconds",
+        "notAfter of each served certificate (alert 14 days before)",
+        &["listener", "certificate"],
+    ),
+});
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("listener {listener}: {reason}")]
+    Listener { listener: String, reason: String },
+}
+
+fn file_err(path: &Path, reason: impl Into<String>) -> TlsError {
+    TlsError::File {
+        path: path.display().to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// One loaded certificate: the signing key and what SNI names it serves.
+#[derive(Debug)]
+pub struct LoadedCert {
+    pub key: Arc<CertifiedKey>,
+    /// Lower-case DNS SANs (wildcards as `*.example.com`).
+    pub names: Vec<String>,
+    pub not_after_unix: i64,
+    pub serial: String,
+}
+
+/// Load and check one certificate chain and key.
+pub fn load_cert(paths: &CertPaths) -> Result<LoadedCert, TlsError> {
+    let pem = std::fs::read(&paths.cert).map_err(|e| file_err(&paths.cert, e.to_string()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| file_err(&paths.cert, format!("not a PEM certificate chain: {e}")))?;
+    let Some(leaf) = chain.first() else {
+        return Err(file_err(&paths.cert, "no certificate in the file"));
+    };
+    let key_pem = std::fs::read(&paths.key).map_err(|e| file_err(&paths.key, e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| file_err(&paths.key, format!("not a PEM private key: {e}")))?;
+    let signing = provider::sign::any_supported_type(&key)
+        .map_err(|e| file_err(&paths.key, format!("unsupported key: {e}")))?;
+    let certified = CertifiedKey::new(chain.clone(), signing);
+    certified.keys_match().map_err(|_| {
+        file_err(
+            &paths.key,
+            format!("does not match certificate {}", paths.cert.display()),
+        )
+    })?;
+    let (_, x509) = X509Certificate::from_der(leaf)
+        .map_err(|e| file_err(&paths.cert, format!("unparsable certificate: {e}")))?;
+    let validity = x509.validity();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    if validity.not_after.timestamp() < now {
+        return Err(file_err(
+            &paths.cert,
+            format!("expired on {}", validity.not_after),
+        ));
+    }
+    if validity.not_before.timestamp() > now {
+        return Err(file_err(
+            &paths.cert,
+            format!("not valid before {}", validity.not_before),
+        ));
+    }
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = x509.subject_alternative_name() {
+        for n in &san.value.general_names {
+            if let GeneralName::DNSName(d) = n {
+                names.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        return Err(file_err(
+            &paths.cert,
+            "has no DNS subject alternative name to serve",
+        ));
+    }
+    Ok(LoadedCert {
+        key: Arc::new(certified),
+        names,
+        not_after_unix: validity.not_after.timestamp(),
+        serial: x509.raw_serial_as_string(),
+    })
+}
+
+/// A listener's certificates indexed for SNI.
+#[derive(Debug)]
+struct Table {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `.example.com` -> cert for `*.example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+    min_tls13: bool,
+}
+
+fn build_table(listener: &str, tls: &ListenerTls) -> Result<(Table, Vec<LoadedCert>), TlsError> {
+    let mut loaded = Vec::new();
+    for c in &tls.certificates {
+        loaded.push(load_cert(c)?);
+    }
+    let mut exact = HashMap::new();
+    let mut wildcard = HashMap::new();
+    for c in &loaded {
+        for n in &c.names {
+            match n.strip_prefix('*') {
+                Some(suffix) => {
+                    wildcard
+                        .entry(suffix.to_owned())
+                        .or_insert_with(|| c.key.clone());
+                }
+                None => {
+                    exact.entry(n.clone()).or_insert_with(|| c.key.clone());
+                }
+            }
+        }
+    }
+    let default = match &tls.default_certificate {
+        Some(name) => {
+            let name = name.to_ascii_lowercase();
+            loaded
+                .iter()
+                .find(|c| c.names.contains(&name))
+                .map(|c| c.key.clone())
+                .ok_or_else(|| TlsError::Listener {
+                    listener: listener.to_owned(),
+                    reason: format!(
+                        "default_certificate {name:?} is not a DNS name of any certificate"
+                    ),
+                })?
+        }
+        None => loaded
+            .first()
+            .map(|c| c.key.clone())
+            .ok_or_else(|| TlsError::Listener {
+                listener: listener.to_owned(),
+                reason: "no certificate".into(),
+            })?,
+    };
+    Ok((
+        Table {
+            exact,
+            wildcard,
+            default,
+            min_tls13: tls.min_tls13,
+        },
+        loaded,
+    ))
+}
+
+/// Chooses the certificate for each handshake; swappable at run time.
+#[derive(Debug)]
+pub struct SniResolver {
+    pub listener: String,
+    table: ArcSwap<Table>,
+    /// What the table was built from, for reloads.
+    source: Mutex<ListenerTls>,
+}
+
+impl SniResolver {
+    /// Load every certificate of a listener; fails if any is unusable.
+    pub fn new(listener: &str, tls: &ListenerTls) -> Result<Arc<Self>, TlsError> {
+        let (table, loaded) = build_table(listener, tls)?;
+        publish(listener, &loaded, "success");
+        Ok(Arc::new(Self {
+            listener: listener.to_owned(),
+            table: ArcSwap::from_pointee(table),
+            source: Mutex::new(tls.clone()),
+        }))
+    }
+
+    /// Re-read the certificate files (rotation), or apply a new certificate list
+    /// (config reload). On error the current table keeps serving.
+    pub fn reload(&self, tls: Option<&ListenerTls>) -> Result<(), TlsError> {
+        let mut source = self.source.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = tls {
+            *source = t.clone();
+        }
+        match build_table(&self.listener, &source) {
+            Ok((table, loaded)) => {
+                self.table.store(Arc::new(table));
+                publish(&self.listener, &loaded, "success");
+                let serials: Vec<_> = loaded.iter().map(|c| c.serial.as_str()).collect();
+                tracing::info!(listener = %self.listener, ?serials, "certificates loaded");
+                Ok(())
+            }
+            Err(e) => {
+                TLS_METRICS
+                    .reloads
+                    .with_label_values(&[&self.listener, "failure"])
+                    .inc();
+                tracing::error!(listener = %self.listener, "certificate reload refused, keeping the current certificates: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// Size and modification time of every file this resolver reads (through
+    /// symlinks, so a Kubernetes `..data` swap or a cert-manager renewal shows up).
+    pub fn files_fingerprint(&self) -> Vec<Option<(u64, std::time::SystemTime)>> {
+        let source = self.source.lock().unwrap_or_else(|p| p.into_inner());
+        source
+            .certificates
+            .iter()
+            .flat_map(|c| [&c.cert, &c.key])
+            .map(|p| {
+                std::fs::metadata(p)
+                    .ok()
+                    .and_then(|m| Some((m.len(), m.modified().ok()?)))
+            })
+            .collect()
+    }
+}
+
+fn publish(listener: &str, loaded: &[LoadedCert], result: &str) {
+    TLS_METRICS
+        .reloads
+        .with_label_values(&[listener, result])
+        .inc();
+    for c in loaded {
+        let name = c.names.first().map_or("", String::as_str);
+        TLS_METRICS
+            .expiry
+            .with_label_values(&[listener, name])
+            .set(c.not_after_unix);
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let table = self.table.load();
+        if table.min_tls13
+            && !hello
+                .cipher_suites()
+                .iter()
+                .any(|cs| tls13_suite(u16::from(*cs)))
+        {
+            // A client that offers no TLS 1.3 suite cannot speak 1.3: refuse it here
+            // (Pingora builds its rustls config with 1.2 and 1.3 enabled).
+            TLS_METRICS
+                .refused
+                .with_label_values(&[&self.listener, "tls12_refused"])
+                .inc();
+            return None;
+        }
+        let Some(sni) = hello.server_name() else {
+            return Some(table.default.clone());
+        };
+        let sni = sni.to_ascii_lowercase();
+        if let Some(k) = table.exact.get(&sni) {
+            return Some(k.clone());
+        }
+        // One wildcard label: *.example.com matches a.example.com, not a.b.example.com.
+        if let Some(dot) = sni.find('.') {
+            if let Some(k) = table.wildcard.get(&sni[dot..]) {
+                return Some(k.clone());
+            }
+        }
+        Some(table.default.clone())
+    }
+}
+
+/// TLS 1.3 cipher suites are 0x13xx.
+fn tls13_suite(id: u16) -> bool {
+    id >> 8 == 0x13
+}
+
+/// The rustls verifier for a listener's client certificates.
+pub fn client_verifier(
+    listener: &str,
+    auth: &ClientAuth,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let pem = std::fs::read(&auth.ca).map_err(|e| file_err(&auth.ca, e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(&pem) {
+        let c = c.map_err(|e| file_err(&auth.ca, format!("not PEM: {e}")))?;
+        roots
+            .add(c)
+            .map_err(|e| file_err(&auth.ca, format!("unusable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(file_err(&auth.ca, "no CA certificate in the file"));
+    }
+    let builder = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(provider::default_provider()),
+    );
+    let builder = if auth.required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder.build().map_err(|e| TlsError::Listener {
+        listener: listener.to_owned(),
+        reason: format!("client_auth: {e}"),
+    })
+}
+
+/// The verified client's identity as passed to backends: its SPIFFE/URI SAN, else its
+/// first DNS SAN, else its subject (RFC 4514).
+pub fn client_identity(leaf_der: &[u8]) -> Option<String> {
+    let (_, x509) = X509Certificate::from_der(leaf_der).ok()?;
+    let mut dns = None;
+    if let Ok(Some(san)) = x509.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::URI(u) => return Some((*u).to_owned()),
+                GeneralName::DNSName(d) if dns.is_none() => dns = Some((*d).to_owned()),
+                _ => {}
+            }
+        }
+    }
+    dns.or_else(|| Some(x509.subject().to_string()))
+}
+
+/// Check every certificate of a config (for `gateway validate` and startup).
+pub fn check_listener(listener: &str, tls: &ListenerTls) -> Result<usize, TlsError> {
+    let (_, loaded) = build_table(listener, tls)?;
+    if let Some(auth) = &tls.client_auth {
+        client_verifier(listener, auth)?;
+    }
+    Ok(loaded.len())
+}
+
+/// Handshake bookkeeping and the client identity, attached to the connection.
+pub struct HandshakeCallbacks {
+    pub listener: String,
+}
+
+/// What the handshake learned about the client, read by the proxy per request.
+#[derive(Debug, Clone)]
+pub struct ClientCert {
+    pub identity: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl pingora_core::listeners::TlsAccept for HandshakeCallbacks {
+    async fn handshake_complete_callback(
+        &self,
+        tls: &pingora_core::protocols::tls::TlsRef,
+    ) -> Option<Arc<dyn std::any::Any + Send + Sync>> {
+        TLS_METRICS
+            .handshakes
+            .with_label_values(&[&self.listener, tls.version().unwrap_or("unknown")])
+            .inc();
+        let identity = tls.peer_certificate_der().and_then(client_identity);
+        Some(Arc::new(ClientCert { identity }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tls13_suites_are_recognised() {
+        assert!(super::tls13_suite(0x1301));
+        assert!(super::tls13_suite(0x1303));
+        assert!(!super::tls13_suite(0xc02f));
+    }
+}

@@ -1,0 +1,695 @@
+//! TLS termination with real TLS clients (rustls, curl, openssl): SNI, versions, HTTP/2,
+//! hot rotation under load, refused replacements, edge mTLS, HTTPS redirect, HSTS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::type_complexity)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backends_demo::pki::{CertSpec, Issued, TestCa};
+use backends_demo::{test_client, wait_until, Backend, Gateway};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::pem::PemObject;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What a TLS client saw.
+#[derive(Debug)]
+struct Seen {
+    serial: String,
+    names: Vec<String>,
+    version: String,
+    #[allow(dead_code)]
+    alpn: Option<String>,
+    response: String,
+}
+
+#[derive(Default)]
+struct Client<'a> {
+    sni: Option<&'a str>,
+    tls12_only: bool,
+    cert: Option<&'a Issued>,
+    extra_headers: &'a str,
+}
+
+/// One TLS connection, one HTTP/1.1 request. The server certificate is captured, not
+/// verified (the tests check which one it is).
+async fn tls_get(addr: SocketAddr, path: &str, c: Client<'_>) -> Result<Seen, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = if c.tls12_only {
+        &[&rustls::version::TLS12]
+    } else {
+        &[&rustls::version::TLS12, &rustls::version::TLS13]
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)));
+    let mut cfg = match c.cert {
+        Some(i) => {
+            let certs: Vec<CertificateDer<'static>> =
+                CertificateDer::pem_slice_iter(i.chain_pem.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(i.key_pem.as_bytes()).unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = match c.sni {
+        Some(n) => ServerName::try_from(n.to_owned()).unwrap(),
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let (_, conn) = tls.get_ref();
+    let leaf = conn
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .cloned()
+        .unwrap();
+    let version = format!("{:?}", conn.protocol_version().unwrap());
+    let alpn = conn
+        .alpn_protocol()
+        .map(|a| String::from_utf8_lossy(a).into_owned());
+    let host = c.sni.unwrap_or("localhost");
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{}Connection: close\r\n\r\n",
+        c.extra_headers
+    );
+    tls.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out)
+        .await
+        .map_err(|e| format!("read: {e}"))?;
+    let (_, x) = x509_parser::parse_x509_certificate(&leaf).unwrap();
+    let names = x
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|s| {
+            s.value
+                .general_names
+                .iter()
+                .filter_map(|g| match g {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Seen {
+        serial: x.raw_serial_as_string(),
+        names,
+        version,
+        alpn,
+        response: String::from_utf8_lossy(&out).into_owned(),
+    })
+}
+
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+struct Setup {
+    ca: TestCa,
+    dir: tempfile::TempDir,
+    backend: Backend,
+}
+
+async fn setup() -> Setup {
+    let ca = TestCa::new("edge-ca").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ca.write_bundle(&dir.path().join("ca.crt")).unwrap();
+    ca.issue(&CertSpec::dns(&["api.example.com"]).serial(0x0a01))
+        .unwrap()
+        .write(dir.path(), "api")
+        .unwrap();
+    ca.issue(&CertSpec::dns(&["*.shop.example.com"]).rsa().serial(0x0b01))
+        .unwrap()
+        .write(dir.path(), "shop")
+        .unwrap();
+    let backend = Backend::builder().id("app").spawn().await.unwrap();
+    Setup { ca, dir, backend }
+}
+
+fn config(s: &Setup, tls_extra: &str, listeners_extra: &str, route_extra: &str) -> String {
+    let d = s.dir.path().display();
+    format!(
+        r#"
+listeners:
+  - name: https
+    address: "${{LISTEN}}"
+    tls:
+      certificates:
+        - {{ cert: {d}/api.crt, key: {d}/api.key }}
+        - {{ cert: {d}/shop.crt, key: {d}/shop.key }}
+{tls_extra}
+{listeners_extra}
+admin: {{ address: "${{ADMIN}}" }}
+server: {{ threads: 1 }}
+routes: [{{ name: all, upstream: app {route_extra} }}]
+upstreams: {{ app: {{ endpoints: [{{ address: {} }}] }} }}
+"#,
+        s.backend.addr()
+    )
+}
+
+#[tokio::test]
+async fn sni_picks_the_certificate_and_no_sni_gets_the_default() {
+    let s = setup().await;
+    let gw = Gateway::start(&config(
+        &s,
+        "      default_certificate: api.example.com",
+        "",
+        "",
+    ))
+    .await
+    .unwrap();
+    let api = tls_get(
+        gw.listen,
+        "/",
+        Client {
+            sni: Some("api.example.com"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(api.names, ["api.example.com"]);
+    assert!(api.response.starts_with("HTTP/1.1 200"), "{}", api.response);
+    assert!(
+        api.response.contains("\"x-forwarded-proto\":\"https\""),
+        "{}",
+        api.response
+    );
+    let shop = tls_get(
+        gw.listen,
+        "/",
+        Client {
+            sni: Some("cart.shop.example.com"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(shop.names, ["*.shop.example.com"], "wildcard, RSA key");
+    let deeper = tls_get(
+        gw.listen,
+        "/",
+        Client {
+            sni: Some("a.b.shop.example.com"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        deeper.names,
+        ["api.example.com"],
+        "a wildcard covers one label only; default otherwise"
+    );
+    let none = tls_get(gw.listen, "/", Client::default()).await.unwrap();
+    assert_eq!(none.names, ["api.example.com"]);
+    assert_eq!(none.version, "TLSv1_3");
+    assert!(
+        gw.metric("gateway_tls_handshakes_total", &[("listener", "https")])
+            .await
+            .unwrap()
+            >= 4.0
+    );
+    assert!(
+        gw.metric("gateway_tls_certificate_expiry_timestamp_seconds", &[])
+            .await
+            .unwrap()
+            > 0.0
+    );
+}
+
+#[tokio::test]
+async fn versions_and_http2() {
+    let s = setup().await;
+    // Default: 1.2 and 1.3.
+    let gw = Gateway::start(&config(&s, "", "", "")).await.unwrap();
+    let t12 = tls_get(
+        gw.listen,
+        "/",
+        Client {
+            sni: Some("api.example.com"),
+            tls12_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(t12.version, "TLSv1_2");
+    // TLS 1.1 and below are never offered (openssl client forced to 1.1).
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &gw.listen.to_string(),
+            "-tls1_1",
+            "-cipher",
+            "DEFAULT@SECLEVEL=0",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() || text.contains("Cipher is (NONE)"),
+        "TLS 1.1 must fail: {text}"
+    );
+    // HTTP/2 end to end, with curl verifying the chain and the name.
+    let url = format!("https://api.example.com:{}/h2", gw.listen.port());
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http2", "--cacert"])
+        .arg(s.dir.path().join("ca.crt"))
+        .args([
+            "--resolve",
+            &format!("api.example.com:{}:127.0.0.1", gw.listen.port()),
+            "-w",
+            "\\n%{http_version}",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("\n2"),
+        "h2 negotiated: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("\"path\":\"/h2\""), "{text}");
+    drop(gw);
+
+    // min_version 1.3 refuses a 1.2-only client (openssl capped at 1.2 offers no 1.3
+    // cipher suite, as every 1.2-only client does).
+    let gw = Gateway::start(&config(&s, "      min_version: \"1.3\"", "", ""))
+        .await
+        .unwrap();
+    let s_client = |flag: &str| {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &gw.listen.to_string(),
+                "-servername",
+                "api.example.com",
+                flag,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let t12 = s_client("-tls1_2");
+    assert!(
+        t12.contains("Cipher is (NONE)") || !t12.contains("BEGIN CERTIFICATE"),
+        "1.2 refused: {t12}"
+    );
+    let t13 = s_client("-tls1_3");
+    assert!(t13.contains("TLSv1.3"), "1.3 accepted: {t13}");
+    let ok = tls_get(
+        gw.listen,
+        "/",
+        Client {
+            sni: Some("api.example.com"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.version, "TLSv1_3");
+    assert!(
+        gw.metric(
+            "gateway_tls_handshakes_refused_total",
+            &[("reason", "tls12_refused")]
+        )
+        .await
+        .unwrap()
+            >= 1.0
+    );
+}
+
+fn write_api(s: &Setup, spec: CertSpec) {
+    s.ca.issue(&spec)
+        .unwrap()
+        .write(s.dir.path(), "api")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn rotation_under_load_loses_nothing_and_bad_replacements_are_refused() {
+    let s = setup().await;
+    let gw = Gateway::start(&config(&s, "", "", "")).await.unwrap();
+    let addr = gw.listen;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = tls_get(
+                        addr,
+                        "/",
+                        Client {
+                            sni: Some("api.example.com"),
+                            ..Default::default()
+                        },
+                    )
+                    .await;
+                    seen.push(r.map(|s| (s.serial, s.response.starts_with("HTTP/1.1 200"))));
+                }
+                seen
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rotated = Instant::now();
+    write_api(&s, CertSpec::dns(&["api.example.com"]).serial(0x0a02));
+    let mut took = None;
+    while rotated.elapsed() < Duration::from_secs(5) {
+        let r = tls_get(
+            addr,
+            "/",
+            Client {
+                sni: Some("api.example.com"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        if r.serial == "0a:02" {
+            took = Some(rotated.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await.unwrap());
+    }
+    let failed: Vec<_> = all.iter().filter(|r| !matches!(r, Ok((_, true)))).collect();
+    println!(
+        "rotation: new serial after {took:?}; {} requests, {} failed",
+        all.len(),
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(2)),
+        "new serial within 2 s: {took:?}"
+    );
+
+    // Broken, mismatched and expired replacements: refused, 0a:02 keeps serving.
+    let good = std::fs::read(s.dir.path().join("api.crt")).unwrap();
+    let cases: Vec<(&str, Box<dyn Fn()>)> = vec![
+        (
+            "broken",
+            Box::new(|| {
+                std::fs::write(
+                    s.dir.path().join("api.crt"),
+                    b"-----BEGIN CERTIFICATE-----\nnope\n",
+                )
+                .unwrap()
+            }),
+        ),
+        (
+            "mismatched key",
+            Box::new(|| {
+                let other =
+                    s.ca.issue(&CertSpec::dns(&["api.example.com"]).serial(0x0a03))
+                        .unwrap();
+                std::fs::write(s.dir.path().join("api.crt"), other.chain_pem).unwrap();
+            }),
+        ),
+        (
+            "expired",
+            Box::new(|| {
+                write_api(
+                    &s,
+                    CertSpec::dns(&["api.example.com"]).expired().serial(0x0a04),
+                )
+            }),
+        ),
+    ];
+    for (what, break_it) in cases {
+        let before = gw
+            .metric(
+                "gateway_tls_certificate_reloads_total",
+                &[("result", "failure")],
+            )
+            .await
+            .unwrap();
+        break_it();
+        wait_until(Duration::from_secs(5), || async {
+            gw.metric(
+                "gateway_tls_certificate_reloads_total",
+                &[("result", "failure")],
+            )
+            .await
+            .unwrap()
+                > before
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{what}: refusal not counted\n{}", gw.log()));
+        let r = tls_get(
+            addr,
+            "/",
+            Client {
+                sni: Some("api.example.com"),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r.serial, "0a:02",
+            "{what}: the last good certificate keeps serving"
+        );
+        // Restore the good pair for the next case.
+        std::fs::write(s.dir.path().join("api.crt"), &good).unwrap();
+        write_api(&s, CertSpec::dns(&["api.example.com"]).serial(0x0a05));
+        wait_until(Duration::from_secs(5), || async {
+            tls_get(
+                addr,
+                "/",
+                Client {
+                    sni: Some("api.example.com"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .serial
+                == "0a:05"
+        })
+        .await
+        .unwrap();
+        // Back to a known serial for the assertion above.
+        write_api(&s, CertSpec::dns(&["api.example.com"]).serial(0x0a02));
+        wait_until(Duration::from_secs(5), || async {
+            tls_get(
+                addr,
+                "/",
+                Client {
+                    sni: Some("api.example.com"),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap()
+            .serial
+                == "0a:02"
+        })
+        .await
+        .unwrap();
+    }
+    assert!(gw.log().contains("certificate reload refused"));
+}
+
+#[tokio::test]
+async fn edge_mtls_identity_reaches_the_backend_and_bad_clients_are_refused() {
+    let s = setup().await;
+    let clients = TestCa::new("clients-ca").unwrap();
+    clients
+        .write_bundle(&s.dir.path().join("clients.crt"))
+        .unwrap();
+    let d = s.dir.path().display();
+    let gw = Gateway::start(&config(
+        &s,
+        &format!("      client_auth: {{ mode: required, ca: {d}/clients.crt, identity_header: x-client-id }}"),
+        "",
+        "",
+    ))
+    .await
+    .unwrap();
+    let good = clients
+        .issue(&CertSpec::spiffe("spiffe://partner.example/billing"))
+        .unwrap();
+    let r = tls_get(
+        gw.listen,
+        "/",
+        Client {
+            sni: Some("api.example.com"),
+            cert: Some(&good),
+            extra_headers: "X-Client-Id: forged\r\n",
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(r.response.starts_with("HTTP/1.1 200"), "{}", r.response);
+    assert!(
+        r.response
+            .contains("\"x-client-id\":\"spiffe://partner.example/billing\""),
+        "{}",
+        r.response
+    );
+    assert!(!r.response.contains("forged"));
+
+    let stranger =
+        s.ca.issue(&CertSpec::spiffe("spiffe://partner.example/billing"))
+            .unwrap();
+    for (what, cert) in [("no certificate", None), ("another CA", Some(&stranger))] {
+        let r = tls_get(
+            gw.listen,
+            "/",
+            Client {
+                sni: Some("api.example.com"),
+                cert,
+                ..Default::default()
+            },
+        )
+        .await;
+        assert!(
+            r.is_err() || !r.as_ref().unwrap().response.starts_with("HTTP/1.1 200"),
+            "{what}: {r:?}"
+        );
+    }
+    assert_eq!(
+        s.backend.stats().await.unwrap().requests,
+        1,
+        "only the good client got through"
+    );
+}
+
+#[tokio::test]
+async fn http_listener_redirects_to_https_and_hsts_is_sent() {
+    let s = setup().await;
+    let plain = backends_demo::free_addr("127.0.0.1");
+    let gw = Gateway::start(&config(
+        &s,
+        "",
+        &format!("  - {{ name: http, address: \"{plain}\", redirect_https: true }}"),
+        ", hsts: { max_age: 365d, include_subdomains: true }",
+    ))
+    .await
+    .unwrap();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("http://{plain}/a/b?c=1"))
+        .header("host", "api.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    assert_eq!(
+        r.headers()["location"],
+        format!("https://api.example.com:{}/a/b?c=1", gw.listen.port()).as_str()
+    );
+    assert_eq!(s.backend.stats().await.unwrap().requests, 0);
+    let r = tls_get(
+        gw.listen,
+        "/",
+        Client {
+            sni: Some("api.example.com"),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.response
+            .to_ascii_lowercase()
+            .contains("strict-transport-security: max-age=31536000; includesubdomains"),
+        "{}",
+        r.response
+    );
+    let _ = test_client();
+}
+
+#[test]
+fn validate_checks_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("v").unwrap();
+    ca.issue(&CertSpec::dns(&["a.example.com"]).expired())
+        .unwrap()
+        .write(dir.path(), "a")
+        .unwrap();
+    let file = dir.path().join("g.yaml");
+    std::fs::write(
+        &file,
+        "listeners:\n  - name: https\n    address: 127.0.0.1:8443\n    tls: { certificates: [{ cert: a.crt, key: a.key }] }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a.crt") && err.contains("expired"), "{err}");
+    let _ = Path::new("");
+}
