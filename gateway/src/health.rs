@@ -199,19 +199,6 @@ async fn discovery_loop(state: Arc<State>) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_line_parsing() {
-        assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(parse_status(b"HTTP/1.0 503 x"), Some(503));
-        assert_eq!(parse_status(b"SSH-2.0-OpenSSH"), None);
-        assert_eq!(parse_status(b"HTTP/1.1 2"), None);
-    }
-}
-
 /// Certificate rotation: poll the files of every TLS listener (cheap `stat`s) and
 /// reload a listener's certificates when any of them changed. Polling rather than
 /// inotify catches every way files get replaced, including Secret symlink swaps.
@@ -232,5 +219,18 @@ async fn certificate_loop(state: Arc<State>) {
                 seen.insert(r.listener.clone(), r.files_fingerprint());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_line_parsing() {
+        assert_eq!(parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(parse_status(b"HTTP/1.0 503 x"), Some(503));
+        assert_eq!(parse_status(b"SSH-2.0-OpenSSH"), None);
+        assert_eq!(parse_status(b"HTTP/1.1 2"), None);
     }
 }
