@@ -691,5 +691,40 @@ fn validate_checks_certificates() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("a.crt") && err.contains("expired"), "{err}");
-    let _ = Path::new("");
+}
+
+/// The shipped TLS example, next to freshly issued certificates, validates.
+#[test]
+fn the_tls_example_config_validates() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/examples/tls/gateway-tls.yaml");
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let ca = TestCa::new("example").unwrap();
+    ca.issue(&CertSpec::dns(&["api.example.com"]))
+        .unwrap()
+        .write(&certs, "api")
+        .unwrap();
+    ca.issue(&CertSpec::dns(&["*.shop.example.com"]))
+        .unwrap()
+        .write(&certs, "shop")
+        .unwrap();
+    TestCa::new("partners")
+        .unwrap()
+        .write_bundle(&certs.join("partners-ca.crt"))
+        .unwrap();
+    let file = dir.path().join("gateway-tls.yaml");
+    std::fs::copy(&src, &file).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("validate")
+        .arg(&file)
+        .env_remove("GATEWAY_ZONE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 certificates"));
 }
