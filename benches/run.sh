@@ -29,6 +29,7 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 cargo build --release -p gateway --bins
+cargo build --release -p backends-demo --example mkcerts
 
 work=$(mktemp -d /tmp/tollgate-bench.XXXX)
 pids=()
@@ -39,6 +40,9 @@ UP=127.0.0.1:18081
 NGX=127.0.0.1:18082
 GW=127.0.0.1:18083
 GW_ADMIN=127.0.0.1:18084
+NGX_TLS=127.0.0.1:18085
+GW_TLS=127.0.0.1:18086
+target/release/examples/mkcerts "$work/certs" >/dev/null
 
 mkdir -p "$work/up" "$work/ngx"
 cat >"$work/up/nginx.conf" <<CONF
@@ -65,6 +69,9 @@ http {
   upstream up { server $UP; keepalive 64; }
   server {
     listen $NGX;
+    listen $NGX_TLS ssl http2;
+    ssl_certificate $work/certs/b.crt; ssl_certificate_key $work/certs/b.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
     location / {
       proxy_pass http://up;
       proxy_http_version 1.1;
@@ -75,7 +82,11 @@ http {
 }
 CONF
 cat >"$work/gateway.yaml" <<CONF
-listeners: [{ name: http, address: "$GW" }]
+listeners:
+  - { name: http, address: "$GW" }
+  - name: https
+    address: "$GW_TLS"
+    tls: { certificates: [{ cert: $work/certs/b.crt, key: $work/certs/b.key }] }
 admin: { address: "$GW_ADMIN" }
 server: { threads: 1 }
 routes: [{ name: all, upstream: up }]
@@ -98,10 +109,11 @@ rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
 declare -A RPS CPU
-run() { # name pid url
+run() { # name pid url [wrk args...]
   local name=$1 pid=$2 url=$3 before after out reqs
+  shift 3
   before=$(cpu_ticks "$pid")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "$url")
+  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "$@" "$url")
   after=$(cpu_ticks "$pid")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
   local errors; errors=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr '\n' ' ')
@@ -120,15 +132,23 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS"
   run nginx "$ngx_worker" "http://$NGX/"
   run gateway "$gw_pid" "http://$GW/"
+  run nginx-https "$ngx_worker" "https://$NGX_TLS/"
+  run gateway-https "$gw_pid" "https://$GW_TLS/"
+  run nginx-handshake "$ngx_worker" "https://$NGX_TLS/" -H "Connection: close"
+  run gateway-handshake "$gw_pid" "https://$GW_TLS/" -H "Connection: close"
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END { if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-n_rps=$(echo "${RPS[nginx]}" | median); g_rps=$(echo "${RPS[gateway]}" | median)
-n_cpu=$(echo "${CPU[nginx]}" | median); g_cpu=$(echo "${CPU[gateway]}" | median)
+med() { echo "$1" | median; }
 n_rss=$(rss_kb "$ngx_worker"); g_rss=$(rss_kb "$gw_pid")
-cpu_ratio=$(awk -v g="$g_cpu" -v n="$n_cpu" 'BEGIN { printf "%.2f", g / n }')
-rps_ratio=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { printf "%.2f", g / n }')
-
+row() { # label nginx-name gateway-name
+  local nr gr nc gc
+  nr=$(med "${RPS[$2]}"); gr=$(med "${RPS[$3]}"); nc=$(med "${CPU[$2]}"); gc=$(med "${CPU[$3]}")
+  awk -v l="$1" -v nr="$nr" -v gr="$gr" -v nc="$nc" -v gc="$gc" 'BEGIN {
+    printf "| %s | %.0f | %.0f | **%.2f** | %.2f | %.2f | **%.2f** |\n", l, nr, gr, gr / nr, nc, gc, gc / nc }'
+}
+# Keep the sections other scripts write (benches/sidecar.sh).
+others=$(awk '/^## Sidecar mTLS hop/ {keep=1} keep' benches/RESULTS.md 2>/dev/null || true)
 {
   echo "# Benchmark results"
   echo
@@ -137,17 +157,20 @@ rps_ratio=$(awk -v g="$g_rps" -v n="$n_rps" 'BEGIN { printf "%.2f", g / n }')
   echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME")."
   echo "Versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), gateway $(git rev-parse --short HEAD 2>/dev/null || echo unknown) (Pingora 0.9, release profile: fat LTO, 1 codegen unit)."
   echo
-  echo "## Plain HTTP/1.1 keep-alive proxying, tiny responses"
+  echo "## Gateway vs nginx as a reverse proxy, tiny responses"
   echo
   echo "One proxy worker pinned to CPU $PROXY_CPU; upstream (nginx, \`return 200\`) and wrk (-t1 -c$CONNS, ${DURATION}s) on CPU $LOAD_CPU;"
   echo "$ROUNDS alternating rounds, medians. CPU time per request = proxy process utime+stime / requests completed."
   echo
-  echo "| proxy | requests/s | CPU us/request | RSS after run |"
-  echo "|---|---:|---:|---:|"
-  echo "| nginx 1 worker | $n_rps | $n_cpu | $((n_rss / 1024)) MiB |"
-  echo "| gateway 1 thread | $g_rps | $g_cpu | $((g_rss / 1024)) MiB |"
-  echo "| **gateway / nginx** | **$rps_ratio** | **$cpu_ratio** | |"
+  echo "| scenario | nginx req/s | gateway req/s | gateway/nginx | nginx CPU us/req | gateway CPU us/req | gateway/nginx |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
+  row "HTTP/1.1 keep-alive" nginx gateway
+  row "HTTPS keep-alive (TLS 1.3)" nginx-https gateway-https
+  row "HTTPS, new TLS handshake per request" nginx-handshake gateway-handshake
   echo
-  echo "Every round: nginx ${RPS[nginx]}req/s, ${CPU[nginx]}us; gateway ${RPS[gateway]}req/s, ${CPU[gateway]}us."
-} > benches/RESULTS.md
+  echo "Resident memory after the runs: nginx worker $((n_rss / 1024)) MiB, gateway $((g_rss / 1024)) MiB."
+  echo 'The handshake row is handshakes per second (wrk with `Connection: close`; ECDSA P-256 certificate).' 
+  if [ -n "$others" ]; then echo; echo "$others"; fi
+} > benches/RESULTS.md.new
+mv benches/RESULTS.md.new benches/RESULTS.md
 cat benches/RESULTS.md
