@@ -53,7 +53,7 @@ async fn reload_under_load_loses_nothing() {
     let gw = Gateway::start(&v1).await.unwrap();
     let load = Load::get(gw.url("/one/x"))
         .concurrency(4)
-        .duration(Duration::from_secs(3))
+        .duration(Duration::from_secs(5))
         .spawn();
     for i in 0..10 {
         tokio::time::sleep(Duration::from_millis(250)).await;
