@@ -23,6 +23,12 @@ struct Args {
     /// Tokio worker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
+    /// Serve HTTPS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -32,5 +38,6 @@ fn main() -> anyhow::Result<()> {
         zone: args.zone,
         id: args.id,
         threads: args.threads,
+        tls: args.tls_cert.zip(args.tls_key),
     })
 }

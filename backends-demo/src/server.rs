@@ -35,6 +35,30 @@ pub struct ServerConfig {
     pub id: String,
     /// Tokio worker threads.
     pub threads: usize,
+    /// Serve HTTPS with this PEM certificate chain and key instead of plain HTTP.
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+/// A TLS acceptor for `--tls-cert/--tls-key` (TLS 1.2 and 1.3, ALPN http/1.1).
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<tokio_rustls::TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading {}", cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("parsing {}", cert.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 /// Everything the request handlers share.
@@ -84,7 +108,11 @@ pub fn run(config: ServerConfig) -> anyhow::Result<()> {
             "backend-demo listening on {local} zone={} id={}",
             config.zone, config.id
         ));
-        serve(listener, state, shutdown_signal()?).await;
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            None => None,
+        };
+        serve_with_tls(listener, state, tls, shutdown_signal()?).await;
         Ok::<_, anyhow::Error>(())
     })?;
     // Hung requests never finish by design; drop them rather than wait.
@@ -114,6 +142,16 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
 /// Accept connections on `listener` until `shutdown` completes. HTTP/1.1 with keep-alive
 /// and h2c (prior knowledge) are told apart by the connection preface.
 pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+    serve_with_tls(listener, state, None, shutdown).await
+}
+
+/// [`serve`], over TLS when an acceptor is given.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     tokio::pin!(shutdown);
     loop {
@@ -131,12 +169,22 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
         let state = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(state.clone(), req));
             // An error here is a client going away or a `reset` fault: nothing to do.
-            let _ = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match tls {
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                Some(acceptor) => {
+                    if let Ok(s) = acceptor.accept(stream).await {
+                        let _ = builder.serve_connection(TokioIo::new(s), service).await;
+                    }
+                }
+            }
         });
     }
 }

@@ -130,6 +130,8 @@ pub struct UpstreamRt {
     pub zone: Option<String>,
     pub region: Option<String>,
     pub metrics: UpstreamMetrics,
+    /// TLS to the endpoints, when configured.
+    pub tls: Option<Arc<crate::tls::PeerTls>>,
     rr: AtomicUsize,
 }
 
@@ -179,7 +181,20 @@ impl UpstreamRt {
             matches!(cfg.balance, Balance::ConsistentHash(_)),
             prev_set.as_deref(),
         );
+        // Checked before the snapshot is built (config refused on error); a failure here
+        // means the file changed in between: log it, endpoints will fail verification.
+        let tls = cfg
+            .tls
+            .as_ref()
+            .and_then(|t| match crate::tls::peer_tls(&cfg.name, t) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    tracing::error!(upstream = %cfg.name, "upstream TLS: {e}");
+                    None
+                }
+            });
         Self {
+            tls,
             metrics: UpstreamMetrics::new(&cfg.name),
             cfg,
             set: ArcSwap::from_pointee(set),

@@ -21,6 +21,9 @@ use tollgate_config::outlier::{now_ms, EndpointState, Transition};
 
 const TICK: Duration = Duration::from_millis(20);
 
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for T {}
+
 /// Start the background thread that runs health checks and discovery.
 pub fn spawn(state: Arc<State>) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -72,7 +75,7 @@ async fn health_loop(state: Arc<State>) {
 }
 
 async fn run_check(up: &UpstreamRt, s: &Arc<EndpointState>, zone: &str, hc: &HealthCheck) {
-    let result = check_once(s.address, hc).await;
+    let result = check_once(s.address, hc, up.tls.as_deref()).await;
     let ok = matches!(result, Ok(status) if hc.accepts(status));
     let transition = s.observe_check(ok, hc.healthy, hc.unhealthy);
     let name = up.cfg.name.as_str();
@@ -108,12 +111,32 @@ async fn run_check(up: &UpstreamRt, s: &Arc<EndpointState>, zone: &str, hc: &Hea
 }
 
 /// One HTTP/1.1 GET; returns the status code.
-pub async fn check_once(addr: SocketAddr, hc: &HealthCheck) -> Result<u16, String> {
+pub async fn check_once(
+    addr: SocketAddr,
+    hc: &HealthCheck,
+    tls: Option<&crate::tls::PeerTls>,
+) -> Result<u16, String> {
     let fut = async {
-        let mut stream = TcpStream::connect(addr)
+        let tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let host = hc.host.clone().unwrap_or_else(|| addr.to_string());
+        let mut stream: Box<dyn Stream> = match tls {
+            None => Box::new(tcp),
+            Some(t) => {
+                let name = rustls_pki_types::ServerName::try_from(t.sni.clone())
+                    .map_err(|e| format!("sni {:?}: {e}", t.sni))?;
+                let s = tokio_rustls::TlsConnector::from(t.health_client.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("tls: {e}"))?;
+                Box::new(s)
+            }
+        };
+        let host = hc
+            .host
+            .clone()
+            .or_else(|| tls.map(|t| t.sni.clone()))
+            .unwrap_or_else(|| addr.to_string());
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: tollgate-health-check\r\nConnection: close\r\n\r\n",
             hc.path

@@ -14,13 +14,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn validate(file: &Path) -> Result<String, String> {
     let l = gateway::load(file, &EnvOverrides::from_process_env()).map_err(|e| e.to_string())?;
-    let mut certs = 0;
-    for listener in &l.config.listeners {
-        if let Some(t) = &listener.tls {
-            certs += gateway_lib::tls::check_listener(&listener.name, t)
-                .map_err(|e| format!("{}: {e}", file.display()))?;
-        }
-    }
+    let certs = gateway_lib::tls::check_config(&l.config)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(format!(
         "{} listeners, {certs} certificates, {} routes, {} upstreams, version {}",
         l.config.listeners.len(),

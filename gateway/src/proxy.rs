@@ -405,7 +405,16 @@ impl ProxyHttp for GatewayProxy {
         ctx.tried.push(pick.address);
         ctx.attempt = Some(pick.state.begin());
         let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
-        let mut peer = HttpPeer::new(pick.address, false, String::new());
+        let mut peer = match &up.tls {
+            Some(t) => {
+                let mut p = HttpPeer::new(pick.address, true, t.sni.clone());
+                p.options.verify_cert = t.verify;
+                p.options.verify_hostname = t.verify;
+                p.options.ca = t.ca.clone();
+                p
+            }
+            None => HttpPeer::new(pick.address, false, String::new()),
+        };
         peer.options.connection_timeout = Some(cap(route.connect_timeout));
         peer.options.read_timeout = Some(cap(route.read_timeout));
         peer.options.write_timeout = Some(cap(route.read_timeout));

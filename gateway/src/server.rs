@@ -24,6 +24,8 @@ use pingora_core::listeners::tls::TlsSettings;
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let env = EnvOverrides::from_process_env();
     let loaded = gateway::load(path, &env)?;
+    crate::tls::check_config(&loaded.config)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let cfg = loaded.config.clone();
     let state = State::new(path.to_path_buf(), env, loaded);
 

@@ -90,7 +90,19 @@ impl State {
         }
         let restart = restart_needed(&self.startup, &loaded.config);
         // Certificates are part of the snapshot's contract: check them before swapping,
-        // so a config naming a broken certificate is refused as a whole.
+        // so a config naming a broken certificate or CA is refused as a whole.
+        if let Err(e) = crate::tls::check_config(&loaded.config) {
+            CONFIG_RELOADS
+                .with_label_values(&["failure", trigger])
+                .inc();
+            tracing::error!(
+                trigger,
+                "config reload refused, keeping version {}: {e}",
+                current.version
+            );
+            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            return Err(ConfigError::other(&self.path, e.to_string()));
+        }
         for l in &loaded.config.listeners {
             if let (Some(t), Some(r)) = (&l.tls, self.tls_resolver(&l.name)) {
                 if let Err(e) = r.reload(Some(t)) {

@@ -411,3 +411,135 @@ mod tests {
         assert!(!super::tls13_suite(0xc02f));
     }
 }
+
+/// TLS towards an upstream's endpoints: what Pingora's connector needs (SNI, CA,
+/// verification) and a client config for health checks that verifies the same way.
+pub struct PeerTls {
+    pub sni: String,
+    pub verify: bool,
+    pub ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
+    pub health_client: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls")
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .finish()
+    }
+}
+
+/// Load an upstream's TLS settings (its CA file, if any). Errors name the file.
+pub fn peer_tls(
+    upstream: &str,
+    t: &tollgate_config::gateway::UpstreamTls,
+) -> Result<PeerTls, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = match &t.ca {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| file_err(path, e.to_string()))?;
+            let mut wrapped = Vec::new();
+            for c in CertificateDer::pem_slice_iter(&pem) {
+                let c = c.map_err(|e| file_err(path, format!("not PEM: {e}")))?;
+                // Parse first: Pingora's own parser panics on a bad certificate.
+                X509Certificate::from_der(&c)
+                    .map_err(|e| file_err(path, format!("unparsable CA certificate: {e}")))?;
+                roots
+                    .add(c.clone())
+                    .map_err(|e| file_err(path, format!("unusable CA certificate: {e}")))?;
+                wrapped.push(pingora_core::utils::tls::WrappedX509::new(
+                    c.to_vec(),
+                    pingora_core::utils::tls::parse_x509,
+                ));
+            }
+            if wrapped.is_empty() {
+                return Err(file_err(path, "no CA certificate in the file"));
+            }
+            Some(Arc::from(wrapped.into_boxed_slice()))
+        }
+        None => {
+            for c in rustls_native_certs::load_native_certs().unwrap_or_default() {
+                let _ = roots.add(c);
+            }
+            None
+        }
+    };
+    let provider = Arc::new(provider::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Listener {
+            listener: upstream.to_owned(),
+            reason: e.to_string(),
+        })?;
+    let health_client = if t.verify {
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+            .with_no_client_auth()
+    };
+    Ok(PeerTls {
+        sni: t.sni.clone(),
+        verify: t.verify,
+        ca,
+        health_client: Arc::new(health_client),
+    })
+}
+
+/// `verify: false`: accept any upstream certificate (tests and migrations only).
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &rustls_pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Check every certificate and CA file a config names (startup, reload, `validate`).
+/// Returns how many server certificates it serves.
+pub fn check_config(cfg: &tollgate_config::gateway::GatewayConfig) -> Result<usize, TlsError> {
+    let mut n = 0;
+    for l in &cfg.listeners {
+        if let Some(t) = &l.tls {
+            n += check_listener(&l.name, t)?;
+        }
+    }
+    for (name, u) in &cfg.upstreams {
+        if let Some(t) = &u.tls {
+            peer_tls(name, t).map_err(|e| TlsError::Listener {
+                listener: format!("upstream {name}"),
+                reason: e.to_string(),
+            })?;
+        }
+    }
+    Ok(n)
+}

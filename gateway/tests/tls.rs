@@ -728,3 +728,119 @@ fn the_tls_example_config_validates() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 certificates"));
 }
+
+/// A backend-demo serving HTTPS with a certificate for `name` from `ca`.
+async fn tls_backend(ca: &TestCa, dir: &Path, name: &str) -> (backends_demo::Proc, SocketAddr) {
+    ca.issue(&CertSpec::dns(&[name]))
+        .unwrap()
+        .write(dir, "backend")
+        .unwrap();
+    let addr = backends_demo::free_addr("127.0.0.1");
+    let mut cmd = std::process::Command::new(backends_demo::bin_path("backend-demo").unwrap());
+    cmd.args([
+        "--listen",
+        &addr.to_string(),
+        "--zone",
+        "a",
+        "--id",
+        "tls-app",
+        "--tls-cert",
+    ])
+    .arg(dir.join("backend.crt"))
+    .arg("--tls-key")
+    .arg(dir.join("backend.key"));
+    let proc = backends_demo::Proc::spawn(cmd, "tls-backend").unwrap();
+    wait_until(Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await
+    .unwrap();
+    (proc, addr)
+}
+
+fn upstream_tls_config(backend: SocketAddr, tls: &str) -> String {
+    format!(
+        r#"
+listeners: [{{ name: http, address: "${{LISTEN}}" }}]
+admin: {{ address: "${{ADMIN}}" }}
+server: {{ threads: 1 }}
+routes: [{{ name: all, upstream: app }}]
+upstreams:
+  app:
+    endpoints: [{{ address: {backend} }}]
+    tls: {tls}
+    health_check: {{ path: /healthz, interval: 100ms, timeout: 500ms, healthy: 1, unhealthy: 1 }}
+"#
+    )
+}
+
+#[tokio::test]
+async fn tls_to_upstreams_verifies_the_endpoint_certificate() {
+    let ca = TestCa::new("internal-ca").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    ca.write_bundle(&dir.path().join("ca.crt")).unwrap();
+    let (_backend, addr) = tls_backend(&ca, dir.path(), "app.internal").await;
+    let ca_path = dir.path().join("ca.crt").display().to_string();
+    let c = test_client();
+
+    // Right name, right CA: proxied over TLS, and health checks speak TLS too.
+    let gw = Gateway::start(&upstream_tls_config(
+        addr,
+        &format!("{{ sni: app.internal, ca: {ca_path} }}"),
+    ))
+    .await
+    .unwrap();
+    let r = c.get(gw.url("/over-tls")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("\"id\":\"tls-app\""));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let ups = gw.admin_json("/upstreams").await.unwrap();
+    assert_eq!(
+        ups["upstreams"][0]["endpoints"][0]["healthy"], true,
+        "{ups}"
+    );
+    drop(gw);
+
+    // Wrong name: verification fails, 502, and the health check fails the same way.
+    let gw = Gateway::start(&upstream_tls_config(
+        addr,
+        &format!("{{ sni: other.internal, ca: {ca_path} }}"),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 502);
+    wait_until(Duration::from_secs(3), || async {
+        gw.admin_json("/upstreams").await.unwrap()["upstreams"][0]["endpoints"][0]["healthy"]
+            == false
+    })
+    .await
+    .unwrap();
+    drop(gw);
+
+    // Unknown CA with verify: false is accepted (test setups only).
+    let other = TestCa::new("other").unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let (_b2, addr2) = tls_backend(&other, d2.path(), "app.internal").await;
+    let gw = Gateway::start(&upstream_tls_config(
+        addr2,
+        "{ sni: app.internal, verify: false }",
+    ))
+    .await
+    .unwrap();
+    assert_eq!(c.get(gw.url("/")).send().await.unwrap().status(), 200);
+
+    // An unreadable CA is refused by validate with the file named.
+    let file = d2.path().join("g.yaml");
+    std::fs::write(
+        &file,
+        "listeners: [{ name: h, address: 127.0.0.1:1 }]\nroutes: [{ name: r, upstream: u }]\nupstreams:\n  u:\n    endpoints: [{ address: 127.0.0.1:2 }]\n    tls: { sni: a.internal, ca: missing-ca.crt }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing-ca.crt"));
+}

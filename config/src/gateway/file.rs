@@ -350,6 +350,23 @@ pub struct UpstreamFile {
     pub health_check: Option<HealthCheckFile>,
     #[serde(default)]
     pub outlier_detection: Option<OutlierFile>,
+    /// Connect to the endpoints over TLS.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsFile {
+    /// Name sent as SNI and checked against the endpoint's certificate.
+    pub sni: String,
+    /// PEM CA certificates the endpoints' certificates must chain to (default: the
+    /// system's trust store).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Verify the endpoint's certificate and name (default true; turn off only for tests).
+    #[serde(default = "yes")]
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

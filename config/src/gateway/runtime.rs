@@ -166,6 +166,14 @@ pub struct Upstream {
     pub discover: Option<Discover>,
     pub health_check: Option<HealthCheck>,
     pub outlier: Option<Outlier>,
+    pub tls: Option<UpstreamTls>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    pub sni: String,
+    pub ca: Option<PathBuf>,
+    pub verify: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -352,7 +360,7 @@ pub fn validate(
     // Upstreams first, so routes can be checked against them.
     let mut upstreams = BTreeMap::new();
     for (name, u) in &file.upstreams {
-        if let Some(up) = validate_upstream(name, u, zone.as_deref(), &mut p) {
+        if let Some(up) = validate_upstream(name, u, zone.as_deref(), base_dir, &mut p) {
             upstreams.insert(name.clone(), up);
         }
     }
@@ -629,6 +637,7 @@ fn validate_upstream(
     name: &str,
     u: &UpstreamFile,
     zone: Option<&str>,
+    base_dir: &Path,
     p: &mut Problems,
 ) -> Option<Upstream> {
     let at = format!("upstreams.{name}");
@@ -786,6 +795,23 @@ fn validate_upstream(
         .outlier_detection
         .as_ref()
         .map(|o| validate_outlier(&format!("{at}.outlier_detection"), o, p));
+    let tls = u.tls.as_ref().map(|t| {
+        if t.sni.trim().is_empty() {
+            p.push(format!("{at}.tls.sni"), "must not be empty");
+        }
+        UpstreamTls {
+            sni: t.sni.trim().to_owned(),
+            ca: t.ca.as_ref().map(|c| {
+                let pb = PathBuf::from(c);
+                if pb.is_absolute() {
+                    pb
+                } else {
+                    base_dir.join(pb)
+                }
+            }),
+            verify: t.verify,
+        }
+    });
     if p_len(p) != before {
         return None;
     }
@@ -797,6 +823,7 @@ fn validate_upstream(
         discover,
         health_check,
         outlier,
+        tls,
     })
 }
 

@@ -29,6 +29,7 @@ fn upstream(balance: Balance, zone_aware: Option<f64>, eps: Vec<Endpoint>) -> Up
             discover: None,
             health_check: None,
             outlier: None,
+            tls: None,
         },
         Some("a".into()),
         None,
