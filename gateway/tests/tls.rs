@@ -13,6 +13,23 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls_pki_types::pem::PemObject;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// A client asking for api.example.com.
+fn api<'a>() -> Client<'a> {
+    Client {
+        sni: Some("api.example.com"),
+        ..Default::default()
+    }
+}
+
+/// Wait until new handshakes see the certificate with `serial`.
+async fn wait_serial(addr: SocketAddr, serial: &str) {
+    wait_until(Duration::from_secs(5), || async {
+        tls_get(addr, "/", api()).await.unwrap().serial == serial
+    })
+    .await
+    .unwrap_or_else(|_| panic!("serial {serial} never served"));
+}
+
 /// What a TLS client saw.
 #[derive(Debug)]
 struct Seen {
@@ -45,7 +62,7 @@ async fn tls_get(addr: SocketAddr, path: &str, c: Client<'_>) -> Result<Seen, St
         .with_protocol_versions(versions)
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)));
+        .with_custom_certificate_verifier(backends_demo::pki::accept_any_server_cert(provider));
     let mut cfg = match c.cert {
         Some(i) => {
             let certs: Vec<CertificateDer<'static>> =
@@ -116,41 +133,6 @@ async fn tls_get(addr: SocketAddr, path: &str, c: Client<'_>) -> Result<Seen, St
     })
 }
 
-#[derive(Debug)]
-struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AcceptAny {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 struct Setup {
     ca: TestCa,
     dir: tempfile::TempDir,
@@ -206,16 +188,7 @@ async fn sni_picks_the_certificate_and_no_sni_gets_the_default() {
     ))
     .await
     .unwrap();
-    let api = tls_get(
-        gw.listen,
-        "/",
-        Client {
-            sni: Some("api.example.com"),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let api = tls_get(gw.listen, "/", api()).await.unwrap();
     assert_eq!(api.names, ["api.example.com"]);
     assert!(api.response.starts_with("HTTP/1.1 200"), "{}", api.response);
     assert!(
@@ -352,16 +325,7 @@ async fn versions_and_http2() {
     );
     let t13 = s_client("-tls1_3");
     assert!(t13.contains("TLSv1.3"), "1.3 accepted: {t13}");
-    let ok = tls_get(
-        gw.listen,
-        "/",
-        Client {
-            sni: Some("api.example.com"),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let ok = tls_get(gw.listen, "/", api()).await.unwrap();
     assert_eq!(ok.version, "TLSv1_3");
     assert!(
         gw.metric(
@@ -393,15 +357,7 @@ async fn rotation_under_load_loses_nothing_and_bad_replacements_are_refused() {
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let r = tls_get(
-                        addr,
-                        "/",
-                        Client {
-                            sni: Some("api.example.com"),
-                            ..Default::default()
-                        },
-                    )
-                    .await;
+                    let r = tls_get(addr, "/", api()).await;
                     seen.push(r.map(|s| (s.serial, s.response.starts_with("HTTP/1.1 200"))));
                 }
                 seen
@@ -413,16 +369,7 @@ async fn rotation_under_load_loses_nothing_and_bad_replacements_are_refused() {
     write_api(&s, CertSpec::dns(&["api.example.com"]).serial(0x0a02));
     let mut took = None;
     while rotated.elapsed() < Duration::from_secs(5) {
-        let r = tls_get(
-            addr,
-            "/",
-            Client {
-                sni: Some("api.example.com"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let r = tls_get(addr, "/", api()).await.unwrap();
         if r.serial == "0a:02" {
             took = Some(rotated.elapsed());
             break;
@@ -499,16 +446,7 @@ async fn rotation_under_load_loses_nothing_and_bad_replacements_are_refused() {
         })
         .await
         .unwrap_or_else(|_| panic!("{what}: refusal not counted\n{}", gw.log()));
-        let r = tls_get(
-            addr,
-            "/",
-            Client {
-                sni: Some("api.example.com"),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
+        let r = tls_get(addr, "/", api()).await.unwrap();
         assert_eq!(
             r.serial, "0a:02",
             "{what}: the last good certificate keeps serving"
@@ -516,40 +454,10 @@ async fn rotation_under_load_loses_nothing_and_bad_replacements_are_refused() {
         // Restore the good pair for the next case.
         std::fs::write(s.dir.path().join("api.crt"), &good).unwrap();
         write_api(&s, CertSpec::dns(&["api.example.com"]).serial(0x0a05));
-        wait_until(Duration::from_secs(5), || async {
-            tls_get(
-                addr,
-                "/",
-                Client {
-                    sni: Some("api.example.com"),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
-            .serial
-                == "0a:05"
-        })
-        .await
-        .unwrap();
+        wait_serial(addr, "0a:05").await;
         // Back to a known serial for the assertion above.
         write_api(&s, CertSpec::dns(&["api.example.com"]).serial(0x0a02));
-        wait_until(Duration::from_secs(5), || async {
-            tls_get(
-                addr,
-                "/",
-                Client {
-                    sni: Some("api.example.com"),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap()
-            .serial
-                == "0a:02"
-        })
-        .await
-        .unwrap();
+        wait_serial(addr, "0a:02").await;
     }
     assert!(gw.log().contains("certificate reload refused"));
 }
@@ -649,16 +557,7 @@ async fn http_listener_redirects_to_https_and_hsts_is_sent() {
         format!("https://api.example.com:{}/a/b?c=1", gw.listen.port()).as_str()
     );
     assert_eq!(s.backend.stats().await.unwrap().requests, 0);
-    let r = tls_get(
-        gw.listen,
-        "/",
-        Client {
-            sni: Some("api.example.com"),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let r = tls_get(gw.listen, "/", api()).await.unwrap();
     assert!(
         r.response
             .to_ascii_lowercase()
