@@ -25,9 +25,9 @@
 //!
 //! Time is `tokio::time::Instant`, so tests drive it with `tokio::time::pause`/`advance`.
 
+use super::stage::{InnerService, Policy, PolicyLayer, PolicyService};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -35,7 +35,7 @@ use http::{Request, Response};
 use serde::Serialize;
 use tokio::time::Instant;
 use tollgate_config::sidecar::Breaker;
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 
 use super::grpc::{self, GrpcHead};
 use super::ResponseFuture;
@@ -618,57 +618,23 @@ impl Drop for BreakerPermit {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct BreakerLayer {
-    breaker: Arc<CircuitBreaker>,
-}
+pub type BreakerLayer = PolicyLayer<CircuitBreaker>;
+pub type BreakerService<S> = PolicyService<S, CircuitBreaker>;
 
 impl BreakerLayer {
     pub fn new(breaker: Arc<CircuitBreaker>) -> Self {
-        Self { breaker }
+        Self { policy: breaker }
     }
 }
 
-impl<S> Layer<S> for BreakerLayer {
-    type Service = BreakerService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        BreakerService {
-            inner,
-            breaker: Arc::clone(&self.breaker),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct BreakerService<S> {
-    inner: S,
-    breaker: Arc<CircuitBreaker>,
-}
-
-impl<S> Service<Request<Body>> for BreakerService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = ProxyError;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        match self.breaker.try_acquire() {
+impl Policy for CircuitBreaker {
+    fn call<S: InnerService>(self: &Arc<Self>, inner: S, req: Request<Body>) -> ResponseFuture {
+        match self.try_acquire() {
             Err(retry_after) => Box::pin(std::future::ready(Err(ProxyError::CircuitOpen {
                 retry_after,
             }))),
             Ok(mut permit) => {
-                let call = self.inner.clone().oneshot(req);
+                let call = inner.oneshot(req);
                 // Dropping the future drops the permit: counted as a cancelled call.
                 Box::pin(call.map(move |result| match result {
                     // The verdict is in the trailers: the body carries the permit there.

@@ -7,15 +7,15 @@
 //! (or the call fails or is cancelled), not when the response body ends: the limit
 //! bounds calls waiting on the dependency, not downloads in progress.
 
+use super::stage::{InnerService, Policy, PolicyLayer, PolicyService};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 
 use futures_util::{FutureExt, TryFutureExt};
-use http::{Request, Response};
+use http::Request;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 
 use super::ResponseFuture;
 use crate::body::Body;
@@ -239,10 +239,8 @@ impl Drop for Slot {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct BulkheadLayer {
-    bulkhead: Arc<Bulkhead>,
-}
+pub type BulkheadLayer = PolicyLayer<Bulkhead>;
+pub type BulkheadService<S> = PolicyService<S, Bulkhead>;
 
 impl BulkheadLayer {
     pub fn new(max_concurrent: u32, queue: u32) -> Self {
@@ -251,71 +249,34 @@ impl BulkheadLayer {
 
     /// A layer over an existing limit (kept across reloads).
     pub fn shared(bulkhead: Arc<Bulkhead>) -> Self {
-        Self { bulkhead }
+        Self { policy: bulkhead }
     }
 
     pub fn bulkhead(&self) -> &Arc<Bulkhead> {
-        &self.bulkhead
+        &self.policy
     }
 
     pub fn stats(&self) -> Arc<BulkheadStats> {
-        Arc::clone(&self.bulkhead.stats)
+        Arc::clone(&self.policy.stats)
     }
 }
 
-impl<S> Layer<S> for BulkheadLayer {
-    type Service = BulkheadService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        BulkheadService {
-            inner,
-            bulkhead: Arc::clone(&self.bulkhead),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct BulkheadService<S> {
-    inner: S,
-    bulkhead: Arc<Bulkhead>,
-}
-
-impl<S> Service<Request<Body>> for BulkheadService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = ProxyError;
-    type Future = ResponseFuture;
-
-    /// Always ready: the limit is applied per call, so that a call over it fails fast
-    /// instead of waiting for readiness.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        match self.bulkhead.admit() {
+impl Policy for Bulkhead {
+    fn call<S: InnerService>(self: &Arc<Self>, inner: S, req: Request<Body>) -> ResponseFuture {
+        match self.admit() {
             Admission::Now(slot) => {
-                let call = self.inner.clone().oneshot(req);
+                let call = inner.oneshot(req);
                 Box::pin(call.map(move |result| {
                     drop(slot);
                     result
                 }))
             }
-            Admission::Wait(waiter) => {
-                let inner = self.inner.clone();
-                Box::pin(waiter.wait().and_then(move |slot| {
-                    inner.oneshot(req).map(move |result| {
-                        drop(slot);
-                        result
-                    })
-                }))
-            }
+            Admission::Wait(waiter) => Box::pin(waiter.wait().and_then(move |slot| {
+                inner.oneshot(req).map(move |result| {
+                    drop(slot);
+                    result
+                })
+            })),
             Admission::Reject(e) => Box::pin(std::future::ready(Err(e))),
         }
     }

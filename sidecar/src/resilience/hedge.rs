@@ -18,9 +18,9 @@
 //! It sits inside the retry layer (a hedged try is still one try to retry) and outside
 //! the per-try timeout, so each copy has its own deadline.
 
+use super::stage::{InnerService, Policy, PolicyLayer, PolicyService};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -28,7 +28,7 @@ use futures_util::future::{select, Either};
 use http::{Request, Response};
 use http_body::Body as _;
 use serde::Serialize;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use super::budget::RetryBudget;
 use super::retry::safe_to_repeat;
@@ -218,10 +218,8 @@ where
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct HedgeLayer {
-    policy: Arc<HedgePolicy>,
-}
+pub type HedgeLayer = PolicyLayer<HedgePolicy>;
+pub type HedgeService<S> = PolicyService<S, HedgePolicy>;
 
 impl HedgeLayer {
     pub fn new(policy: Arc<HedgePolicy>) -> Self {
@@ -229,40 +227,8 @@ impl HedgeLayer {
     }
 }
 
-impl<S> Layer<S> for HedgeLayer {
-    type Service = HedgeService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        HedgeService {
-            inner,
-            policy: Arc::clone(&self.policy),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct HedgeService<S> {
-    inner: S,
-    policy: Arc<HedgePolicy>,
-}
-
-impl<S> Service<Request<Body>> for HedgeService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = ProxyError;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        Box::pin(run(self.inner.clone(), Arc::clone(&self.policy), req))
+impl Policy for HedgePolicy {
+    fn call<S: InnerService>(self: &Arc<Self>, inner: S, req: Request<Body>) -> ResponseFuture {
+        Box::pin(run(inner, Arc::clone(self), req))
     }
 }

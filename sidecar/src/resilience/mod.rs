@@ -30,6 +30,7 @@ pub mod hedge;
 pub mod ratelimit;
 mod replay;
 pub mod retry;
+pub mod stage;
 pub mod timeout;
 
 #[cfg(test)]

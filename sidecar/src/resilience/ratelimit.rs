@@ -10,16 +10,16 @@
 //! across reloads and [`RateLimiter::reconfigure`] it, so a reload neither refills nor
 //! empties the bucket. Time is `tokio::time::Instant` (tests pause it).
 
+use super::stage::{InnerService, Policy, PolicyLayer, PolicyService};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::Request;
 use serde::Serialize;
 use tokio::time::Instant;
 use tollgate_config::units::Rate;
-use tower::{Layer, Service, ServiceExt};
+use tower::ServiceExt;
 
 use super::ResponseFuture;
 use crate::body::Body;
@@ -144,56 +144,20 @@ impl RateLimiter {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct RateLimitLayer {
-    limiter: Arc<RateLimiter>,
-}
+pub type RateLimitLayer = PolicyLayer<RateLimiter>;
+pub type RateLimitService<S> = PolicyService<S, RateLimiter>;
 
 impl RateLimitLayer {
     /// A layer over a shared limiter (kept across reloads).
     pub fn new(limiter: Arc<RateLimiter>) -> Self {
-        Self { limiter }
+        Self { policy: limiter }
     }
 }
 
-impl<S> Layer<S> for RateLimitLayer {
-    type Service = RateLimitService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RateLimitService {
-            inner,
-            limiter: Arc::clone(&self.limiter),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RateLimitService<S> {
-    inner: S,
-    limiter: Arc<RateLimiter>,
-}
-
-impl<S> Service<Request<Body>> for RateLimitService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = ProxyError;
-    type Future = ResponseFuture;
-
-    /// Always ready: the limit is applied per call, so a call over it fails fast
-    /// instead of waiting for readiness.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        match self.limiter.try_acquire() {
-            Ok(()) => Box::pin(self.inner.clone().oneshot(req)),
+impl Policy for RateLimiter {
+    fn call<S: InnerService>(self: &Arc<Self>, inner: S, req: Request<Body>) -> ResponseFuture {
+        match self.try_acquire() {
+            Ok(()) => Box::pin(inner.oneshot(req)),
             Err(wait) => {
                 tracing::debug!(?wait, "outbound rate limit reached");
                 Box::pin(std::future::ready(Err(ProxyError::RateLimited)))

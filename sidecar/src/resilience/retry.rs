@@ -18,9 +18,9 @@
 //!
 //! A response after retries carries `x-sidecar-retries: N`.
 
+use super::stage::{InnerService, Policy, PolicyLayer, PolicyService};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -29,7 +29,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::BodyExt;
 use serde::Serialize;
 use tollgate_config::sidecar::Retry;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Service, ServiceExt};
 
 use super::backoff::full_jitter;
 use super::budget::RetryBudget;
@@ -295,55 +295,17 @@ where
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct RetryLayer {
-    policy: Arc<RetryPolicy>,
-}
+pub type RetryLayer = PolicyLayer<RetryPolicy>;
+pub type RetryService<S> = PolicyService<S, RetryPolicy>;
 
 impl RetryLayer {
     pub fn new(policy: Arc<RetryPolicy>) -> Self {
         Self { policy }
     }
-
-    pub fn policy(&self) -> &Arc<RetryPolicy> {
-        &self.policy
-    }
 }
 
-impl<S> Layer<S> for RetryLayer {
-    type Service = RetryService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RetryService {
-            inner,
-            policy: Arc::clone(&self.policy),
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RetryService<S> {
-    inner: S,
-    policy: Arc<RetryPolicy>,
-}
-
-impl<S> Service<Request<Body>> for RetryService<S>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = Response<Body>;
-    type Error = ProxyError;
-    type Future = ResponseFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Request<Body>) -> Self::Future {
-        Box::pin(run(self.inner.clone(), Arc::clone(&self.policy), req))
+impl Policy for RetryPolicy {
+    fn call<S: InnerService>(self: &Arc<Self>, inner: S, req: Request<Body>) -> ResponseFuture {
+        Box::pin(run(inner, Arc::clone(self), req))
     }
 }
