@@ -99,3 +99,21 @@ pub fn status_class(status: u16) -> &'static str {
         _ => "error",
     }
 }
+
+/// A reload was refused: count it, log it with the version that keeps serving, and
+/// remember the reason for `/config`.
+pub fn reload_refused(
+    trigger: &str,
+    serving: &str,
+    err: &dyn std::fmt::Display,
+    last_error: &std::sync::Mutex<Option<String>>,
+) {
+    CONFIG_RELOADS
+        .with_label_values(&["failure", trigger])
+        .inc();
+    tracing::error!(
+        trigger,
+        "config reload refused, keeping version {serving}: {err}"
+    );
+    *last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(err.to_string());
+}

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tollgate_config::admin::Health;
 use tollgate_config::gateway::{self, EnvOverrides, GatewayConfig};
-use tollgate_config::metrics::{unix_now, CONFIG_LAST_SUCCESS, CONFIG_RELOADS};
+use tollgate_config::metrics::{reload_refused, unix_now, CONFIG_LAST_SUCCESS, CONFIG_RELOADS};
 use tollgate_config::ConfigError;
 
 use crate::metrics::METRICS;
@@ -68,15 +68,7 @@ impl State {
         let loaded = match gateway::load(&self.path, &self.env) {
             Ok(l) => l,
             Err(e) => {
-                CONFIG_RELOADS
-                    .with_label_values(&["failure", trigger])
-                    .inc();
-                tracing::error!(
-                    trigger,
-                    "config reload refused, keeping version {}: {e}",
-                    current.version
-                );
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                reload_refused(trigger, &current.version, &e, &self.last_error);
                 return Err(e);
             }
         };
@@ -92,31 +84,14 @@ impl State {
         // Certificates are part of the snapshot's contract: check them before swapping,
         // so a config naming a broken certificate or CA is refused as a whole.
         if let Err(e) = crate::tls::check_config(&loaded.config) {
-            CONFIG_RELOADS
-                .with_label_values(&["failure", trigger])
-                .inc();
-            tracing::error!(
-                trigger,
-                "config reload refused, keeping version {}: {e}",
-                current.version
-            );
-            *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+            reload_refused(trigger, &current.version, &e, &self.last_error);
             return Err(ConfigError::other(&self.path, e.to_string()));
         }
         for l in &loaded.config.listeners {
             if let (Some(t), Some(r)) = (&l.tls, self.tls_resolver(&l.name)) {
                 if let Err(e) = r.reload(Some(t)) {
-                    CONFIG_RELOADS
-                        .with_label_values(&["failure", trigger])
-                        .inc();
-                    let msg = e.to_string();
-                    tracing::error!(
-                        trigger,
-                        "config reload refused, keeping version {}: {msg}",
-                        current.version
-                    );
-                    *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg.clone());
-                    return Err(ConfigError::other(&self.path, msg));
+                    reload_refused(trigger, &current.version, &e, &self.last_error);
+                    return Err(ConfigError::other(&self.path, e.to_string()));
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tollgate_config::admin::Health;
-use tollgate_config::metrics::{unix_now, CONFIG_LAST_SUCCESS, CONFIG_RELOADS};
+use tollgate_config::metrics::{reload_refused, unix_now, CONFIG_LAST_SUCCESS, CONFIG_RELOADS};
 use tollgate_config::sidecar::{self, SidecarConfig};
 use tollgate_config::ConfigError;
 
@@ -68,15 +68,7 @@ impl State {
         let loaded = match sidecar::load(&self.path) {
             Ok(l) => l,
             Err(e) => {
-                CONFIG_RELOADS
-                    .with_label_values(&["failure", trigger])
-                    .inc();
-                tracing::error!(
-                    trigger,
-                    "config reload refused, keeping version {}: {e}",
-                    current.version
-                );
-                *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                reload_refused(trigger, &current.version, &e, &self.last_error);
                 return Err(e);
             }
         };

@@ -18,7 +18,7 @@
 //! It sits inside the retry layer (a hedged try is still one try to retry) and outside
 //! the per-try timeout, so each copy has its own deadline.
 
-use super::stage::{InnerService, Policy, PolicyLayer, PolicyService};
+use super::stage::{boxed_call, InnerService, Policy, PolicyLayer, PolicyService};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,7 +28,6 @@ use futures_util::future::{select, Either};
 use http::{Request, Response};
 use http_body::Body as _;
 use serde::Serialize;
-use tower::{Service, ServiceExt};
 
 use super::budget::RetryBudget;
 use super::retry::safe_to_repeat;
@@ -149,27 +148,11 @@ impl HedgePolicy {
     }
 }
 
-/// Boxed here so the `async fn` below holds only a `Send`-proven future (see retry.rs).
-fn call<S>(inner: S, req: Request<Body>) -> ResponseFuture
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    Box::pin(inner.oneshot(req))
-}
-
-async fn run<S>(
+async fn run<S: InnerService>(
     inner: S,
     policy: Arc<HedgePolicy>,
     req: Request<Body>,
-) -> Result<Response<Body>, ProxyError>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> Result<Response<Body>, ProxyError> {
     let funding = policy.funding.load_full();
     if funding.own {
         funding.budget.record_request();
@@ -177,14 +160,14 @@ where
     let stats = &policy.stats;
     stats.requests.fetch_add(1, Ordering::Relaxed);
     if !req.body().is_end_stream() || !safe_to_repeat(req.method(), req.headers()) {
-        return call(inner, req).await;
+        return boxed_call(inner, req).await;
     }
     stats.eligible.fetch_add(1, Ordering::Relaxed);
     let (mut parts, _empty) = req.into_parts();
     if parts.extensions.get::<Tried>().is_none() {
         parts.extensions.insert(Tried::default());
     }
-    let first = call(inner.clone(), Request::from_parts(parts.clone(), empty()));
+    let first = boxed_call(inner.clone(), Request::from_parts(parts.clone(), empty()));
     let timer = Box::pin(tokio::time::sleep(policy.after()));
     let first = match select(first, timer).await {
         Either::Left((result, _)) => return result,
@@ -197,7 +180,7 @@ where
     }
     stats.hedged.fetch_add(1, Ordering::Relaxed);
     tracing::debug!(after = ?policy.after(), "hedging");
-    let second = call(inner, Request::from_parts(parts, empty()));
+    let second = boxed_call(inner, Request::from_parts(parts, empty()));
     let won = || {
         stats.won.fetch_add(1, Ordering::Relaxed);
     };

@@ -18,7 +18,7 @@
 //!
 //! A response after retries carries `x-sidecar-retries: N`.
 
-use super::stage::{InnerService, Policy, PolicyLayer, PolicyService};
+use super::stage::{boxed_call, InnerService, Policy, PolicyLayer, PolicyService};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Status
 use http_body_util::BodyExt;
 use serde::Serialize;
 use tollgate_config::sidecar::Retry;
-use tower::{Service, ServiceExt};
 
 use super::backoff::full_jitter;
 use super::budget::RetryBudget;
@@ -212,34 +211,16 @@ fn done(
     })
 }
 
-/// Boxed here, outside the `async fn`, so that its `Send` is proven for the concrete
-/// body type (an `async` block holding `S::Future` across an await trips over the
-/// `dyn Error` lifetime of the body's error type).
-fn call<S>(inner: S, req: Request<Body>) -> ResponseFuture
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    Box::pin(inner.oneshot(req))
-}
-
-async fn run<S>(
+async fn run<S: InnerService>(
     inner: S,
     policy: Arc<RetryPolicy>,
     req: Request<Body>,
-) -> Result<Response<Body>, ProxyError>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = ProxyError>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> Result<Response<Body>, ProxyError> {
     policy.budget.record_request();
     policy.stats.requests.fetch_add(1, Ordering::Relaxed);
     let cfg = policy.config();
     if cfg.attempts <= 1 {
-        return call(inner, req).await;
+        return boxed_call(inner, req).await;
     }
     let (parts, body) = req.into_parts();
     let safe = safe_to_repeat(&parts.method, &parts.headers);
@@ -251,7 +232,7 @@ where
             replay.last_try();
         }
         let try_req = Request::from_parts(parts.clone(), replay.next_body());
-        let result = call(inner.clone(), try_req).await;
+        let result = boxed_call(inner.clone(), try_req).await;
         if last || !retryable(&cfg, safe, &result) {
             return done(result, retries);
         }

@@ -99,3 +99,11 @@ impl<S: InnerService, P: Policy> Service<Request<Body>> for PolicyService<S, P> 
         self.policy.call(self.inner.clone(), req)
     }
 }
+
+/// Call `inner` once, boxed outside any `async fn`: an `async` block that holds
+/// `S::Future` across an await trips rustc's higher-ranked `Send` check on the body's
+/// `dyn Error`, while a boxed future is proven `Send` here for the concrete type.
+pub fn boxed_call<S: InnerService>(inner: S, req: Request<Body>) -> ResponseFuture {
+    use tower::ServiceExt;
+    Box::pin(inner.oneshot(req))
+}
