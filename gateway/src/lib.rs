@@ -9,9 +9,11 @@
 
 pub mod admin;
 pub mod balance;
+pub mod connection;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

@@ -56,6 +56,12 @@ pub struct Ctx {
     listener: Option<usize>,
     tls: bool,
     client_identity: Option<String>,
+    /// The connection's peer (after PROXY protocol).
+    peer: Option<IpAddr>,
+    /// The peer is one of the listener's `trusted_proxies`.
+    peer_trusted: bool,
+    /// The client: the peer, or what trusted proxies say in `X-Forwarded-For`.
+    client_ip: Option<IpAddr>,
     _req: RequestGuard,
 }
 
@@ -107,11 +113,39 @@ fn valid_request_id(v: &HeaderValue) -> bool {
     !b.is_empty() && b.len() <= 200 && b.iter().all(|c| c.is_ascii_graphic())
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
-    session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
+/// The client address behind trusted proxies: walk `X-Forwarded-For` from the right
+/// (the entry our peer added) past every trusted proxy; the first address that is not
+/// one is the client. An entry that is not an address stops the walk: nothing left of
+/// it can be believed. When every entry is trusted, the leftmost is the client.
+pub fn client_behind_proxies<'a>(
+    peer: IpAddr,
+    xff: impl DoubleEndedIterator<Item = &'a HeaderValue>,
+    trusted: &[ipnet::IpNet],
+) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    let mut client = peer;
+    if !is_trusted(&peer) {
+        return client;
+    }
+    for value in xff.rev() {
+        let Ok(list) = value.to_str() else {
+            return client;
+        };
+        for entry in list.rsplit(',') {
+            let entry = entry.trim();
+            let ip = entry
+                .parse::<IpAddr>()
+                .or_else(|_| entry.parse::<SocketAddr>().map(|s| s.ip()));
+            let Ok(ip) = ip else {
+                return client;
+            };
+            client = ip;
+            if !is_trusted(&ip) {
+                return client;
+            }
+        }
+    }
+    client
 }
 
 impl GatewayProxy {
@@ -257,6 +291,9 @@ impl ProxyHttp for GatewayProxy {
             listener: None,
             tls: false,
             client_identity: None,
+            peer: None,
+            peer_trusted: false,
+            client_ip: None,
             _req: RequestGuard(self.state.clone()),
         }
     }
@@ -289,7 +326,30 @@ impl ProxyHttp for GatewayProxy {
                 .and_then(|c| c.identity.clone());
         }
         let listener = ctx.listener.and_then(|i| snap.config.listeners.get(i));
-        if let (Some(port), false) = (listener.and_then(|l| l.redirect_https), ctx.tls) {
+        ctx.peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        ctx.client_ip = ctx.peer;
+        if let (Some(peer), Some(l)) = (ctx.peer, listener) {
+            if !l.trusted_proxies.is_empty() {
+                ctx.peer_trusted = l.trusted_proxies.iter().any(|n| n.contains(&peer));
+                ctx.client_ip = Some(client_behind_proxies(
+                    peer,
+                    req.headers.get_all("x-forwarded-for").iter(),
+                    &l.trusted_proxies,
+                ));
+            }
+        }
+        // Behind a trusted TLS-terminating proxy, `X-Forwarded-Proto: https` means the
+        // client already used HTTPS: do not redirect it again.
+        let https = ctx.tls
+            || (ctx.peer_trusted
+                && req
+                    .headers
+                    .get("x-forwarded-proto")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")));
+        if let (Some(port), false) = (listener.and_then(|l| l.redirect_https), https) {
             self.redirect_https(session, ctx, port).await?;
             return Ok(true);
         }
@@ -382,7 +442,7 @@ impl ProxyHttp for GatewayProxy {
                 cookie_value(session.req_header(), name).map_or(HashKey::None, HashKey::Bytes)
             }
             Balance::ConsistentHash(HashOn::ClientIp) => {
-                client_ip(session).map_or(HashKey::None, HashKey::Ip)
+                ctx.client_ip.map_or(HashKey::None, HashKey::Ip)
             }
             _ => HashKey::None,
         };
@@ -428,15 +488,32 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(ip) = client_ip(session) {
-            let xff = match upstream_request.headers.get("x-forwarded-for") {
-                Some(prev) => format!("{}, {ip}", prev.to_str().unwrap_or("")),
-                None => ip.to_string(),
+        // Forwarding headers from a trusted proxy are extended; from anyone else they
+        // are replaced, so a client cannot plant an address or a scheme.
+        if let Some(peer) = ctx.peer {
+            let prev: Vec<&str> = if ctx.peer_trusted {
+                upstream_request
+                    .headers
+                    .get_all("x-forwarded-for")
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let xff = if prev.is_empty() {
+                peer.to_string()
+            } else {
+                format!("{}, {peer}", prev.join(", "))
             };
             upstream_request.insert_header("x-forwarded-for", xff)?;
+        } else if !ctx.peer_trusted {
+            upstream_request.remove_header("x-forwarded-for");
         }
-        upstream_request
-            .insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        if !(ctx.peer_trusted && upstream_request.headers.contains_key("x-forwarded-proto")) {
+            upstream_request
+                .insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        }
         // The client identity header is ours: never pass one the client made up.
         let client_auth = ctx
             .snap
@@ -729,6 +806,48 @@ mod tests {
             let t = [("a", 0u32), ("b", 5)];
             assert_eq!(pick_weighted(t.iter().copied()), Some("b"));
         }
+    }
+
+    fn client(peer: &str, xff: &[&'static str], trusted: &[&str]) -> String {
+        let values: Vec<HeaderValue> = xff.iter().map(|v| HeaderValue::from_static(v)).collect();
+        let nets: Vec<ipnet::IpNet> = trusted.iter().map(|t| t.parse().unwrap()).collect();
+        client_behind_proxies(peer.parse().unwrap(), values.iter(), &nets).to_string()
+    }
+
+    #[test]
+    fn client_address_behind_trusted_proxies() {
+        let cdn = ["10.0.0.0/8"];
+        // Untrusted peer: its X-Forwarded-For is ignored.
+        assert_eq!(client("203.0.113.9", &["1.2.3.4"], &cdn), "203.0.113.9");
+        // Trusted peer: the rightmost entry that is not a trusted proxy.
+        assert_eq!(client("10.0.0.2", &["1.2.3.4"], &cdn), "1.2.3.4");
+        assert_eq!(
+            client("10.0.0.2", &["6.6.6.6, 1.2.3.4, 10.9.9.9"], &cdn),
+            "1.2.3.4"
+        );
+        // Several header lines count as one list, in order.
+        assert_eq!(
+            client("10.0.0.2", &["1.2.3.4", "10.1.1.1"], &cdn),
+            "1.2.3.4"
+        );
+        // Garbage stops the walk at the last believable address.
+        assert_eq!(
+            client("10.0.0.2", &["1.2.3.4, nonsense, 10.1.1.1"], &cdn),
+            "10.1.1.1"
+        );
+        assert_eq!(client("10.0.0.2", &["nonsense"], &cdn), "10.0.0.2");
+        // All trusted: the leftmost. No header: the peer.
+        assert_eq!(
+            client("10.0.0.2", &["10.3.3.3, 10.1.1.1"], &cdn),
+            "10.3.3.3"
+        );
+        assert_eq!(client("10.0.0.2", &[], &cdn), "10.0.0.2");
+        // Ports and IPv6.
+        assert_eq!(
+            client("10.0.0.2", &["[2001:db8::5]:443"], &cdn),
+            "2001:db8::5"
+        );
+        assert_eq!(client("::1", &["2001:db8::5"], &["::1/128"]), "2001:db8::5");
     }
 
     #[test]

@@ -10,11 +10,13 @@ use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 use tollgate_config::admin::Readiness;
 use tollgate_config::gateway::{self, EnvOverrides};
 
 use crate::admin::GatewayAdmin;
+use crate::connection::{self, ListenerTable};
 use crate::proxy::GatewayProxy;
 use crate::state::State;
 use crate::tls::{client_verifier, HandshakeCallbacks, SniResolver};
@@ -76,42 +78,37 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     }
     state.set_tls_resolvers(resolvers.clone());
 
+    // One service per `h2c` setting. Every connection first goes through
+    // `connection`: which listener, PROXY protocol header, handshake accounting.
+    let table = Arc::new(ListenerTable::new(&cfg.listeners));
     for h2c in [false, true] {
         let group: Vec<_> = cfg.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if group.is_empty() {
             continue;
         }
-        let mut svc = pingora_proxy::http_proxy_service_with_name(
+        let mut inner = pingora_proxy::http_proxy(
             &conf,
             GatewayProxy {
                 state: state.clone(),
             },
-            if h2c { "gateway-h2c" } else { "gateway" },
         );
-        if let Some(app) = svc.app_logic_mut() {
-            let mut opts = HttpServerOptions::default();
-            opts.h2c = h2c;
-            app.server_options = Some(opts);
-        }
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = h2c;
+        inner.server_options = Some(opts);
+        let app = connection::App {
+            inner: Arc::new(inner),
+            table: table.clone(),
+        };
+        let name = if h2c { "gateway-h2c" } else { "gateway" };
+        let mut svc = Service::new(name.to_owned(), app);
+        svc.endpoints()
+            .set_pre_tls_callback(Arc::new(connection::PreTls {
+                table: table.clone(),
+            }));
         for l in group {
-            match (&l.tls, resolvers.get(&l.name)) {
-                (Some(t), Some(resolver)) => {
-                    let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCallbacks {
-                        listener: l.name.clone(),
-                    }))
-                    .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
-                    settings.set_cert_resolver(resolver.clone());
-                    if t.http2 {
-                        settings.enable_h2();
-                    }
-                    if let Some(auth) = &t.client_auth {
-                        settings.set_client_cert_verifier(
-                            client_verifier(&l.name, auth).map_err(|e| anyhow::anyhow!("{e}"))?,
-                        );
-                    }
-                    svc.add_tls_with_settings(&l.address.to_string(), None, settings);
-                }
-                _ => svc.add_tcp(&l.address.to_string()),
+            match tls_settings(l, &resolvers)? {
+                Some(settings) => svc.add_tls_with_settings(&l.address.to_string(), None, settings),
+                None => svc.add_tcp(&l.address.to_string()),
             }
         }
         server.add_service(svc);
@@ -134,6 +131,31 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         shutdown_signal: Box::new(Drain { state }),
     });
     Ok(())
+}
+
+/// Pingora TLS settings for a TLS listener (`None` for plain ones): our SNI resolver,
+/// ALPN, client certificate verification, and callbacks that count handshakes.
+fn tls_settings(
+    l: &gateway::Listener,
+    resolvers: &std::collections::HashMap<String, Arc<SniResolver>>,
+) -> anyhow::Result<Option<TlsSettings>> {
+    let (Some(t), Some(resolver)) = (&l.tls, resolvers.get(&l.name)) else {
+        return Ok(None);
+    };
+    let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCallbacks {
+        listener: l.name.clone(),
+    }))
+    .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
+    settings.set_cert_resolver(resolver.clone());
+    if t.http2 {
+        settings.enable_h2();
+    }
+    if let Some(auth) = &t.client_auth {
+        settings.set_client_cert_verifier(
+            client_verifier(&l.name, auth).map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+    }
+    Ok(Some(settings))
 }
 
 fn spawn_ready_when_listening(state: Arc<State>, addrs: Vec<SocketAddr>) -> std::io::Result<()> {

@@ -168,6 +168,7 @@ fn restart_needed(old: &GatewayConfig, new: &GatewayConfig) -> Option<String> {
                         &l.name,
                         l.address,
                         l.h2c,
+                        l.proxy_protocol,
                         l.tls.as_ref().map(|t| (t.http2, &t.client_auth))
                     )
                 )

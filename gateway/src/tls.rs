@@ -23,13 +23,20 @@ use tollgate_config::metrics as m;
 use x509_parser::prelude::*;
 
 pub struct TlsMetrics {
+    pub started: IntCounterVec,
     pub handshakes: IntCounterVec,
     pub refused: IntCounterVec,
     pub reloads: IntCounterVec,
     pub expiry: IntGaugeVec,
 }
 
-pub static TLS_METRICS: LazyLock<TlsMetrics> = LazyLock::new(|| TlsMetrics {
+pub static TLS_METRICS: LazyLock<TlsMetrics> = LazyLock::new(|| {
+    TlsMetrics {
+    started: m::counter_vec(
+        "gateway_tls_handshakes_started_total",
+        "TLS handshakes started (connections accepted on TLS listeners); started minus completed is failed or in progress",
+        &["listener"],
+    ),
     handshakes: m::counter_vec(
         "gateway_tls_handshakes_total",
         "Completed TLS handshakes by listener and version",
@@ -37,7 +44,7 @@ pub static TLS_METRICS: LazyLock<TlsMetrics> = LazyLock::new(|| TlsMetrics {
     ),
     refused: m::counter_vec(
         "gateway_tls_handshakes_refused_total",
-        "Handshakes the gateway refused while choosing a certificate, by reason",
+        "Handshakes the gateway refused, by reason (tls12_refused, client_cert_unknown_ca, client_cert_expired, client_cert_invalid)",
         &["listener", "reason"],
     ),
     reloads: m::counter_vec(
@@ -50,6 +57,7 @@ pub static TLS_METRICS: LazyLock<TlsMetrics> = LazyLock::new(|| TlsMetrics {
         "notAfter of each served certificate (alert 14 days before)",
         &["listener", "certificate"],
     ),
+}
 });
 
 #[derive(Debug, thiserror::Error)]
@@ -344,10 +352,81 @@ pub fn client_verifier(
     } else {
         builder.allow_unauthenticated()
     };
-    builder.build().map_err(|e| TlsError::Listener {
+    let inner = builder.build().map_err(|e| TlsError::Listener {
         listener: listener.to_owned(),
         reason: format!("client_auth: {e}"),
-    })
+    })?;
+    Ok(Arc::new(CountingVerifier {
+        inner,
+        listener: listener.to_owned(),
+    }))
+}
+
+/// Counts refused client certificates by reason; verification itself is webpki's.
+#[derive(Debug)]
+struct CountingVerifier {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    listener: String,
+}
+
+impl rustls::server::danger::ClientCertVerifier for CountingVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .inspect_err(|e| {
+                use rustls::CertificateError as C;
+                let reason = match e {
+                    rustls::Error::InvalidCertificate(C::UnknownIssuer) => "client_cert_unknown_ca",
+                    rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                        "client_cert_expired"
+                    }
+                    _ => "client_cert_invalid",
+                };
+                TLS_METRICS
+                    .refused
+                    .with_label_values(&[&self.listener, reason])
+                    .inc();
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
 }
 
 /// The verified client's identity as passed to backends: its SPIFFE/URI SAN, else its

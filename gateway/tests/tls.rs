@@ -47,6 +47,8 @@ struct Client<'a> {
     tls12_only: bool,
     cert: Option<&'a Issued>,
     extra_headers: &'a str,
+    /// Written before the TLS handshake (a PROXY protocol header).
+    before_tls: &'a [u8],
 }
 
 /// One TLS connection, one HTTP/1.1 request. The server certificate is captured, not
@@ -75,7 +77,10 @@ async fn tls_get(addr: SocketAddr, path: &str, c: Client<'_>) -> Result<Seen, St
         None => builder.with_no_client_auth(),
     };
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr)
+    let mut tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    tcp.write_all(c.before_tls)
         .await
         .map_err(|e| e.to_string())?;
     let name = match c.sni {
@@ -526,6 +531,23 @@ async fn edge_mtls_identity_reaches_the_backend_and_bad_clients_are_refused() {
         1,
         "only the good client got through"
     );
+    // Failed handshakes show as started minus completed; refusals have a reason.
+    let m = |name: &'static str, labels: &'static [(&'static str, &'static str)]| {
+        let gw = &gw;
+        async move { gw.metric(name, labels).await.unwrap() }
+    };
+    let https = &[("listener", "https")];
+    // (The readiness probe's bare TCP connect counts as a started handshake too.)
+    assert!(m("gateway_tls_handshakes_started_total", https).await >= 3.0);
+    assert_eq!(m("gateway_tls_handshakes_total", https).await, 1.0);
+    assert_eq!(
+        m(
+            "gateway_tls_handshakes_refused_total",
+            &[("listener", "https"), ("reason", "client_cert_unknown_ca")]
+        )
+        .await,
+        1.0
+    );
 }
 
 #[tokio::test]
@@ -566,6 +588,58 @@ async fn http_listener_redirects_to_https_and_hsts_is_sent() {
         r.response
     );
     let _ = test_client();
+}
+
+#[tokio::test]
+async fn proxy_protocol_on_a_tls_listener() {
+    let s = setup().await;
+    let gw = Gateway::start(&config(&s, "    proxy_protocol: true", "", ""))
+        .await
+        .unwrap();
+    let with = |before_tls| Client {
+        sni: Some("api.example.com"),
+        before_tls,
+        ..Default::default()
+    };
+    let r = tls_get(
+        gw.listen,
+        "/",
+        with(b"PROXY TCP4 203.0.113.9 10.0.0.1 40000 443\r\n"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        r.response.contains("\"x-forwarded-for\":\"203.0.113.9\""),
+        "{}",
+        r.response
+    );
+    assert_eq!(
+        r.names,
+        ["api.example.com"],
+        "SNI still chooses after the header"
+    );
+    // v2, as AWS NLB sends it (with a TLV).
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x13".to_vec();
+    v2.extend_from_slice(&[198, 51, 100, 20, 10, 0, 0, 1, 0x9c, 0x40, 0x01, 0xbb]);
+    v2.extend_from_slice(&[0xEA, 0x00, 0x04, 0x01, b'v', b'p', b'c']);
+    let r = tls_get(gw.listen, "/", with(&v2)).await.unwrap();
+    assert!(
+        r.response.contains("\"x-forwarded-for\":\"198.51.100.20\""),
+        "{}",
+        r.response
+    );
+    // A client that starts the handshake without a header is refused.
+    assert!(tls_get(gw.listen, "/", api()).await.is_err());
+    assert_eq!(
+        gw.metric(
+            "gateway_proxy_protocol_errors_total",
+            &[("listener", "https"), ("reason", "missing")]
+        )
+        .await
+        .unwrap(),
+        1.0
+    );
+    assert_eq!(s.backend.stats().await.unwrap().requests, 2);
 }
 
 #[test]

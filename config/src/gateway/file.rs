@@ -51,6 +51,15 @@ pub struct ListenerFile {
     /// Port in the redirect's URL (default: the first TLS listener's port).
     #[serde(default)]
     pub https_port: Option<u16>,
+    /// Every connection starts with a PROXY protocol v1 or v2 header (sent by an L4
+    /// load balancer such as AWS NLB or HAProxy); its source address is the client's.
+    /// Connections without a valid header are closed.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// Peers (CIDRs or single addresses) whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` are believed. From anyone else these headers are replaced.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -36,6 +36,10 @@ pub struct Listener {
     pub tls: Option<ListenerTls>,
     /// Redirect every request to HTTPS on this port.
     pub redirect_https: Option<u16>,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
+    /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,12 +310,26 @@ pub fn validate(
                         "is for plain HTTP listeners",
                     );
                 }
+                let trusted_proxies = l
+                    .trusted_proxies
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(j, c)| match parse_cidr(c) {
+                        Ok(net) => Some(net),
+                        Err(e) => {
+                            p.push(format!("{at}.trusted_proxies[{j}]"), e);
+                            None
+                        }
+                    })
+                    .collect();
                 listeners.push(Listener {
                     name: l.name.clone(),
                     address: a,
                     h2c: l.h2c,
                     tls,
                     redirect_https: l.redirect_https.then_some(l.https_port.unwrap_or(0)),
+                    proxy_protocol: l.proxy_protocol,
+                    trusted_proxies,
                 });
             }
             Err(e) => p.push(format!("{at}.address"), e),
@@ -489,6 +507,26 @@ pub fn validate(
         routes,
         upstreams,
     })
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or a single address (`10.1.2.3`, a /32 or /128).
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    let t = s.trim();
+    if let Ok(ip) = t.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    match t.parse::<ipnet::IpNet>() {
+        // `10.1.2.3/8` is almost certainly a typo for `10.0.0.0/8`: say so.
+        Ok(net) if net.addr() != net.network() => Err(format!(
+            "{s:?} has host bits set; did you mean {}/{}?",
+            net.network(),
+            net.prefix_len()
+        )),
+        Ok(net) => Ok(net),
+        Err(_) => Err(format!(
+            "{s:?} is not a CIDR or IP address (e.g. 10.0.0.0/8, 2001:db8::/32, 192.0.2.7)"
+        )),
+    }
 }
 
 fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {

@@ -188,3 +188,33 @@ fn schema_mentions_the_main_sections() {
         assert!(s.contains(k), "{k}");
     }
 }
+
+#[test]
+fn proxy_protocol_and_trusted_proxies_are_parsed() {
+    let src = "listeners:\n  - { name: edge, address: 127.0.0.1:8080, proxy_protocol: true, trusted_proxies: [10.0.0.0/8, \"192.0.2.7\", \"2001:db8::/32\"] }\n";
+    let c = load_str(src).unwrap().config;
+    let l = &c.listeners[0];
+    assert!(l.proxy_protocol);
+    let nets: Vec<String> = l.trusted_proxies.iter().map(|n| n.to_string()).collect();
+    assert_eq!(nets, ["10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"]);
+    let plain = load_str("listeners:\n  - { name: edge, address: 127.0.0.1:8080 }\n")
+        .unwrap()
+        .config;
+    assert!(!plain.listeners[0].proxy_protocol);
+    assert!(plain.listeners[0].trusted_proxies.is_empty());
+}
+
+#[test]
+fn bad_trusted_proxies_are_reported_with_their_index() {
+    let e = err_of(
+        "listeners:\n  - { name: edge, address: 127.0.0.1:8080, trusted_proxies: [10.0.0.0/8, 10.1.2.3/8, nope] }\n",
+    );
+    assert!(
+        e.contains("listeners[0].trusted_proxies[1]") && e.contains("did you mean 10.0.0.0/8"),
+        "{e}"
+    );
+    assert!(
+        e.contains("listeners[0].trusted_proxies[2]") && e.contains("not a CIDR"),
+        "{e}"
+    );
+}
