@@ -226,6 +226,7 @@ impl UpstreamRt {
     }
 
     /// Pick an endpoint, avoiding `tried` when possible.
+    /// Choose an endpoint. Allocation-free for up to 32 endpoints (runs per request).
     pub fn pick(&self, key: HashKey<'_>, tried: &[SocketAddr]) -> Option<Pick> {
         let set = self.set.load();
         let members = &set.members;
@@ -233,7 +234,7 @@ impl UpstreamRt {
             return None;
         }
         let now = now_ms();
-        let mut candidates: Vec<u32> = Vec::with_capacity(members.len());
+        let mut candidates: Candidates = Candidates::new();
         // Endpoints this request already tried count as unavailable, so a retry spills
         // to the next locality tier rather than hitting the same dead zone again.
         let mut panic = !self.candidates(members, now, tried, &mut candidates);
@@ -243,7 +244,7 @@ impl UpstreamRt {
         }
         // Prefer endpoints this request has not tried yet.
         if !tried.is_empty() && candidates.len() > 1 {
-            let fresh: Vec<u32> = candidates
+            let fresh: Candidates = candidates
                 .iter()
                 .copied()
                 .filter(|&i| !tried.contains(&members[i as usize].cfg.address))
@@ -282,7 +283,7 @@ impl UpstreamRt {
         members: &[Member],
         now: u64,
         tried: &[SocketAddr],
-        out: &mut Vec<u32>,
+        out: &mut Candidates,
     ) -> bool {
         let available = |m: &Member| m.state.is_available(now) && !tried.contains(&m.cfg.address);
         match self.cfg.zone_aware {
@@ -360,6 +361,9 @@ fn merge_endpoints(static_eps: &[Endpoint], discovered: &[Endpoint]) -> Vec<Endp
 }
 
 /// Power of two choices on in-flight requests per unit of weight.
+/// Indices of the endpoints a pick chooses from.
+type Candidates = smallvec::SmallVec<[u32; 32]>;
+
 fn p2c(members: &[Member], candidates: &[u32]) -> Option<u32> {
     match candidates.len() {
         0 => None,

@@ -42,7 +42,8 @@ pub struct Ctx {
     snap: Option<Arc<Snapshot>>,
     route: Option<usize>,
     upstream: Option<Arc<UpstreamRt>>,
-    tried: Vec<SocketAddr>,
+    /// Endpoints tried so far (inline: most requests try one).
+    tried: smallvec::SmallVec<[SocketAddr; 4]>,
     attempt: Option<InFlight>,
     tries: u32,
     request_id: Option<HeaderValue>,
@@ -117,6 +118,43 @@ fn valid_request_id(v: &HeaderValue) -> bool {
 /// (the entry our peer added) past every trusted proxy; the first address that is not
 /// one is the client. An entry that is not an address stops the walk: nothing left of
 /// it can be believed. When every entry is trusted, the leftmost is the client.
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+
+/// An IP address as text into `buf`, without the formatting machinery for IPv4 (the
+/// common case, on every request).
+fn write_ip(buf: &mut [u8; 48], ip: IpAddr) -> &[u8] {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            &buf[..n]
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cur, "{v6}");
+            let n = usize::try_from(cur.position()).unwrap_or(0);
+            &buf[..n]
+        }
+    }
+}
+
 pub fn client_behind_proxies<'a>(
     peer: IpAddr,
     xff: impl DoubleEndedIterator<Item = &'a HeaderValue>,
@@ -279,7 +317,7 @@ impl ProxyHttp for GatewayProxy {
             snap: None,
             route: None,
             upstream: None,
-            tried: Vec::new(),
+            tried: smallvec::SmallVec::new(),
             attempt: None,
             tries: 0,
             request_id: None,
@@ -306,14 +344,13 @@ impl ProxyHttp for GatewayProxy {
             session.set_keepalive(None);
         }
         let req = session.req_header();
-        ctx.request_id = match req.headers.get("x-request-id") {
-            Some(v) if valid_request_id(v) => Some(v.clone()),
-            _ => HeaderValue::from_str(&trace::new_request_id()).ok(),
-        };
-        ctx.traceparent = HeaderValue::from_str(&trace::child_traceparent(
-            req.headers.get("traceparent").and_then(|v| v.to_str().ok()),
-        ))
-        .ok();
+        ctx.request_id = Some(match req.headers.get("x-request-id") {
+            Some(v) if valid_request_id(v) => v.clone(),
+            _ => trace::new_request_id(),
+        });
+        ctx.traceparent = Some(trace::child_traceparent(
+            req.headers.get("traceparent").map(HeaderValue::as_bytes),
+        ));
 
         if let Some(local) = session.server_addr().and_then(|a| a.as_inet()).copied() {
             ctx.listener = snap.listener_index(local);
@@ -477,7 +514,13 @@ impl ProxyHttp for GatewayProxy {
         };
         peer.options.connection_timeout = Some(cap(route.connect_timeout));
         peer.options.read_timeout = Some(cap(route.read_timeout));
-        peer.options.write_timeout = Some(cap(route.read_timeout));
+        // A request head without a body fits the socket buffer: a write timer per
+        // request (Pingora arms one per write) would cost more than it could catch.
+        if session.is_body_empty() {
+            peer.options.write_timeout = None;
+        } else {
+            peer.options.write_timeout = Some(cap(route.read_timeout));
+        }
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(Box::new(peer))
     }
@@ -491,28 +534,29 @@ impl ProxyHttp for GatewayProxy {
         // Forwarding headers from a trusted proxy are extended; from anyone else they
         // are replaced, so a client cannot plant an address or a scheme.
         if let Some(peer) = ctx.peer {
-            let prev: Vec<&str> = if ctx.peer_trusted {
-                upstream_request
-                    .headers
-                    .get_all("x-forwarded-for")
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect()
+            let mut buf = [0u8; 48];
+            let ip = write_ip(&mut buf, peer);
+            let prev = upstream_request.headers.get_all(X_FORWARDED_FOR);
+            let xff = if ctx.peer_trusted && prev.iter().next().is_some() {
+                let mut joined = Vec::with_capacity(64);
+                for v in prev {
+                    joined.extend_from_slice(v.as_bytes());
+                    joined.extend_from_slice(b", ");
+                }
+                joined.extend_from_slice(ip);
+                HeaderValue::from_bytes(&joined)
             } else {
-                Vec::new()
+                HeaderValue::from_bytes(ip)
             };
-            let xff = if prev.is_empty() {
-                peer.to_string()
-            } else {
-                format!("{}, {peer}", prev.join(", "))
-            };
-            upstream_request.insert_header("x-forwarded-for", xff)?;
+            if let Ok(v) = xff {
+                upstream_request.insert_header(X_FORWARDED_FOR, v)?;
+            }
         } else if !ctx.peer_trusted {
-            upstream_request.remove_header("x-forwarded-for");
+            upstream_request.remove_header(X_FORWARDED_FOR);
         }
-        if !(ctx.peer_trusted && upstream_request.headers.contains_key("x-forwarded-proto")) {
-            upstream_request
-                .insert_header("x-forwarded-proto", if ctx.tls { "https" } else { "http" })?;
+        if !(ctx.peer_trusted && upstream_request.headers.contains_key(X_FORWARDED_PROTO)) {
+            let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
+            upstream_request.insert_header(X_FORWARDED_PROTO, proto)?;
         }
         // The client identity header is ours: never pass one the client made up.
         let client_auth = ctx
@@ -848,6 +892,24 @@ mod tests {
             "2001:db8::5"
         );
         assert_eq!(client("::1", &["2001:db8::5"], &["::1/128"]), "2001:db8::5");
+    }
+
+    #[test]
+    fn ips_are_written_like_display() {
+        let mut buf = [0u8; 48];
+        for ip in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.100.255",
+            "192.168.9.99",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::ff00:42:8329",
+            "::ffff:192.0.2.1",
+        ] {
+            let parsed: IpAddr = ip.parse().unwrap();
+            assert_eq!(write_ip(&mut buf, parsed), parsed.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -112,13 +112,20 @@ fn matches_rest(m: &RouteMatch, path: &str, method: &Method, headers: &HeaderMap
 
 /// Normalize the request's host for matching: lower case, no port, no trailing dot.
 pub fn normalize_host(raw: &str) -> String {
-    let h = if raw.starts_with('[') {
+    if raw.starts_with('[') {
         // IPv6 literal: keep the brackets, drop the port.
-        raw.split_once(']').map_or(raw, |(a, _)| a).to_owned() + "]"
-    } else {
-        raw.rsplit_once(':').map_or(raw, |(h, _)| h).to_owned()
-    };
-    h.trim_end_matches('.').to_ascii_lowercase()
+        let inner = raw.split_once(']').map_or(raw, |(a, _)| a);
+        let mut h = String::with_capacity(inner.len() + 1);
+        h.push_str(inner);
+        h.push(']');
+        h.make_ascii_lowercase();
+        return h;
+    }
+    let h = raw.rsplit_once(':').map_or(raw, |(h, _)| h);
+    // One allocation, on every request.
+    let mut h = h.trim_end_matches('.').to_owned();
+    h.make_ascii_lowercase();
+    h
 }
 
 #[cfg(test)]

@@ -184,5 +184,8 @@ fn restart_needed(old: &GatewayConfig, new: &GatewayConfig) -> Option<String> {
     if old.threads != new.threads {
         why.push("server.threads changed");
     }
+    if old.work_stealing != new.work_stealing {
+        why.push("server.work_stealing changed");
+    }
     (!why.is_empty()).then(|| why.join(", "))
 }

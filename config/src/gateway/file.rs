@@ -145,6 +145,11 @@ pub struct ServerFile {
     /// Worker threads (default: number of CPUs). Needs a restart.
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Let idle worker threads take tasks from busy ones (default false: each
+    /// connection stays on the thread that accepted it, cheaper per request). Needs a
+    /// restart.
+    #[serde(default)]
+    pub work_stealing: bool,
     #[serde(default)]
     pub shutdown: ShutdownFile,
     #[serde(default)]

@@ -157,3 +157,18 @@ fn v2_bad_headers_are_refused() {
     huge.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
     assert_eq!(parse(&huge), Err(HeaderError::TooLong));
 }
+
+#[test]
+fn random_input_never_panics_and_never_overreads() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let prefixes: [&[u8]; 3] = [b"", V1_SIG, V2_SIG];
+    for i in 0..60_000 {
+        let mut buf = prefixes[i % 3].to_vec();
+        let extra = rng.random_range(0..120);
+        buf.extend((0..extra).map(|_| rng.random::<u8>()));
+        if let Ok(Some(h)) = parse(&buf) {
+            assert!(h.len <= buf.len(), "{buf:?}");
+        }
+    }
+}
