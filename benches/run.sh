@@ -1,175 +1,387 @@
 #!/usr/bin/env bash
-# Load benchmark: the gateway vs nginx as plain HTTP/1.1 reverse proxies, same run,
-# same machine, alternating rounds. Each proxy gets one worker pinned to one CPU; the
-# upstream (nginx returning a tiny body) and wrk share the other CPU.
+# One command, one run: the gateway against nginx, HAProxy, Caddy and a bare Pingora
+# proxy (benches/src/bin/bare_pingora.rs: the framework with no features), configured
+# alike: one worker thread each pinned to CPU $PROXY_CPU, keep-alive to the upstream,
+# access logs off. The upstream (nginx, `return 200`) and the load generators share
+# CPU $LOAD_CPU. Scenarios run in alternating rounds; the tables show medians.
 #
-# Reports requests/s and, more stable on a shared machine, CPU time per request of the
-# proxy process (utime+stime from /proc over the requests wrk completed).
+#   bash benches/run.sh                         # everything, 3 rounds (~15 min)
+#   ROUNDS=1 DURATION=5 bash benches/run.sh     # a quick look
+#   SCENARIOS="http latency" bash benches/run.sh
 #
-#   bash benches/run.sh            # 3 rounds of 10 s each
-#   ROUNDS=5 DURATION=20 bash benches/run.sh
+# Scenarios: http (HTTP/1.1 keep-alive), https (TLS 1.3 keep-alive), handshake (a new
+# TLS handshake per request), h2 (HTTP/2 over TLS, 8 connections x 16 streams),
+# features (the gateway with every feature built so far, vs its plain figure),
+# latency (fixed rates $RATES with oha, corrected for coordinated omission), idle
+# ($IDLE idle keep-alive connections: memory per connection).
 #
-# Writes benches/RESULTS.md.
+# CPU time per request = utime+stime of the proxy process (all its threads) from
+# /proc over the requests completed: the most stable figure on a shared machine.
+# Writes benches/RESULTS.md (keeping the sidecar section benches/sidecar.sh writes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-8}
 CONNS=${CONNS:-32}
+RATES=${RATES:-"1000 5000"}
+IDLE=${IDLE:-5000}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
+SCENARIOS=${SCENARIOS:-"http https handshake h2 features latency idle"}
+has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 need=()
-command -v nginx >/dev/null || need+=(nginx-light)
-command -v wrk >/dev/null || need+=(wrk)
-command -v cmake >/dev/null || need+=(cmake)
-command -v taskset >/dev/null || need+=(util-linux)
+for pair in nginx:nginx-light haproxy:haproxy caddy:caddy wrk:wrk h2load:nghttp2-client \
+  cmake:cmake taskset:util-linux python3:python3 curl:curl; do
+  command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
+done
 if ((${#need[@]})); then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+  # Debian starts the packaged services; this benchmark runs its own.
+  $SUDO systemctl stop nginx haproxy caddy 2>/dev/null || true
 fi
-cargo build --release -p gateway --bins
+command -v oha >/dev/null || cargo install oha --locked
+cargo build --release -p gateway -p tollgate-benches --bins
 cargo build --release -p backends-demo --example mkcerts
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+FDS=$(ulimit -n)
+MAXCONN=$((FDS / 2 - 100))   # a proxy holds two sockets per proxied connection
+if ((IDLE > MAXCONN - 200)); then IDLE=$((MAXCONN - 200)); fi
 
 work=$(mktemp -d /tmp/tollgate-bench.XXXX)
 pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() { kill -9 "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
+target/release/examples/mkcerts "$work/certs" >/dev/null
+cat "$work/certs/b.crt" "$work/certs/b.key" >"$work/certs/b.pem"
+C=$work/certs
 
 UP=127.0.0.1:18081
-NGX=127.0.0.1:18082
-GW=127.0.0.1:18083
-GW_ADMIN=127.0.0.1:18084
-NGX_TLS=127.0.0.1:18085
-GW_TLS=127.0.0.1:18086
-target/release/examples/mkcerts "$work/certs" >/dev/null
+declare -A HTTP=([nginx]=127.0.0.1:18082 [haproxy]=127.0.0.1:18088 [caddy]=127.0.0.1:18090
+  [bare-pingora]=127.0.0.1:18087 [gateway]=127.0.0.1:18083)
+declare -A TLS=([nginx]=127.0.0.1:18085 [haproxy]=127.0.0.1:18089 [caddy]=127.0.0.1:18091
+  [gateway]=127.0.0.1:18086)
+GWF=127.0.0.1:18092           # the gateway with every feature on
+ALL=(nginx haproxy caddy bare-pingora gateway)
+TLS_PROXIES=(nginx haproxy caddy gateway)
 
 mkdir -p "$work/up" "$work/ngx"
 cat >"$work/up/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/up/nginx.pid;
-error_log $work/up/error.log warn;
+worker_processes 1; daemon off; pid $work/up/nginx.pid; error_log $work/up/error.log warn;
 events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen $UP; location / { return 200 "ok\n"; } }
-}
+http { access_log off; keepalive_requests 10000000;
+  server { listen $UP backlog=4096; location / { return 200 "ok\n"; } } }
 CONF
 cat >"$work/ngx/nginx.conf" <<CONF
-worker_processes 1;
-daemon off;
-pid $work/ngx/nginx.pid;
-error_log $work/ngx/error.log warn;
-events { worker_connections 4096; }
+worker_processes 1; daemon off; pid $work/ngx/nginx.pid; error_log $work/ngx/error.log warn;
+worker_rlimit_nofile $FDS;
+events { worker_connections $MAXCONN; }
 http {
-  access_log off;
-  keepalive_requests 1000000;
+  access_log off; keepalive_requests 10000000; keepalive_timeout 120s;
   upstream up { server $UP; keepalive 64; }
   server {
-    listen $NGX;
-    listen $NGX_TLS ssl http2;
-    ssl_certificate $work/certs/b.crt; ssl_certificate_key $work/certs/b.key;
+    listen ${HTTP[nginx]};
+    listen ${TLS[nginx]} ssl http2;
+    ssl_certificate $C/b.crt; ssl_certificate_key $C/b.key;
     ssl_protocols TLSv1.2 TLSv1.3;
     location / {
-      proxy_pass http://up;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection "";
       proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
     }
   }
 }
 CONF
+cat >"$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn $MAXCONN
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 120s
+  timeout server 60s
+  timeout http-keep-alive 120s
+  option http-keep-alive
+  option forwardfor
+  http-reuse always
+frontend f
+  bind ${HTTP[haproxy]}
+  bind ${TLS[haproxy]} ssl crt $C/b.pem alpn h2,http/1.1
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  default_backend b
+backend b
+  server up $UP
+CONF
+cat >"$work/Caddyfile" <<CONF
+{
+  admin off
+  auto_https off
+  default_sni b.bench.local   # clients connecting to an IP send no SNI
+}
+http://${HTTP[caddy]} {
+  bind 127.0.0.1
+  reverse_proxy $UP
+}
+https://${TLS[caddy]} {
+  bind 127.0.0.1
+  tls $C/b.crt $C/b.key
+  reverse_proxy $UP
+}
+CONF
 cat >"$work/gateway.yaml" <<CONF
 listeners:
-  - { name: http, address: "$GW" }
+  - { name: http, address: "${HTTP[gateway]}" }
   - name: https
-    address: "$GW_TLS"
-    tls: { certificates: [{ cert: $work/certs/b.crt, key: $work/certs/b.key }] }
-admin: { address: "$GW_ADMIN" }
+    address: "${TLS[gateway]}"
+    tls: { certificates: [{ cert: $C/b.crt, key: $C/b.key }] }
+admin: { address: "127.0.0.1:18084" }
 server: { threads: 1 }
 routes: [{ name: all, upstream: up }]
 upstreams: { up: { endpoints: [{ address: "$UP" }] } }
 CONF
+# Every gateway feature built so far: TLS, route matching among several routes, request
+# timeout, retries, HSTS, zone-aware least-request balancing, active health checks,
+# outlier detection, trusted proxies, metrics (always on). Not built yet: WAF, rate
+# limiting, access log (see the features table).
+cat >"$work/gateway-features.yaml" <<CONF
+zone: z1
+region: r1
+listeners:
+  - name: https
+    address: "$GWF"
+    trusted_proxies: [10.0.0.0/8]
+    tls: { certificates: [{ cert: $C/b.crt, key: $C/b.key }] }
+admin: { address: "127.0.0.1:18095" }
+server: { threads: 1 }
+routes:
+  - { name: admin, match: { host: admin.example.com }, upstream: up }
+  - { name: api-v2, match: { path_prefix: /v2/, methods: [POST] }, upstream: up }
+  - name: all
+    upstream: up
+    timeouts: { connect: 1s, read: 5s, request: 10s }
+    retry: { attempts: 2, on: [connect-failure, 502, 503] }
+    hsts: { max_age: 365d }
+upstreams:
+  up:
+    balance: least_request
+    zone_aware: { min_local_healthy: 50% }
+    endpoints: [{ address: "$UP", zone: z1 }]
+    health_check: { path: /, interval: 1s }
+    outlier_detection: { consecutive_failures: 5 }
+CONF
+target/release/gateway validate "$work/gateway-features.yaml" >/dev/null
 
+on() { taskset -c "$1" "${@:2}"; }
+# Started with taskset directly (not through a function), so $! is the proxy's pid.
 taskset -c "$LOAD_CPU" nginx -c "$work/up/nginx.conf" & pids+=($!)
 taskset -c "$PROXY_CPU" nginx -c "$work/ngx/nginx.conf" & pids+=($!)
+taskset -c "$PROXY_CPU" haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
+declare -A PID=([haproxy]=$!)
+GOMAXPROCS=1 taskset -c "$PROXY_CPU" caddy run --config "$work/Caddyfile" --adapter caddyfile 2>"$work/caddy.log" & pids+=($!)
+PID[caddy]=$!
+taskset -c "$PROXY_CPU" target/release/bare-pingora "${HTTP[bare-pingora]}" "$UP" 1 nosteal 2>"$work/bare.log" & pids+=($!)
+PID[bare-pingora]=$!
 RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/gateway --config "$work/gateway.yaml" 2>"$work/gateway.log" & pids+=($!)
-sleep 1
-curl -sf "http://$NGX/" >/dev/null && curl -sf "http://$GW/" >/dev/null || { echo "proxies did not start"; cat "$work"/*/error.log "$work/gateway.log"; exit 1; }
-
-# The nginx worker is the child of the master we started.
-ngx_master=$(cat "$work/ngx/nginx.pid")
-ngx_worker=$(pgrep -P "$ngx_master" | head -1)
-gw_pid=$(pgrep -f "target/release/gateway --config $work/gateway.yaml" | head -1)
+PID[gateway]=$!
+if has features; then
+  RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/gateway --config "$work/gateway-features.yaml" 2>"$work/gateway-features.log" & pids+=($!)
+  PID[gateway-features]=$!
+fi
+for _ in $(seq 50); do
+  ok=1
+  for p in "${ALL[@]}"; do curl -sf -o /dev/null "http://${HTTP[$p]}/" || ok=0; done
+  ((ok)) && break
+  sleep 0.2
+done
+for p in "${ALL[@]}"; do
+  curl -sf -o /dev/null "http://${HTTP[$p]}/" || { echo "$p is not answering"; tail -n 20 "$work"/*.log "$work"/*/error.log; exit 1; }
+done
+PID[nginx]=$(pgrep -P "$(cat "$work/ngx/nginx.pid")" | head -1)
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_kb() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
-
 declare -A RPS CPU
-run() { # name pid url [wrk args...]
-  local name=$1 pid=$2 url=$3 before after out reqs
+
+record() { # key pid-ticks-before pid-ticks-after requests rps
+  local us
+  us=$(awk -v t=$(($3 - $2)) -v hz="$hz" -v r="$4" 'BEGIN { printf "%.2f", (r > 0) ? t / hz * 1e6 / r : 0 }')
+  printf "  %-28s %10.0f req/s %8s us CPU/request\n" "$1" "$5" "$us"
+  RPS[$1]+="$5 "; CPU[$1]+="$us "
+}
+wrk_run() { # key pid url [wrk args]
+  local key=$1 pid=$2 url=$3 b a out
   shift 3
-  before=$(cpu_ticks "$pid")
-  out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "$@" "$url")
-  after=$(cpu_ticks "$pid")
-  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  local errors; errors=$(echo "$out" | awk '/Non-2xx|Socket errors/' | tr '\n' ' ')
-  local rps; rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  # CPU microseconds per request.
-  local us; us=$(awk -v t=$((after - before)) -v hz="$hz" -v r="$reqs" 'BEGIN { printf "%.2f", t / hz * 1e6 / r }')
-  echo "  $name: $rps req/s, $us us CPU/request ${errors}"
-  RPS[$name]+="$rps "
-  CPU[$name]+="$us "
+  b=$(cpu_ticks "$pid")
+  out=$(on "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"${DURATION}s" "$@" "$url")
+  a=$(cpu_ticks "$pid")
+  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then echo "  $key: $(echo "$out" | grep "Non-2xx\|Socket errors" | tr -s ' ' | tr '\n' ' ')"; fi
+  record "$key" "$b" "$a" "$(echo "$out" | awk '/requests in/ {print $1}')" "$(echo "$out" | awk '/Requests\/sec/ {print $2}')"
+}
+h2_run() { # key pid url
+  local b a out
+  b=$(cpu_ticks "$2")
+  out=$(on "$LOAD_CPU" h2load -D "$DURATION" -c 8 -m 16 -t 1 "$3" 2>&1)
+  a=$(cpu_ticks "$2")
+  record "$1" "$b" "$a" "$(echo "$out" | awk '/^requests:/ {print $8}')" "$(echo "$out" | awk '/^finished in/ {print $4}')"
 }
 
-# Warm up both (connection pools, page cache).
-taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://$NGX/" >/dev/null
-taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s "http://$GW/" >/dev/null
+declare -A P50 P99 P999
+latency_run() { # key url rate
+  local out p50 p99 p999
+  out=$(on "$LOAD_CPU" oha -z "${DURATION}s" -q "$3" -c 64 --latency-correction --no-tui --output-format json "$2" 2>/dev/null)
+  read -r p50 p99 p999 <<<"$(echo "$out" | python3 -c '
+import json,sys
+d=json.load(sys.stdin); p=d["latencyPercentiles"]
+print(p["p50"]*1e6, p["p99"]*1e6, p["p99.9"]*1e6)')"
+  printf "  %-28s p50 %7.0f us  p99 %7.0f us  p99.9 %7.0f us\n" "$1" "$p50" "$p99" "$p999"
+  P50[$1]+="$p50 "; P99[$1]+="$p99 "; P999[$1]+="$p999 "
+}
+
+# Warm up: connection pools, page cache, lazy initialisation.
+for p in "${ALL[@]}"; do on "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "http://${HTTP[$p]}/" >/dev/null; done
+
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS"
-  run nginx "$ngx_worker" "http://$NGX/"
-  run gateway "$gw_pid" "http://$GW/"
-  run nginx-https "$ngx_worker" "https://$NGX_TLS/"
-  run gateway-https "$gw_pid" "https://$GW_TLS/"
-  run nginx-handshake "$ngx_worker" "https://$NGX_TLS/" -H "Connection: close"
-  run gateway-handshake "$gw_pid" "https://$GW_TLS/" -H "Connection: close"
+  if has http; then for p in "${ALL[@]}"; do wrk_run "http/$p" "${PID[$p]}" "http://${HTTP[$p]}/"; done; fi
+  if has https; then for p in "${TLS_PROXIES[@]}"; do wrk_run "https/$p" "${PID[$p]}" "https://${TLS[$p]}/"; done; fi
+  if has handshake; then
+    for p in "${TLS_PROXIES[@]}"; do wrk_run "handshake/$p" "${PID[$p]}" "https://${TLS[$p]}/" -H "Connection: close"; done
+  fi
+  if has h2; then for p in "${TLS_PROXIES[@]}"; do h2_run "h2/$p" "${PID[$p]}" "https://${TLS[$p]}/"; done; fi
+  if has features; then
+    wrk_run "features/gateway-plain-https" "${PID[gateway]}" "https://${TLS[gateway]}/"
+    wrk_run "features/gateway-all" "${PID[gateway-features]}" "https://$GWF/" -H "X-Forwarded-For: 203.0.113.9"
+  fi
+  if has latency; then
+    for rate in $RATES; do for p in "${ALL[@]}"; do latency_run "$rate/$p" "http://${HTTP[$p]}/" "$rate"; done; done
+  fi
 done
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END { if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
-med() { echo "$1" | median; }
-n_rss=$(rss_kb "$ngx_worker"); g_rss=$(rss_kb "$gw_pid")
-row() { # label nginx-name gateway-name
-  local nr gr nc gc
-  nr=$(med "${RPS[$2]}"); gr=$(med "${RPS[$3]}"); nc=$(med "${CPU[$2]}"); gc=$(med "${CPU[$3]}")
-  awk -v l="$1" -v nr="$nr" -v gr="$gr" -v nc="$nc" -v gc="$gc" 'BEGIN {
-    printf "| %s | %.0f | %.0f | **%.2f** | %.2f | %.2f | **%.2f** |\n", l, nr, gr, gr / nr, nc, gc, gc / nc }'
+declare -A IDLE_KIB IDLE_BEFORE IDLE_AFTER
+if has idle; then
+  echo "idle connections: $IDLE per proxy"
+  for p in "${ALL[@]}"; do
+    before=$(rss_kb "${PID[$p]}")
+    # Open the connections, send one request on each, keep them open while we read RSS.
+    after=$(on "$LOAD_CPU" python3 - "${HTTP[$p]}" "$IDLE" "${PID[$p]}" <<'PY'
+import asyncio, sys
+host, port = sys.argv[1].rsplit(":", 1); n = int(sys.argv[2]); pid = sys.argv[3]
+failed = 0
+async def one(conns):
+    global failed
+    r, w = await asyncio.open_connection(host, int(port))
+    w.write(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"); await w.drain()
+    head = (await r.readuntil(b"\r\n\r\n")).decode("latin-1").lower()
+    length = [int(l.split(":")[1]) for l in head.split("\r\n") if l.startswith("content-length:")]
+    await r.readexactly(length[0] if length else 0)
+    if not head.startswith("http/1.1 200"): failed += 1
+    conns.append(w)
+async def main():
+    conns, sem = [], asyncio.Semaphore(50)
+    async def guarded():
+        async with sem: await one(conns)
+    await asyncio.gather(*(guarded() for _ in range(n)))
+    await asyncio.sleep(1)
+    rss = [l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmRSS")][0]
+    if failed: print(f"{failed} of {n} requests were not answered 200", file=sys.stderr)
+    print(rss)
+    for w in conns: w.close()
+asyncio.run(main())
+PY
+)
+    IDLE_BEFORE[$p]=$before; IDLE_AFTER[$p]=$after
+    IDLE_KIB[$p]=$(awk -v a="$after" -v b="$before" -v n="$IDLE" 'BEGIN { printf "%.1f", (a - b) / n }')
+    echo "  $p: RSS $((before / 1024)) -> $((after / 1024)) MiB, ${IDLE_KIB[$p]} KiB per connection"
+    sleep 2
+  done
+fi
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END { if (NR == 0) print 0; else if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+med() { echo "${1:-}" | median; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+throughput_table() { # scenario proxies...
+  local s=$1 n b p
+  shift
+  n=$(med "${CPU[$s/nginx]:-}"); b=$(med "${CPU[$s/bare-pingora]:-}")
+  echo "| proxy | req/s | CPU us/request | CPU vs nginx | CPU vs bare Pingora |"
+  echo "|---|---:|---:|---:|---:|"
+  for p in "$@"; do
+    local c; c=$(med "${CPU[$s/$p]:-}")
+    local vb="-"; [ -n "${CPU[$s/bare-pingora]:-}" ] && vb=$(ratio "$c" "$b")
+    printf "| %s | %.0f | %.2f | %s | %s |\n" "$p" "$(med "${RPS[$s/$p]:-}")" "$c" "$(ratio "$c" "$n")" "$vb"
+  done
 }
-# Keep the sections other scripts write (benches/sidecar.sh).
+rssmib() { awk -v k="$(rss_kb "$1")" 'BEGIN { printf "%.1f", k / 1024 }'; }
 others=$(awk '/^## Sidecar mTLS hop/ {keep=1} keep' benches/RESULTS.md 2>/dev/null || true)
 {
   echo "# Benchmark results"
   echo
-  echo "Generated by \`bash benches/run.sh\` on $(date -u +%Y-%m-%d)."
+  echo "Generated by \`bash benches/run.sh\` on $(date -u +%Y-%m-%d) (scenarios: $SCENARIOS; $ROUNDS alternating rounds of ${DURATION}s, medians)."
   echo
-  echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME")."
-  echo "Versions: $(nginx -v 2>&1 | sed 's/.*: //'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), gateway $(git rev-parse --short HEAD 2>/dev/null || echo unknown) (Pingora 0.9, release profile: fat LTO, 1 codegen unit)."
+  echo "Machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(. /etc/os-release; echo "$PRETTY_NAME"), kernel $(uname -r)."
+  echo "Versions: $(nginx -v 2>&1 | sed 's/.*: //'), HAProxy $(haproxy -v | awk 'NR==1 {print $3}'), Caddy $(caddy version | awk '{print $1}'), $(wrk -v 2>&1 | head -1 | awk '{print $1, $2}'), $(h2load --version | head -1), $(oha --version);"
+  echo "gateway and bare Pingora at $(git rev-parse --short HEAD 2>/dev/null || echo unknown) (Pingora 0.9, release profile: fat LTO, 1 codegen unit, mimalloc, no work stealing)."
   echo
-  echo "## Gateway vs nginx as a reverse proxy, tiny responses"
+  echo "Each proxy: one worker thread pinned to CPU $PROXY_CPU (nginx \`worker_processes 1\`, HAProxy \`nbthread 1\`, Caddy \`GOMAXPROCS=1\`,"
+  echo "Pingora \`threads: 1\`), keep-alive to the upstream, X-Forwarded-For added, access logs off. Upstream (nginx \`return 200\`, 3-byte body)"
+  echo "and load generators on CPU $LOAD_CPU. CPU time per request = the proxy process's utime+stime (all threads) / requests completed."
+  echo "TLS: ECDSA P-256 certificate, TLS 1.3 (wrk, h2load). Bare Pingora: benches/src/bin/bare_pingora.rs, a \`ProxyHttp\` that only picks the upstream."
+  for s in http https handshake h2; do
+    has "$s" || continue
+    echo
+    case $s in
+      http) echo "## HTTP/1.1 keep-alive (wrk -c$CONNS)"; echo; throughput_table http "${ALL[@]}" ;;
+      https) echo "## HTTPS keep-alive (wrk -c$CONNS, TLS 1.3)"; echo; throughput_table https "${TLS_PROXIES[@]}" ;;
+      handshake) echo "## A new TLS handshake per request (wrk -c$CONNS, \`Connection: close\`): req/s = handshakes/s"; echo; throughput_table handshake "${TLS_PROXIES[@]}" ;;
+      h2) echo "## HTTP/2 over TLS, multiplexed (h2load -c8 -m16)"; echo; throughput_table h2 "${TLS_PROXIES[@]}" ;;
+    esac
+  done
+  if has features; then
+    plain=$(med "${CPU[http/gateway]:-}"); tls=$(med "${CPU[features/gateway-plain-https]}"); all=$(med "${CPU[features/gateway-all]}")
+    echo
+    echo "## The gateway with every feature built so far"
+    echo
+    echo "TLS termination, 3 routes, request timeout, retries, HSTS, zone-aware least-request balancing, active health checks,"
+    echo "outlier detection, trusted proxies (client sends X-Forwarded-For), metrics. WAF, rate limiting and access logs are not built yet."
+    echo
+    echo "| gateway | req/s | CPU us/request | vs plain HTTP |"
+    echo "|---|---:|---:|---:|"
+    printf "| plain HTTP | %.0f | %.2f | 1.00 |\n" "$(med "${RPS[http/gateway]:-}")" "$plain"
+    printf "| plain HTTPS | %.0f | %.2f | %s |\n" "$(med "${RPS[features/gateway-plain-https]}")" "$tls" "$(ratio "$tls" "$plain")"
+    printf "| every feature (HTTPS) | %.0f | %.2f | %s |\n" "$(med "${RPS[features/gateway-all]}")" "$all" "$(ratio "$all" "$plain")"
+  fi
+  if has latency; then
+    echo
+    echo "## Latency at fixed rates (HTTP/1.1, oha -c64 with latency correction, microseconds)"
+    echo
+    header="| proxy |"; sep="|---|"
+    for rate in $RATES; do header+=" $rate/s p50 | p99 | p99.9 |"; sep+="---:|---:|---:|"; done
+    echo "$header"; echo "$sep"
+    for p in "${ALL[@]}"; do
+      line="| $p |"
+      for rate in $RATES; do
+        line+=$(printf " %.0f | %.0f | %.0f |" "$(med "${P50[$rate/$p]:-}")" "$(med "${P99[$rate/$p]:-}")" "$(med "${P999[$rate/$p]:-}")")
+      done
+      echo "$line"
+    done
+  fi
+  if has idle; then
+    echo
+    echo "## Memory: $IDLE idle keep-alive connections (one request each, then idle)"
+    echo
+    echo "| proxy | RSS before | RSS with the connections | per connection |"
+    echo "|---|---:|---:|---:|"
+    for p in "${ALL[@]}"; do
+      printf "| %s | %.1f MiB | %.1f MiB | %s KiB |\n" "$p" "$(awk -v k="${IDLE_BEFORE[$p]}" 'BEGIN { print k / 1024 }')" "$(awk -v k="${IDLE_AFTER[$p]}" 'BEGIN { print k / 1024 }')" "${IDLE_KIB[$p]}"
+    done
+  fi
   echo
-  echo "One proxy worker pinned to CPU $PROXY_CPU; upstream (nginx, \`return 200\`) and wrk (-t1 -c$CONNS, ${DURATION}s) on CPU $LOAD_CPU;"
-  echo "$ROUNDS alternating rounds, medians. CPU time per request = proxy process utime+stime / requests completed."
-  echo
-  echo "| scenario | nginx req/s | gateway req/s | gateway/nginx | nginx CPU us/req | gateway CPU us/req | gateway/nginx |"
-  echo "|---|---:|---:|---:|---:|---:|---:|"
-  row "HTTP/1.1 keep-alive" nginx gateway
-  row "HTTPS keep-alive (TLS 1.3)" nginx-https gateway-https
-  row "HTTPS, new TLS handshake per request" nginx-handshake gateway-handshake
-  echo
-  echo "Resident memory after the runs: nginx worker $((n_rss / 1024)) MiB, gateway $((g_rss / 1024)) MiB."
-  echo 'The handshake row is handshakes per second (wrk with `Connection: close`; ECDSA P-256 certificate).' 
+  echo "Resident memory at the end: nginx worker $(rssmib "${PID[nginx]}") MiB, HAProxy $(rssmib "${PID[haproxy]}") MiB, Caddy $(rssmib "${PID[caddy]}") MiB, bare Pingora $(rssmib "${PID[bare-pingora]}") MiB, gateway $(rssmib "${PID[gateway]}") MiB."
   if [ -n "$others" ]; then echo; echo "$others"; fi
 } > benches/RESULTS.md.new
 mv benches/RESULTS.md.new benches/RESULTS.md
