@@ -301,7 +301,11 @@ PY
   done
 fi
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END { if (NR == 0) print 0; else if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
+# Keep the raw measurements next to the logs, in case the report needs a second look.
+declare -p RPS CPU P50 P99 P999 IDLE_KIB IDLE_BEFORE IDLE_AFTER PID >"$work/raw.sh"
+echo "raw measurements: $work/raw.sh"
+
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{a[NR]=$1} END { if (NR == 0) print 0; else if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2 }'; }
 med() { echo "${1:-}" | median; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 throughput_table() { # scenario proxies...
@@ -379,6 +383,22 @@ others=$(awk '/^## Sidecar mTLS hop/ {keep=1} keep' benches/RESULTS.md 2>/dev/nu
     for p in "${ALL[@]}"; do
       printf "| %s | %.1f MiB | %.1f MiB | %s KiB |\n" "$p" "$(awk -v k="${IDLE_BEFORE[$p]}" 'BEGIN { print k / 1024 }')" "$(awk -v k="${IDLE_AFTER[$p]}" 'BEGIN { print k / 1024 }')" "${IDLE_KIB[$p]}"
     done
+  fi
+  if has http && has latency && has features; then
+    g=$(med "${CPU[http/gateway]}"); n=$(med "${CPU[http/nginx]}"); b=$(med "${CPU[http/bare-pingora]}")
+    f=$(med "${CPU[features/gateway-all]}")
+    last_rate=${RATES##* }
+    gp=$(med "${P99[$last_rate/gateway]}"); np=$(med "${P99[$last_rate/nginx]}")
+    verdict() { awk -v r="$1" -v max="$2" 'BEGIN { print (r <= max) ? "yes" : "no" }'; }
+    echo
+    echo "## Goals"
+    echo
+    echo "| goal | measured | met |"
+    echo "|---|---:|---|"
+    echo "| plain HTTP: gateway CPU/request <= nginx | $(ratio "$g" "$n")x | $(verdict "$(ratio "$g" "$n")" 1) |"
+    echo "| plain HTTP: within 10% of bare Pingora | $(ratio "$g" "$b")x | $(verdict "$(ratio "$g" "$b")" 1.10) |"
+    echo "| every feature: CPU/request <= 1.5x plain | $(ratio "$f" "$g")x | $(verdict "$(ratio "$f" "$g")" 1.5) |"
+    echo "| p99 at $last_rate req/s <= nginx | $(ratio "$gp" "$np")x ($(printf %.0f "$gp") vs $(printf %.0f "$np") us) | $(verdict "$(ratio "$gp" "$np")" 1) |"
   fi
   echo
   echo "Resident memory at the end: nginx worker $(rssmib "${PID[nginx]}") MiB, HAProxy $(rssmib "${PID[haproxy]}") MiB, Caddy $(rssmib "${PID[caddy]}") MiB, bare Pingora $(rssmib "${PID[bare-pingora]}") MiB, gateway $(rssmib "${PID[gateway]}") MiB."

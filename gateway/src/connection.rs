@@ -51,10 +51,9 @@ impl ListenerTable {
         let local = stream
             .get_socket_digest()
             .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())?;
-        self.entries.iter().find(|e| {
-            e.address.port() == local.port()
-                && (e.address.ip().is_unspecified() || e.address.ip() == local.ip())
-        })
+        self.entries
+            .iter()
+            .find(|e| crate::snapshot::listens_on(e.address, local))
     }
 }
 

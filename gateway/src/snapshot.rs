@@ -27,10 +27,10 @@ pub struct Snapshot {
 impl Snapshot {
     /// The listener a connection arrived on, from its local address.
     pub fn listener_index(&self, local: std::net::SocketAddr) -> Option<usize> {
-        self.config.listeners.iter().position(|l: &Listener| {
-            l.address.port() == local.port()
-                && (l.address.ip().is_unspecified() || l.address.ip() == local.ip())
-        })
+        self.config
+            .listeners
+            .iter()
+            .position(|l: &Listener| listens_on(l.address, local))
     }
 
     /// Build a snapshot, carrying over live endpoint state (health, ejections, in-flight,
@@ -65,4 +65,10 @@ impl Snapshot {
             loaded_at_unix: tollgate_config::metrics::unix_now(),
         }
     }
+}
+
+/// Whether a listener bound to `bound` accepted a connection whose local address is
+/// `local` (a wildcard address accepts on every interface).
+pub fn listens_on(bound: std::net::SocketAddr, local: std::net::SocketAddr) -> bool {
+    bound.port() == local.port() && (bound.ip().is_unspecified() || bound.ip() == local.ip())
 }

@@ -23,11 +23,16 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let loaded = sidecar::load(path)?;
     let identity = IdentityStore::load(&loaded.config.identity)?;
     let threads = loaded.config.threads;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .thread_name("sidecar")
-        .build()?;
+    // One thread: a current-thread runtime, with no cross-thread wake-ups between the
+    // thread blocked in `block_on` and a single worker (measured in benches/sidecar.sh).
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    let rt = builder.enable_all().thread_name("sidecar").build()?;
     rt.block_on(serve(path, loaded, identity))
 }
 

@@ -57,7 +57,8 @@ inbound:
   forward_to: "${{APP}}"
   allow: [{}]
 admin: {{ address: "${{ADMIN}}" }}
-server: {{ shutdown: {{ drain_delay: 0s, grace_period: 5s }} }}
+# Two threads: B runs the multi-thread runtime, A (default 1) the current-thread one.
+server: {{ threads: 2, shutdown: {{ drain_delay: 0s, grace_period: 5s }} }}
 "#,
         allow.join(", ")
     )
