@@ -105,15 +105,16 @@ CONF
 cat "$work/certs/a.crt" "$work/certs/a.key" >"$work/certs/a.pem"
 cat "$work/certs/b.crt" "$work/certs/b.key" >"$work/certs/b.pem"
 # The same hop with HAProxy: A speaks HTTP/1.1 over mTLS to B, reusing connections.
-cat >"$work/ha.cfg" <<CONF
-global
+HA_COMMON="global
   nbthread 1
 defaults
   mode http
   timeout connect 5s
   timeout client 60s
   timeout server 60s
-  http-reuse always
+  http-reuse always"
+cat >"$work/ha.cfg" <<CONF
+$HA_COMMON
 frontend b_in
   bind $HB_IN ssl crt $work/certs/b.pem ca-file $work/certs/ca.crt verify required ssl-min-ver TLSv1.3
   default_backend app
@@ -121,14 +122,7 @@ backend app
   server app $APP
 CONF
 cat >"$work/ha-a.cfg" <<CONF
-global
-  nbthread 1
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  http-reuse always
+$HA_COMMON
 frontend a_out
   bind $HA_OUT
   default_backend peer
