@@ -774,6 +774,21 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
+    /// A client that went away before its answer is not a gateway failure: it is
+    /// counted (`status="error"` in `gateway_requests_total`) and logged at debug, so
+    /// ERROR lines stay about the gateway and its upstreams.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+        let client_gone = *e.esource() == ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            );
+        if client_gone {
+            tracing::debug!("client went away: {e}");
+        }
+        client_gone
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         // An attempt still open here ended with the response: success unless it errored
         // on the upstream side.

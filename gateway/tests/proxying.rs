@@ -365,3 +365,43 @@ async fn ready_means_the_listeners_accept() {
         std::net::TcpStream::connect(gw.listen).expect("listener accepts once ready");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_is_counted_not_logged_as_an_error() {
+    use tokio::io::AsyncWriteExt;
+    let backend = Backend::builder().id("slow").spawn().await.unwrap();
+    backend.fault("latency=400ms").await.unwrap();
+    let gw = Gateway::start(&base(
+        "  - { name: all, upstream: slow }",
+        &format!(
+            "  slow: {{ endpoints: [{{ address: {} }}] }}",
+            backend.addr()
+        ),
+    ))
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+        s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        drop(s);
+    }
+    wait_until(Duration::from_secs(5), || async {
+        gw.metric(
+            "gateway_requests_total",
+            &[("route", "all"), ("status", "error")],
+        )
+        .await
+        .unwrap()
+            >= 3.0
+    })
+    .await
+    .expect("the abandoned requests are counted");
+    let log = gw.log();
+    assert!(
+        !log.contains("Downstream ConnectionClosed") && !log.contains("ERROR"),
+        "{log}"
+    );
+}
