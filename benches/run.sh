@@ -9,6 +9,9 @@
 #   ROUNDS=1 DURATION=5 bash benches/run.sh     # a quick look
 #   SCENARIOS="http latency" bash benches/run.sh
 #
+# With the `sidecar` scenario (on by default) it then runs benches/sidecar.sh, which
+# rewrites the sidecar section of RESULTS.md: one command regenerates the whole file.
+#
 # Scenarios: http (HTTP/1.1 keep-alive), https (TLS 1.3 keep-alive), handshake (a new
 # TLS handshake per request), h2 (HTTP/2 over TLS, 8 connections x 16 streams),
 # features (the gateway with every feature built so far, vs its plain figure),
@@ -27,7 +30,7 @@ RATES=${RATES:-"1000 5000"}
 IDLE=${IDLE:-5000}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-SCENARIOS=${SCENARIOS:-"http https handshake h2 features latency idle"}
+SCENARIOS=${SCENARIOS:-"http https handshake h2 features latency idle sidecar"}
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 need=()
@@ -406,3 +409,9 @@ others=$(awk '/^## Sidecar mTLS hop/ {keep=1} keep' benches/RESULTS.md 2>/dev/nu
 } > benches/RESULTS.md.new
 mv benches/RESULTS.md.new benches/RESULTS.md
 cat benches/RESULTS.md
+if has sidecar; then
+  # Stop this run's proxies first: the sidecar benchmark uses the same pinned CPUs.
+  cleanup
+  trap - EXIT
+  bash benches/sidecar.sh
+fi
