@@ -234,3 +234,33 @@ async fn listener_changes_are_reported_as_needing_a_restart() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn proxy_protocol_and_work_stealing_changes_need_a_restart() {
+    let a = Backend::builder().id("a").spawn().await.unwrap();
+    let cfg = config(
+        "  - { name: one, upstream: first }",
+        &format!("  first: {{ endpoints: [{{ address: {} }}] }}", a.addr()),
+    );
+    let gw = Gateway::start(&cfg).await.unwrap();
+    let changed = cfg
+        .replace(
+            "listeners: [{ name: http, address: \"${LISTEN}\" }]",
+            "listeners: [{ name: http, address: \"${LISTEN}\", proxy_protocol: true }]",
+        )
+        .replace(
+            "server: { threads: 1 }",
+            "server: { threads: 1, work_stealing: true }",
+        );
+    gw.write_config(&changed).unwrap();
+    let (status, _) = gw.reload().await.unwrap();
+    assert_eq!(status, 200);
+    let c = gw.admin_json("/config").await.unwrap();
+    assert_eq!(
+        c["restart_required"],
+        "listeners changed, server.work_stealing changed"
+    );
+    // Still serving as started: plain HTTP, no PROXY header expected.
+    let r = test_client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

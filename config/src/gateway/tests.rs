@@ -218,3 +218,13 @@ fn bad_trusted_proxies_are_reported_with_their_index() {
         "{e}"
     );
 }
+
+#[test]
+fn work_stealing_is_off_unless_asked() {
+    let base = "listeners:\n  - { name: edge, address: 127.0.0.1:8080 }\n";
+    assert!(!load_str(base).unwrap().config.work_stealing);
+    let on = format!("{base}server: {{ work_stealing: true }}\n");
+    assert!(load_str(&on).unwrap().config.work_stealing);
+    let e = err_of(&format!("{base}server: {{ work_stealing: maybe }}\n"));
+    assert!(e.contains("work_stealing"), "{e}");
+}
