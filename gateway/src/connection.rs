@@ -31,6 +31,8 @@ struct Entry {
     address: SocketAddr,
     name: String,
     proxy_protocol: bool,
+    /// `gateway_tls_handshakes_started_total` for this listener, resolved once.
+    handshakes_started: prometheus::IntCounter,
 }
 
 impl ListenerTable {
@@ -42,6 +44,7 @@ impl ListenerTable {
                     address: l.address,
                     name: l.name.clone(),
                     proxy_protocol: l.proxy_protocol,
+                    handshakes_started: TLS_METRICS.started.with_label_values(&[&l.name]),
                 })
                 .collect(),
         }
@@ -58,8 +61,8 @@ impl ListenerTable {
 }
 
 /// Read the PROXY protocol header if the listener expects one.
-async fn prelude(table: &ListenerTable, stream: &mut L4Stream) -> Result<(), String> {
-    match table.find(stream) {
+async fn prelude(listener: Option<&Entry>, stream: &mut L4Stream) -> Result<(), String> {
+    match listener {
         Some(e) if e.proxy_protocol => proxy_protocol::accept(stream, &e.name)
             .await
             .map(|_| ())
@@ -76,10 +79,11 @@ pub struct PreTls {
 #[async_trait]
 impl PreTlsProcess for PreTls {
     async fn process(&self, stream: &mut L4Stream) -> pingora_error::Result<()> {
-        if let Some(e) = self.table.find(stream) {
-            TLS_METRICS.started.with_label_values(&[&e.name]).inc();
+        let listener = self.table.find(stream);
+        if let Some(e) = listener {
+            e.handshakes_started.inc();
         }
-        prelude(&self.table, stream)
+        prelude(listener, stream)
             .await
             .map_err(|e| Error::explain(ErrorType::HandshakeError, e))
     }
@@ -104,7 +108,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for App<A> {
             let Ok(mut l4) = stream.into_any().downcast::<L4Stream>() else {
                 return None;
             };
-            if let Err(e) = prelude(&self.table, &mut l4).await {
+            if let Err(e) = prelude(self.table.find(&l4), &mut l4).await {
                 let peer = l4.get_socket_digest().and_then(|d| d.peer_addr().cloned());
                 crate::trace::warn_sampled(
                     "proxy_protocol",
