@@ -642,6 +642,19 @@ async fn proxy_protocol_on_a_tls_listener() {
     assert_eq!(s.backend.stats().await.unwrap().requests, 2);
 }
 
+/// `gateway validate FILE`: exit code and stderr.
+fn validate(file: &Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .arg("validate")
+        .arg(file)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn validate_checks_certificates() {
     let dir = tempfile::tempdir().unwrap();
@@ -656,13 +669,8 @@ fn validate_checks_certificates() {
         "listeners:\n  - name: https\n    address: 127.0.0.1:8443\n    tls: { certificates: [{ cert: a.crt, key: a.key }] }\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("validate")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let (code, err) = validate(&file);
+    assert_eq!(code, Some(1));
     assert!(err.contains("a.crt") && err.contains("expired"), "{err}");
 }
 
@@ -809,11 +817,7 @@ async fn tls_to_upstreams_verifies_the_endpoint_certificate() {
         "listeners: [{ name: h, address: 127.0.0.1:1 }]\nroutes: [{ name: r, upstream: u }]\nupstreams:\n  u:\n    endpoints: [{ address: 127.0.0.1:2 }]\n    tls: { sni: a.internal, ca: missing-ca.crt }\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .arg("validate")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("missing-ca.crt"));
+    let (code, err) = validate(&file);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("missing-ca.crt"), "{err}");
 }
