@@ -164,7 +164,7 @@ fn balance_yaml() -> String {
 }
 
 fn bench_pick(c: &mut Criterion) {
-    let snapshot = Snapshot::build(load(&balance_yaml()), None);
+    let snapshot = Snapshot::build(load(&balance_yaml()), None).unwrap();
     // An endpoint in the local zone, as a retry after it failed would have.
     let tried: [SocketAddr; 1] = ["10.0.1.1:8080".parse().unwrap()];
 
@@ -271,7 +271,7 @@ fn bench_reload(c: &mut Criterion) {
         .upstreams
         .values()
         .all(|u| u.endpoints.len() == 6 && u.health_check.is_some()));
-    let previous = Snapshot::build(loaded.clone(), None);
+    let previous = Snapshot::build(loaded.clone(), None).unwrap();
 
     let mut g = c.benchmark_group("reload/100_routes_20_upstreams");
     g.bench_function("from_str", |b| {

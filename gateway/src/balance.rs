@@ -159,7 +159,7 @@ impl UpstreamRt {
         zone: Option<String>,
         region: Option<String>,
         previous: Option<&UpstreamRt>,
-    ) -> Self {
+    ) -> Result<Self, crate::tls::TlsError> {
         // Keep discovered endpoints if discovery is configured the same way.
         let discovered = match previous {
             Some(p) if p.cfg.discover == cfg.discover => (**p.discovered.load()).clone(),
@@ -181,19 +181,13 @@ impl UpstreamRt {
             matches!(cfg.balance, Balance::ConsistentHash(_)),
             prev_set.as_deref(),
         );
-        // Checked before the snapshot is built (config refused on error); a failure here
-        // means the file changed in between: log it, endpoints will fail verification.
-        let tls = cfg
-            .tls
-            .as_ref()
-            .and_then(|t| match crate::tls::peer_tls(&cfg.name, t) {
-                Ok(p) => Some(Arc::new(p)),
-                Err(e) => {
-                    tracing::error!(upstream = %cfg.name, "upstream TLS: {e}");
-                    None
-                }
-            });
-        Self {
+        // Loaded here and only here: an upstream configured with TLS is never built
+        // without it (the whole snapshot is refused instead).
+        let tls = match &cfg.tls {
+            Some(t) => Some(Arc::new(crate::tls::peer_tls(&cfg.name, t)?)),
+            None => None,
+        };
+        Ok(Self {
             tls,
             metrics: UpstreamMetrics::new(&cfg.name),
             cfg,
@@ -202,7 +196,7 @@ impl UpstreamRt {
             zone,
             region,
             rr: AtomicUsize::new(0),
-        }
+        })
     }
 
     /// Replace the discovered endpoints (DNS refresh), keeping live state.

@@ -225,22 +225,25 @@ async fn discovery_loop(state: Arc<State>) {
 /// Certificate rotation: poll the files of every TLS listener (cheap `stat`s) and
 /// reload a listener's certificates when any of them changed. Polling rather than
 /// inotify catches every way files get replaced, including Secret symlink swaps.
+/// The baseline is taken when the certificates are loaded, not by this loop, so a
+/// write right after startup or during a reload is never mistaken for the baseline.
 async fn certificate_loop(state: Arc<State>) {
     const EVERY: Duration = Duration::from_millis(500);
-    let mut seen: std::collections::HashMap<String, Vec<Option<(u64, std::time::SystemTime)>>> =
-        Default::default();
     loop {
         tokio::time::sleep(EVERY).await;
-        for r in state.tls_resolvers() {
-            let fp = r.files_fingerprint();
-            let changed = seen.get(&r.listener).is_some_and(|old| *old != fp);
-            seen.insert(r.listener.clone(), fp);
-            if changed {
-                // Writers replace a cert and its key one after the other: let both land.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                let _ = r.reload(None);
-                seen.insert(r.listener.clone(), r.files_fingerprint());
-            }
+        let changed = state
+            .snapshot
+            .load()
+            .certs
+            .values()
+            .any(|c| c.files_changed());
+        if changed {
+            // Writers replace a key and its certificate one after the other: give the
+            // second write a moment to land. If it lands later, the pair is refused
+            // once and loaded on the next look.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let st = state.clone();
+            let _ = tokio::task::spawn_blocking(move || st.rotate_certificates()).await;
         }
     }
 }

@@ -14,14 +14,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn validate(file: &Path) -> Result<String, String> {
     let l = gateway::load(file, &EnvOverrides::from_process_env()).map_err(|e| e.to_string())?;
-    let certs = gateway_lib::tls::check_config(&l.config)
+    // The same build a start or a reload does: every certificate and CA file is read.
+    let s = gateway_lib::snapshot::Snapshot::build(l, None)
         .map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(format!(
-        "{} listeners, {certs} certificates, {} routes, {} upstreams, version {}",
-        l.config.listeners.len(),
-        l.config.routes.len(),
-        l.config.upstreams.len(),
-        l.version
+        "{} listeners, {} certificates, {} routes, {} upstreams, version {}",
+        s.config.listeners.len(),
+        s.certificate_count(),
+        s.config.routes.len(),
+        s.config.upstreams.len(),
+        s.version
     ))
 }
 

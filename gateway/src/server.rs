@@ -28,10 +28,9 @@ use pingora_core::protocols::l4::stream::L4BufferSettings;
 pub fn run(path: &Path) -> anyhow::Result<()> {
     let env = EnvOverrides::from_process_env();
     let loaded = gateway::load(path, &env)?;
-    crate::tls::check_config(&loaded.config)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let cfg = loaded.config.clone();
-    let state = State::new(path.to_path_buf(), env, loaded);
+    let state = State::new(path.to_path_buf(), env, loaded)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
 
     let admin_addr = tollgate_config::admin::spawn(
         cfg.admin_address,
@@ -72,16 +71,6 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     server.bootstrap();
     let conf = server.configuration.clone();
 
-    // TLS: one SNI resolver per listener, loaded (and checked) before we start.
-    let mut resolvers = std::collections::HashMap::new();
-    for l in cfg.listeners.iter() {
-        if let Some(t) = &l.tls {
-            let r = SniResolver::new(&l.name, t).map_err(|e| anyhow::anyhow!("{e}"))?;
-            resolvers.insert(l.name.clone(), r);
-        }
-    }
-    state.set_tls_resolvers(resolvers.clone());
-
     // One service per `h2c` setting. Every connection first goes through
     // `connection`: which listener, PROXY protocol header, handshake accounting.
     let table = Arc::new(ListenerTable::new(&cfg.listeners));
@@ -111,7 +100,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             }));
         for l in group {
             let endpoint = ListenerConfig::tcp(l.address.to_string());
-            let endpoint = match tls_settings(l, &resolvers)? {
+            let endpoint = match tls_settings(l, &state)? {
                 Some(settings) => endpoint.tls(settings),
                 None => endpoint,
             };
@@ -151,20 +140,18 @@ fn unbuffered_reads() -> L4BufferSettings {
     }
 }
 
-/// Pingora TLS settings for a TLS listener (`None` for plain ones): our SNI resolver,
-/// ALPN, client certificate verification, and callbacks that count handshakes.
-fn tls_settings(
-    l: &gateway::Listener,
-    resolvers: &std::collections::HashMap<String, Arc<SniResolver>>,
-) -> anyhow::Result<Option<TlsSettings>> {
-    let (Some(t), Some(resolver)) = (&l.tls, resolvers.get(&l.name)) else {
+/// Pingora TLS settings for a TLS listener (`None` for plain ones): our SNI resolver
+/// (certificates from the current snapshot), ALPN, client certificate verification,
+/// and callbacks that count handshakes.
+fn tls_settings(l: &gateway::Listener, state: &State) -> anyhow::Result<Option<TlsSettings>> {
+    let Some(t) = &l.tls else {
         return Ok(None);
     };
     let mut settings = TlsSettings::with_callbacks(Box::new(HandshakeCallbacks {
         listener: l.name.clone(),
     }))
     .map_err(|e| anyhow::anyhow!("listener {}: {e}", l.name))?;
-    settings.set_cert_resolver(resolver.clone());
+    settings.set_cert_resolver(SniResolver::new(&l.name, state.snapshot.clone()));
     if t.http2 {
         settings.enable_h2();
     }

@@ -12,14 +12,14 @@ use tollgate_config::metrics::{reload_refused, unix_now, CONFIG_LAST_SUCCESS, CO
 use tollgate_config::ConfigError;
 
 use crate::metrics::METRICS;
-use crate::snapshot::Snapshot;
-use crate::tls::SniResolver;
-use std::collections::HashMap;
+use crate::snapshot::{BuildError, Snapshot};
+use crate::tls::TLS_METRICS;
 
 pub struct State {
     pub path: PathBuf,
     pub env: EnvOverrides,
-    pub snapshot: ArcSwap<Snapshot>,
+    /// Shared with the TLS acceptors, which pick certificates from it.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub health: Arc<Health>,
     in_flight: AtomicI64,
     reload_lock: Mutex<()>,
@@ -28,8 +28,6 @@ pub struct State {
     pub last_error: Mutex<Option<String>>,
     /// The config the process started with: what listeners/threads actually are.
     startup: GatewayConfig,
-    /// Certificate resolvers of the TLS listeners, by listener name.
-    tls: Mutex<HashMap<String, Arc<SniResolver>>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,24 +37,30 @@ pub enum ReloadOutcome {
 }
 
 impl State {
-    pub fn new(path: PathBuf, env: EnvOverrides, loaded: gateway::Loaded) -> Arc<Self> {
+    /// Build the first snapshot (every certificate and CA file loaded and checked).
+    pub fn new(
+        path: PathBuf,
+        env: EnvOverrides,
+        loaded: gateway::Loaded,
+    ) -> Result<Arc<Self>, BuildError> {
+        let startup = loaded.config.clone();
+        let snapshot = Snapshot::build(loaded, None)?;
+        snapshot.certs.values().for_each(|c| c.publish());
         CONFIG_RELOADS
             .with_label_values(&["success", "startup"])
             .inc();
         CONFIG_LAST_SUCCESS.set(unix_now());
-        let startup = loaded.config.clone();
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             startup,
             path,
             env,
-            snapshot: ArcSwap::from_pointee(Snapshot::build(loaded, None)),
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             health: Arc::new(Health::default()),
             in_flight: AtomicI64::new(0),
             reload_lock: Mutex::new(()),
             restart_required: Mutex::new(None),
             last_error: Mutex::new(None),
-            tls: Mutex::new(HashMap::new()),
-        })
+        }))
     }
 
     /// Load the file, build a whole snapshot and swap it in. On any error the old
@@ -81,23 +85,26 @@ impl State {
             });
         }
         let restart = restart_needed(&self.startup, &loaded.config);
-        // Certificates are part of the snapshot's contract: check them before swapping,
-        // so a config naming a broken certificate or CA is refused as a whole.
-        if let Err(e) = crate::tls::check_config(&loaded.config) {
-            reload_refused(trigger, &current.version, &e, &self.last_error);
-            return Err(ConfigError::other(&self.path, e.to_string()));
-        }
-        for l in &loaded.config.listeners {
-            if let (Some(t), Some(r)) = (&l.tls, self.tls_resolver(&l.name)) {
-                if let Err(e) = r.reload(Some(t)) {
-                    reload_refused(trigger, &current.version, &e, &self.last_error);
-                    return Err(ConfigError::other(&self.path, e.to_string()));
-                }
-            }
-        }
         let version = loaded.version.clone();
-        let next = Snapshot::build(loaded, Some(&current));
+        // Everything the config names is loaded here, before anything changes: on any
+        // error the running snapshot (routes, upstreams, certificates) stays as it is.
+        let next = match Snapshot::build(loaded, Some(&current)) {
+            Ok(next) => next,
+            Err(e) => {
+                if let Some(listener) = e.listener() {
+                    TLS_METRICS
+                        .reloads
+                        .with_label_values(&[listener, "failure"])
+                        .inc();
+                }
+                reload_refused(trigger, &current.version, &e, &self.last_error);
+                return Err(ConfigError::other(&self.path, e.to_string()));
+            }
+        };
         self.snapshot.store(Arc::new(next));
+        for c in self.snapshot.load().certs.values() {
+            c.publish();
+        }
         CONFIG_RELOADS
             .with_label_values(&["success", trigger])
             .inc();
@@ -118,25 +125,14 @@ impl State {
         Ok(ReloadOutcome::Applied { version })
     }
 
-    pub fn set_tls_resolvers(&self, r: HashMap<String, Arc<SniResolver>>) {
-        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = r;
-    }
-
-    pub fn tls_resolver(&self, listener: &str) -> Option<Arc<SniResolver>> {
-        self.tls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(listener)
-            .cloned()
-    }
-
-    pub fn tls_resolvers(&self) -> Vec<Arc<SniResolver>> {
-        self.tls
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+    /// Certificate rotation: reload the certificates of every TLS listener whose files
+    /// changed. Serialized with reloads, so a rotation never lands in a snapshot that
+    /// is being replaced.
+    pub fn rotate_certificates(&self) {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|p| p.into_inner());
+        for c in self.snapshot.load().certs.values() {
+            c.rotate();
+        }
     }
 
     pub fn request_started(&self) {

@@ -146,131 +146,181 @@ pub fn load_cert(paths: &CertPaths) -> Result<LoadedCert, TlsError> {
     })
 }
 
+/// Size and modification time of each file a listener's certificates are read from
+/// (through symlinks, so a Kubernetes `..data` swap or a cert-manager renewal shows up).
+pub type Fingerprint = Vec<Option<(u64, std::time::SystemTime)>>;
+
+pub fn fingerprint(tls: &ListenerTls) -> Fingerprint {
+    tls.certificates
+        .iter()
+        .flat_map(|c| [&c.cert, &c.key])
+        .map(|p| {
+            std::fs::metadata(p)
+                .ok()
+                .and_then(|m| Some((m.len(), m.modified().ok()?)))
+        })
+        .collect()
+}
+
 /// A listener's certificates indexed for SNI.
 #[derive(Debug)]
-struct Table {
+pub struct CertTable {
     exact: HashMap<String, Arc<CertifiedKey>>,
     /// `.example.com` -> cert for `*.example.com`.
     wildcard: HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
     min_tls13: bool,
+    pub certs: Vec<LoadedCert>,
+    /// The files as they were *before* they were read: a write that lands while (or
+    /// just after) they are read changes them again and is picked up by the next look.
+    pub fingerprint: Fingerprint,
 }
 
-fn build_table(listener: &str, tls: &ListenerTls) -> Result<(Table, Vec<LoadedCert>), TlsError> {
-    let mut loaded = Vec::new();
-    for c in &tls.certificates {
-        loaded.push(load_cert(c)?);
-    }
-    let mut exact = HashMap::new();
-    let mut wildcard = HashMap::new();
-    for c in &loaded {
-        for n in &c.names {
-            match n.strip_prefix('*') {
-                Some(suffix) => {
-                    wildcard
-                        .entry(suffix.to_owned())
-                        .or_insert_with(|| c.key.clone());
-                }
-                None => {
-                    exact.entry(n.clone()).or_insert_with(|| c.key.clone());
+impl CertTable {
+    /// Load and index every certificate of a listener; fails if any is unusable.
+    pub fn build(listener: &str, tls: &ListenerTls) -> Result<Self, TlsError> {
+        let fingerprint = fingerprint(tls);
+        let mut certs = Vec::new();
+        for c in &tls.certificates {
+            certs.push(load_cert(c)?);
+        }
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for c in &certs {
+            for n in &c.names {
+                match n.strip_prefix('*') {
+                    Some(suffix) => {
+                        wildcard
+                            .entry(suffix.to_owned())
+                            .or_insert_with(|| c.key.clone());
+                    }
+                    None => {
+                        exact.entry(n.clone()).or_insert_with(|| c.key.clone());
+                    }
                 }
             }
         }
-    }
-    let default = match &tls.default_certificate {
-        Some(name) => {
-            let name = name.to_ascii_lowercase();
-            loaded
-                .iter()
-                .find(|c| c.names.contains(&name))
+        let default = match &tls.default_certificate {
+            Some(name) => {
+                let name = name.to_ascii_lowercase();
+                certs
+                    .iter()
+                    .find(|c| c.names.contains(&name))
+                    .map(|c| c.key.clone())
+                    .ok_or_else(|| TlsError::Listener {
+                        listener: listener.to_owned(),
+                        reason: format!(
+                            "default_certificate {name:?} is not a DNS name of any certificate"
+                        ),
+                    })?
+            }
+            None => certs
+                .first()
                 .map(|c| c.key.clone())
                 .ok_or_else(|| TlsError::Listener {
                     listener: listener.to_owned(),
-                    reason: format!(
-                        "default_certificate {name:?} is not a DNS name of any certificate"
-                    ),
-                })?
-        }
-        None => loaded
-            .first()
-            .map(|c| c.key.clone())
-            .ok_or_else(|| TlsError::Listener {
-                listener: listener.to_owned(),
-                reason: "no certificate".into(),
-            })?,
-    };
-    Ok((
-        Table {
+                    reason: "no certificate".into(),
+                })?,
+        };
+        Ok(Self {
             exact,
             wildcard,
             default,
             min_tls13: tls.min_tls13,
-        },
-        loaded,
-    ))
-}
-
-/// Chooses the certificate for each handshake; swappable at run time.
-#[derive(Debug)]
-pub struct SniResolver {
-    pub listener: String,
-    table: ArcSwap<Table>,
-    /// What the table was built from, for reloads.
-    source: Mutex<ListenerTls>,
-}
-
-impl SniResolver {
-    /// Load every certificate of a listener; fails if any is unusable.
-    pub fn new(listener: &str, tls: &ListenerTls) -> Result<Arc<Self>, TlsError> {
-        let (table, loaded) = build_table(listener, tls)?;
-        publish(listener, &loaded, "success");
-        Ok(Arc::new(Self {
-            listener: listener.to_owned(),
-            table: ArcSwap::from_pointee(table),
-            source: Mutex::new(tls.clone()),
-        }))
+            certs,
+            fingerprint,
+        })
     }
 
-    /// Re-read the certificate files (rotation), or apply a new certificate list
-    /// (config reload). On error the current table keeps serving.
-    pub fn reload(&self, tls: Option<&ListenerTls>) -> Result<(), TlsError> {
-        let mut source = self.source.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = tls {
-            *source = t.clone();
+    fn serials(&self) -> Vec<&str> {
+        self.certs.iter().map(|c| c.serial.as_str()).collect()
+    }
+}
+
+/// A TLS listener's certificates in one snapshot: what the config says, and the table
+/// built from the files (swapped in place when the files rotate).
+#[derive(Debug)]
+pub struct ListenerCerts {
+    pub listener: String,
+    pub source: ListenerTls,
+    pub table: ArcSwap<CertTable>,
+    /// The files of the last refused rotation: not retried until they change again.
+    refused: Mutex<Option<Fingerprint>>,
+}
+
+impl ListenerCerts {
+    pub fn build(listener: &str, tls: &ListenerTls) -> Result<Self, TlsError> {
+        Ok(Self {
+            listener: listener.to_owned(),
+            source: tls.clone(),
+            table: ArcSwap::from_pointee(CertTable::build(listener, tls)?),
+            refused: Mutex::new(None),
+        })
+    }
+
+    /// Whether the files differ from the ones the table (or the last refused attempt)
+    /// was built from.
+    pub fn files_changed(&self) -> bool {
+        let now = fingerprint(&self.source);
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        now != self.table.load().fingerprint && refused.as_ref() != Some(&now)
+    }
+
+    /// Rotation: rebuild the table from the files if they changed. A refused set is
+    /// remembered and retried as soon as the files change again (a key written before
+    /// its certificate is refused once, then the pair is loaded), while the last good
+    /// table keeps serving. Returns whether anything was attempted.
+    pub fn rotate(&self) -> bool {
+        if !self.files_changed() {
+            return false;
         }
-        match build_table(&self.listener, &source) {
-            Ok((table, loaded)) => {
+        match CertTable::build(&self.listener, &self.source) {
+            Ok(table) => {
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                tracing::info!(listener = %self.listener, serials = ?table.serials(), "certificates rotated");
                 self.table.store(Arc::new(table));
-                publish(&self.listener, &loaded, "success");
-                let serials: Vec<_> = loaded.iter().map(|c| c.serial.as_str()).collect();
-                tracing::info!(listener = %self.listener, ?serials, "certificates loaded");
-                Ok(())
+                self.publish();
             }
             Err(e) => {
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(fingerprint(&self.source));
                 TLS_METRICS
                     .reloads
                     .with_label_values(&[&self.listener, "failure"])
                     .inc();
                 tracing::error!(listener = %self.listener, "certificate reload refused, keeping the current certificates: {e}");
-                Err(e)
             }
         }
+        true
     }
 
-    /// Size and modification time of every file this resolver reads (through
-    /// symlinks, so a Kubernetes `..data` swap or a cert-manager renewal shows up).
-    pub fn files_fingerprint(&self) -> Vec<Option<(u64, std::time::SystemTime)>> {
-        let source = self.source.lock().unwrap_or_else(|p| p.into_inner());
-        source
-            .certificates
-            .iter()
-            .flat_map(|c| [&c.cert, &c.key])
-            .map(|p| {
-                std::fs::metadata(p)
-                    .ok()
-                    .and_then(|m| Some((m.len(), m.modified().ok()?)))
-            })
-            .collect()
+    /// Count a load and export expiry times (after the table is in service).
+    pub fn publish(&self) {
+        publish(&self.listener, &self.table.load().certs, "success");
+    }
+}
+
+/// Chooses the certificate for each handshake from the listener's table in the
+/// current snapshot: a reload that swaps the snapshot swaps certificates with it.
+pub struct SniResolver {
+    pub listener: String,
+    snapshot: Arc<ArcSwap<crate::snapshot::Snapshot>>,
+}
+
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniResolver")
+            .field("listener", &self.listener)
+            .finish()
+    }
+}
+
+impl SniResolver {
+    pub fn new(listener: &str, snapshot: Arc<ArcSwap<crate::snapshot::Snapshot>>) -> Arc<Self> {
+        Arc::new(Self {
+            listener: listener.to_owned(),
+            snapshot,
+        })
     }
 }
 
@@ -290,7 +340,8 @@ fn publish(listener: &str, loaded: &[LoadedCert], result: &str) {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let table = self.table.load();
+        let snap = self.snapshot.load();
+        let table = snap.certs.get(&self.listener)?.table.load();
         if table.min_tls13
             && !hello
                 .cipher_suites()
@@ -446,15 +497,6 @@ pub fn client_identity(leaf_der: &[u8]) -> Option<String> {
     dns.or_else(|| Some(x509.subject().to_string()))
 }
 
-/// Check every certificate of a config (for `gateway validate` and startup).
-pub fn check_listener(listener: &str, tls: &ListenerTls) -> Result<usize, TlsError> {
-    let (_, loaded) = build_table(listener, tls)?;
-    if let Some(auth) = &tls.client_auth {
-        client_verifier(listener, auth)?;
-    }
-    Ok(loaded.len())
-}
-
 /// Handshake bookkeeping and the client identity, attached to the connection.
 pub struct HandshakeCallbacks {
     pub listener: String,
@@ -601,24 +643,4 @@ impl rustls::client::danger::ServerCertVerifier for NoVerify {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
     }
-}
-
-/// Check every certificate and CA file a config names (startup, reload, `validate`).
-/// Returns how many server certificates it serves.
-pub fn check_config(cfg: &tollgate_config::gateway::GatewayConfig) -> Result<usize, TlsError> {
-    let mut n = 0;
-    for l in &cfg.listeners {
-        if let Some(t) = &l.tls {
-            n += check_listener(&l.name, t)?;
-        }
-    }
-    for (name, u) in &cfg.upstreams {
-        if let Some(t) = &u.tls {
-            peer_tls(name, t).map_err(|e| TlsError::Listener {
-                listener: format!("upstream {name}"),
-                reason: e.to_string(),
-            })?;
-        }
-    }
-    Ok(n)
 }

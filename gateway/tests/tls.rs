@@ -7,136 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backends_demo::pki::{CertSpec, Issued, TestCa};
+use backends_demo::pki::{CertSpec, TestCa};
 use backends_demo::{test_client, wait_until, Backend, Gateway};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls_pki_types::pem::PemObject;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::tls_backend;
+use common::tls_client::{api, tls_get, wait_serial, Client};
 
-/// A client asking for api.example.com.
-fn api<'a>() -> Client<'a> {
-    Client {
-        sni: Some("api.example.com"),
-        ..Default::default()
-    }
-}
-
-/// Wait until new handshakes see the certificate with `serial`.
-async fn wait_serial(addr: SocketAddr, serial: &str) {
-    wait_until(Duration::from_secs(5), || async {
-        tls_get(addr, "/", api()).await.unwrap().serial == serial
-    })
-    .await
-    .unwrap_or_else(|_| panic!("serial {serial} never served"));
-}
-
-/// What a TLS client saw.
-#[derive(Debug)]
-struct Seen {
-    serial: String,
-    names: Vec<String>,
-    version: String,
-    #[allow(dead_code)]
-    alpn: Option<String>,
-    response: String,
-}
-
-#[derive(Default)]
-struct Client<'a> {
-    sni: Option<&'a str>,
-    tls12_only: bool,
-    cert: Option<&'a Issued>,
-    extra_headers: &'a str,
-    /// Written before the TLS handshake (a PROXY protocol header).
-    before_tls: &'a [u8],
-}
-
-/// One TLS connection, one HTTP/1.1 request. The server certificate is captured, not
-/// verified (the tests check which one it is).
-async fn tls_get(addr: SocketAddr, path: &str, c: Client<'_>) -> Result<Seen, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let versions: &[&rustls::SupportedProtocolVersion] = if c.tls12_only {
-        &[&rustls::version::TLS12]
-    } else {
-        &[&rustls::version::TLS12, &rustls::version::TLS13]
-    };
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(versions)
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(backends_demo::pki::accept_any_server_cert(provider));
-    let mut cfg = match c.cert {
-        Some(i) => {
-            let certs: Vec<CertificateDer<'static>> =
-                CertificateDer::pem_slice_iter(i.chain_pem.as_bytes())
-                    .collect::<Result<_, _>>()
-                    .unwrap();
-            let key = PrivateKeyDer::from_pem_slice(i.key_pem.as_bytes()).unwrap();
-            builder.with_client_auth_cert(certs, key).unwrap()
-        }
-        None => builder.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let mut tcp = tokio::net::TcpStream::connect(addr)
-        .await
-        .map_err(|e| e.to_string())?;
-    tcp.write_all(c.before_tls)
-        .await
-        .map_err(|e| e.to_string())?;
-    let name = match c.sni {
-        Some(n) => ServerName::try_from(n.to_owned()).unwrap(),
-        None => ServerName::IpAddress(addr.ip().into()),
-    };
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let (_, conn) = tls.get_ref();
-    let leaf = conn
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .cloned()
-        .unwrap();
-    let version = format!("{:?}", conn.protocol_version().unwrap());
-    let alpn = conn
-        .alpn_protocol()
-        .map(|a| String::from_utf8_lossy(a).into_owned());
-    let host = c.sni.unwrap_or("localhost");
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\n{}Connection: close\r\n\r\n",
-        c.extra_headers
-    );
-    tls.write_all(req.as_bytes())
-        .await
-        .map_err(|e| format!("write: {e}"))?;
-    let mut out = Vec::new();
-    tls.read_to_end(&mut out)
-        .await
-        .map_err(|e| format!("read: {e}"))?;
-    let (_, x) = x509_parser::parse_x509_certificate(&leaf).unwrap();
-    let names = x
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|s| {
-            s.value
-                .general_names
-                .iter()
-                .filter_map(|g| match g {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Seen {
-        serial: x.raw_serial_as_string(),
-        names,
-        version,
-        alpn,
-        response: String::from_utf8_lossy(&out).into_owned(),
-    })
-}
+mod common;
 
 struct Setup {
     ca: TestCa,
@@ -708,35 +584,6 @@ fn the_tls_example_config_validates() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("3 certificates"));
-}
-
-/// A backend-demo serving HTTPS with a certificate for `name` from `ca`.
-async fn tls_backend(ca: &TestCa, dir: &Path, name: &str) -> (backends_demo::Proc, SocketAddr) {
-    ca.issue(&CertSpec::dns(&[name]))
-        .unwrap()
-        .write(dir, "backend")
-        .unwrap();
-    let addr = backends_demo::free_addr("127.0.0.1");
-    let mut cmd = std::process::Command::new(backends_demo::bin_path("backend-demo").unwrap());
-    cmd.args([
-        "--listen",
-        &addr.to_string(),
-        "--zone",
-        "a",
-        "--id",
-        "tls-app",
-        "--tls-cert",
-    ])
-    .arg(dir.join("backend.crt"))
-    .arg("--tls-key")
-    .arg(dir.join("backend.key"));
-    let proc = backends_demo::Proc::spawn(cmd, "tls-backend").unwrap();
-    wait_until(Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(addr).await.is_ok()
-    })
-    .await
-    .unwrap();
-    (proc, addr)
 }
 
 fn upstream_tls_config(backend: SocketAddr, tls: &str) -> String {

@@ -35,6 +35,7 @@ fn upstream(balance: Balance, zone_aware: Option<f64>, eps: Vec<Endpoint>) -> Up
         None,
         None,
     )
+    .unwrap()
 }
 
 fn mark_down(u: &UpstreamRt, last: u8) {
@@ -184,7 +185,7 @@ fn state_survives_rebuild() {
     );
     u.cfg.health_check = Some(hc());
     mark_down(&u, 1);
-    let u2 = UpstreamRt::new(u.cfg.clone(), Some("a".into()), None, Some(&u));
+    let u2 = UpstreamRt::new(u.cfg.clone(), Some("a".into()), None, Some(&u)).unwrap();
     let set = u2.set.load();
     assert!(!set.members[0].state.is_healthy());
     assert!(Arc::ptr_eq(
@@ -234,7 +235,7 @@ fn removing_the_health_check_clears_unhealthy_verdicts() {
     mark_down(&u, 1);
     let mut cfg = u.cfg.clone();
     cfg.health_check = None;
-    let u2 = UpstreamRt::new(cfg, Some("a".into()), None, Some(&u));
+    let u2 = UpstreamRt::new(cfg, Some("a".into()), None, Some(&u)).unwrap();
     assert!(u2.set.load().members[0].state.is_healthy());
 }
 
