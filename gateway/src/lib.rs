@@ -1,19 +1,31 @@
 //! The edge gateway: a Pingora proxy with strict hot-reloaded config, route matching,
 //! and health-aware, zone-aware load balancing.
 //!
-//! This crate owns the request path (`proxy`), route matching (`routing`), endpoint
-//! selection (`balance`, `endpoint`), active health checks and DNS discovery (`health`),
-//! the running snapshot and reloads (`snapshot`, `state`), and process wiring (`server`).
-//! It does not own the config schema (the `tollgate-config` crate) nor TLS yet.
+//! This crate owns the request path: phase dispatch (`proxy`) over the per-request
+//! context (`context`), client facts and forwarding headers (`forwarded`), listener
+//! guards (`guards`), route matching (`routing`), routes and their actions (`route`),
+//! route filters (`filters`), the one writer of the gateway's own answers (`respond`),
+//! upstream attempts and retries (`attempts`), endpoint selection (`balance`). Around
+//! it: TLS termination (`tls`), PROXY protocol (`proxy_protocol`, `connection`), active
+//! health checks, DNS discovery and certificate rotation (`health`), the running
+//! snapshot and reloads (`snapshot`, `state`), and process wiring (`server`).
+//! It does not own the config schema (the `tollgate-config` crate).
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod attempts;
 pub mod balance;
 pub mod connection;
+pub mod context;
+pub mod filters;
+pub mod forwarded;
+pub mod guards;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod respond;
+pub mod route;
 pub mod routing;
 pub mod server;
 pub mod snapshot;

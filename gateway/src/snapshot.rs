@@ -14,6 +14,7 @@ use tollgate_config::gateway::{GatewayConfig, Listener, Loaded};
 
 use crate::balance::UpstreamRt;
 use crate::metrics::RouteMetrics;
+use crate::route::RouteRt;
 use crate::routing::Router;
 use crate::tls::{ListenerCerts, TlsError};
 
@@ -24,8 +25,9 @@ pub struct Snapshot {
     pub upstreams: HashMap<String, Arc<UpstreamRt>>,
     /// Certificates of the TLS listeners, by listener name.
     pub certs: HashMap<String, Arc<ListenerCerts>>,
-    /// Metric handles per route (same order as `config.routes`), and for unrouted requests.
-    pub route_metrics: Vec<RouteMetrics>,
+    /// The routes as requests use them (same order as `config.routes`).
+    pub routes: Vec<RouteRt>,
+    /// Metric handles for requests that matched no route.
     pub unrouted_metrics: RouteMetrics,
     /// Fingerprint of the config text.
     pub version: String,
@@ -39,6 +41,8 @@ pub enum BuildError {
     Listener { listener: String, source: TlsError },
     #[error("upstream {upstream}: tls: {source}")]
     Upstream { upstream: String, source: TlsError },
+    #[error("route {route}: {reason}")]
+    Route { route: String, reason: String },
 }
 
 impl BuildError {
@@ -46,7 +50,7 @@ impl BuildError {
     pub fn listener(&self) -> Option<&str> {
         match self {
             BuildError::Listener { listener, .. } => Some(listener),
-            BuildError::Upstream { .. } => None,
+            BuildError::Upstream { .. } | BuildError::Route { .. } => None,
         }
     }
 }
@@ -106,13 +110,14 @@ impl Snapshot {
             })?;
             upstreams.insert(name.clone(), Arc::new(rt));
         }
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| RouteRt::build(r, &upstreams))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Snapshot {
             router: Router::new(&config.routes),
-            route_metrics: config
-                .routes
-                .iter()
-                .map(|r| RouteMetrics::new(&r.name))
-                .collect(),
+            routes,
             unrouted_metrics: RouteMetrics::new("none"),
             upstreams,
             certs,

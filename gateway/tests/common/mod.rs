@@ -1,5 +1,6 @@
 //! Helpers shared by the gateway's integration tests.
 #![allow(dead_code, clippy::expect_used)]
+pub mod raw_http;
 pub mod tls_client;
 
 use std::net::SocketAddr;

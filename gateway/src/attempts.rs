@@ -1,0 +1,378 @@
+//! A request's attempts at upstream endpoints: choosing the endpoint and building the
+//! peer, feeding passive health (outlier detection) with each outcome, deciding
+//! retries, and what the client is told when every attempt failed.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::header::COOKIE;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorSource, ErrorType, RetryType};
+use pingora_http::RequestHeader;
+use tollgate_config::gateway::{Balance, HashOn};
+use tollgate_config::outlier::{may_eject, now_ms, InFlight};
+
+use crate::balance::{HashKey, Pick, UpstreamRt};
+use crate::context::Ctx;
+use crate::filters::Rejection;
+use crate::metrics::{status_class, METRICS};
+
+/// Endpoints tried so far and the attempt in progress.
+#[derive(Default)]
+pub struct Attempts {
+    /// Inline: most requests try one endpoint.
+    pub tried: smallvec::SmallVec<[SocketAddr; 4]>,
+    current: Option<InFlight>,
+    pub tries: u32,
+    /// The last attempt's failure was already recorded (retry on status).
+    retrying_status: bool,
+}
+
+impl Attempts {
+    pub fn begin(&mut self, pick: &Pick) {
+        self.tries += 1;
+        self.tried.push(pick.address);
+        self.current = Some(pick.state.begin());
+    }
+
+    pub fn in_progress(&self) -> bool {
+        self.current.is_some()
+    }
+
+    /// Forget the attempt without judging the endpoint (the client's fault, or a
+    /// pooled connection the endpoint had already closed).
+    pub fn abandon(&mut self) {
+        self.current.take();
+    }
+
+    /// The attempt ended: count it and feed passive health, ejecting the endpoint
+    /// when its failures cross the threshold and the upstream's cap allows.
+    pub fn end(&mut self, up: &UpstreamRt, ok: bool) {
+        let Some(attempt) = self.current.take() else {
+            return;
+        };
+        let outlier = up.cfg.outlier.as_ref();
+        let s = attempt.state();
+        if ok {
+            up.metrics.success.inc();
+            s.record_success(outlier);
+            return;
+        }
+        up.metrics.failure.inc();
+        if !s.record_failure(outlier) {
+            return;
+        }
+        let Some(o) = outlier else { return };
+        let set = up.set.load();
+        let now = now_ms();
+        let ejected = set
+            .members
+            .iter()
+            .filter(|m| m.state.is_ejected(now))
+            .count();
+        if may_eject(ejected, set.members.len(), o.max_ejected) {
+            let d = s.eject(o);
+            METRICS
+                .ejections
+                .with_label_values(&[up.cfg.name.as_str()])
+                .inc();
+            tracing::warn!(
+                upstream = %up.cfg.name,
+                endpoint = %s.address,
+                "endpoint ejected for {d:?} after {} consecutive failures",
+                o.consecutive_failures
+            );
+        }
+    }
+}
+
+/// Whether the request may try again: attempts left and time left.
+fn may_retry(ctx: &Ctx) -> bool {
+    let (Some(route), Some(routed)) = (ctx.route(), ctx.routed.as_ref()) else {
+        return false;
+    };
+    ctx.attempts.tries < route.config.retry.attempts
+        && routed.deadline.is_none_or(|d| Instant::now() < d)
+}
+
+fn end(ctx: &mut Ctx, ok: bool) {
+    if let Some(r) = ctx.routed.as_ref() {
+        ctx.attempts.end(&r.upstream, ok);
+    }
+}
+
+fn count_retry(ctx: &Ctx, kind: &str) {
+    METRICS
+        .retries
+        .with_label_values(&[ctx.route_name(), kind])
+        .inc();
+}
+
+/// What the request offers the upstream's consistent hash.
+fn hash_key<'a>(up: &UpstreamRt, req: &'a RequestHeader, ctx: &Ctx) -> HashKey<'a> {
+    match &up.cfg.balance {
+        Balance::ConsistentHash(HashOn::Header(h)) => req
+            .headers
+            .get(h)
+            .map_or(HashKey::None, |v| HashKey::Bytes(v.as_bytes())),
+        Balance::ConsistentHash(HashOn::Cookie(name)) => {
+            cookie_value(req, name).map_or(HashKey::None, HashKey::Bytes)
+        }
+        Balance::ConsistentHash(HashOn::ClientIp) => {
+            ctx.client.ip.map_or(HashKey::None, HashKey::Ip)
+        }
+        _ => HashKey::None,
+    }
+}
+
+/// Choose the endpoint for the next attempt and build its peer, with timeouts capped by
+/// what is left of the request's deadline.
+pub fn next_peer(
+    ctx: &mut Ctx,
+    req: &RequestHeader,
+    body_empty: bool,
+) -> pingora_error::Result<Box<HttpPeer>> {
+    let (Some(routed), Some(route)) = (ctx.routed.as_ref(), ctx.route()) else {
+        return Error::e_explain(ErrorType::InternalError, "no route chosen");
+    };
+    let up = routed.upstream.clone();
+    let (connect, read) = (route.config.connect_timeout, route.config.read_timeout);
+    let mut remaining = None;
+    if let Some(d) = routed.deadline {
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Error::e_explain(ErrorType::HTTPStatus(504), "request timeout reached");
+        }
+        remaining = Some(left);
+    }
+    let Some(pick) = up.pick(hash_key(&up, req, ctx), &ctx.attempts.tried) else {
+        return Error::e_explain(
+            ErrorType::HTTPStatus(503),
+            format!("upstream {} has no endpoints", up.cfg.name),
+        );
+    };
+    if pick.panic {
+        METRICS
+            .panic_picks
+            .with_label_values(&[up.cfg.name.as_str()])
+            .inc();
+        crate::trace::warn_sampled(
+            &up.cfg.name,
+            "no healthy endpoint: panic mode, sending to all endpoints",
+        );
+    }
+    ctx.attempts.begin(&pick);
+    let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
+    let mut peer = match &up.tls {
+        Some(t) => {
+            let mut p = HttpPeer::new(pick.address, true, t.sni.clone());
+            p.options.verify_cert = t.verify;
+            p.options.verify_hostname = t.verify;
+            p.options.ca = t.ca.clone();
+            p
+        }
+        None => HttpPeer::new(pick.address, false, String::new()),
+    };
+    peer.options.connection_timeout = Some(cap(connect));
+    peer.options.read_timeout = Some(cap(read));
+    // A request head without a body fits the socket buffer: a write timer per request
+    // (Pingora arms one per write) would cost more than it could catch.
+    peer.options.write_timeout = (!body_empty).then(|| cap(read));
+    peer.options.idle_timeout = Some(Duration::from_secs(60));
+    Ok(Box::new(peer))
+}
+
+/// The upstream answered: retry on a status the route retries (idempotent requests
+/// only), else record the outcome.
+pub fn on_response_status(
+    ctx: &mut Ctx,
+    status: u16,
+    idempotent: bool,
+) -> pingora_error::Result<()> {
+    let retry_it = ctx
+        .route()
+        .is_some_and(|r| r.config.retry.retries_status(status))
+        && idempotent
+        && may_retry(ctx);
+    if retry_it {
+        end(ctx, false);
+        ctx.attempts.retrying_status = true;
+        count_retry(ctx, status_class(status));
+        let mut e = Error::explain(
+            ErrorType::HTTPStatus(status),
+            format!("upstream answered {status}, retrying on another endpoint"),
+        );
+        e.set_retry(true);
+        return Err(e);
+    }
+    end(ctx, status < 500);
+    Ok(())
+}
+
+/// Connecting failed. The request never left: safe to retry whatever the method.
+pub fn on_connect_failure(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    end(ctx, false);
+    let retry = ctx
+        .route()
+        .is_some_and(|r| r.config.retry.on_connect_failure)
+        && may_retry(ctx);
+    if retry {
+        count_retry(ctx, "connect-failure");
+    }
+    e.set_retry(retry);
+    e
+}
+
+/// An error while proxying: judge the endpoint and decide whether to retry.
+pub fn on_proxy_error(
+    ctx: &mut Ctx,
+    e: Box<Error>,
+    peer: &HttpPeer,
+    idempotent: bool,
+    client_reused: bool,
+) -> Box<Error> {
+    use pingora_core::upstreams::peer::Peer;
+    let mut e = e.more_context(format!("endpoint {}", peer.address()));
+    if std::mem::take(&mut ctx.attempts.retrying_status) {
+        // Our own retry-on-status error: already counted, keep the retry decision.
+        e.set_retry(true);
+        return e;
+    }
+    // A pooled connection the upstream had already closed: the request was not
+    // processed, so retrying does not count against the route's attempts.
+    if client_reused && matches!(e.retry, RetryType::ReusedOnly) && idempotent {
+        ctx.attempts.abandon();
+        ctx.attempts.tries = ctx.attempts.tries.saturating_sub(1);
+        ctx.attempts.tried.pop();
+        e.set_retry(true);
+        return e;
+    }
+    if *e.esource() == ErrorSource::Downstream {
+        // The client went away or sent garbage: not the endpoint's fault.
+        ctx.attempts.abandon();
+        e.set_retry(false);
+        return e;
+    }
+    end(ctx, false);
+    let policy = ctx.route().map(|r| &r.config.retry);
+    let (kind, wanted) = match e.etype() {
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            ("timeout", policy.is_some_and(|p| p.on_timeout))
+        }
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => {
+            ("reset", policy.is_some_and(|p| p.on_reset))
+        }
+        _ => ("error", false),
+    };
+    let retry = wanted && idempotent && may_retry(ctx);
+    if retry {
+        count_retry(ctx, kind);
+    }
+    e.set_retry(retry);
+    e
+}
+
+/// The request ended (`logging`): an attempt still open ended with the response,
+/// a success unless it errored on the upstream side.
+pub fn finish(ctx: &mut Ctx, e: Option<&Error>) {
+    if ctx.attempts.in_progress() {
+        if e.is_some_and(|e| *e.esource() == ErrorSource::Upstream) {
+            end(ctx, false);
+        } else {
+            ctx.attempts.abandon();
+        }
+    }
+}
+
+/// What the client is told when proxying failed; `None` when there is nobody to tell
+/// (the client went away). Always with the connection closed: Pingora 0.9 does not
+/// reuse a client connection after a failed proxy attempt (`proxy_to_upstream` reports
+/// no reuse and `FailToProxy::can_reuse_downstream` is not consulted on that path), so
+/// the answer says `Connection: close` rather than promise a keep-alive it will break.
+pub fn failure_rejection(e: &Error) -> Option<Rejection> {
+    let r = match e.etype() {
+        ErrorType::HTTPStatus(503) => {
+            Rejection::new(503, "upstream_unavailable", "upstream unavailable")
+                .retry_after(Duration::from_secs(1))
+        }
+        ErrorType::HTTPStatus(504) => Rejection::new(504, "upstream_timeout", "upstream timed out"),
+        ErrorType::HTTPStatus(c) => Rejection::new(*c, "upstream_failure", "upstream unavailable"),
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if *e.esource() != ErrorSource::Downstream =>
+        {
+            Rejection::new(504, "upstream_timeout", "upstream timed out")
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => {
+                Rejection::new(502, "upstream_failure", "upstream connection failed")
+            }
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
+                    return None
+                }
+                _ => Rejection::new(400, "bad_request", "bad request"),
+            },
+            ErrorSource::Internal | ErrorSource::Unset => {
+                Rejection::new(500, "internal_error", "internal error")
+            }
+        },
+    };
+    Some(r.close())
+}
+
+fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (pair[..eq] == *name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn cookies_are_found_by_name() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("cookie", "a=1; session=xyz; b=2")
+            .unwrap();
+        assert_eq!(cookie_value(&req, "session"), Some(&b"xyz"[..]));
+        assert_eq!(cookie_value(&req, "sess"), None);
+    }
+
+    #[test]
+    fn failures_map_to_statuses_and_connection_fate() {
+        let r = |t: ErrorType, s: ErrorSource| failure_rejection(&Error::create(t, s, None, None));
+        let unavailable = r(ErrorType::HTTPStatus(503), ErrorSource::Internal).unwrap();
+        assert_eq!(
+            (unavailable.status, unavailable.retry_after),
+            (503, Some(Duration::from_secs(1)))
+        );
+        assert!(!unavailable.keep_alive);
+        assert_eq!(
+            r(ErrorType::ReadTimedout, ErrorSource::Upstream)
+                .unwrap()
+                .status,
+            504
+        );
+        assert_eq!(
+            r(ErrorType::ConnectRefused, ErrorSource::Upstream)
+                .unwrap()
+                .status,
+            502
+        );
+        assert!(r(ErrorType::ConnectionClosed, ErrorSource::Downstream).is_none());
+        assert_eq!(
+            r(ErrorType::InvalidHTTPHeader, ErrorSource::Downstream)
+                .unwrap()
+                .status,
+            400
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! Per-request state, in small parts: who the client is, which route and upstream the
+//! request took, its attempts at upstream endpoints, and how it ended.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::HeaderValue;
+
+use crate::attempts::Attempts;
+use crate::balance::UpstreamRt;
+use crate::route::RouteRt;
+use crate::snapshot::Snapshot;
+use crate::state::State;
+
+pub struct Ctx {
+    pub started: Instant,
+    /// The snapshot this request uses from start to end, whatever reloads happen.
+    pub snap: Arc<Snapshot>,
+    pub client: Client,
+    pub ids: Ids,
+    pub routed: Option<Routed>,
+    pub attempts: Attempts,
+    /// Why the gateway answered itself, if it did (metric label).
+    pub rejected: Option<&'static str>,
+    _in_flight: RequestGuard,
+}
+
+impl Ctx {
+    pub fn new(state: &Arc<State>) -> Self {
+        state.request_started();
+        Self {
+            started: Instant::now(),
+            snap: state.snapshot.load_full(),
+            client: Client::default(),
+            ids: Ids::default(),
+            routed: None,
+            attempts: Attempts::default(),
+            rejected: None,
+            _in_flight: RequestGuard(state.clone()),
+        }
+    }
+
+    /// The route the request matched, if any.
+    pub fn route(&self) -> Option<&RouteRt> {
+        self.routed
+            .as_ref()
+            .and_then(|r| self.snap.routes.get(r.index))
+    }
+
+    pub fn route_name(&self) -> &str {
+        self.route().map_or("", |r| r.config.name.as_str())
+    }
+}
+
+/// Who is asking, and over what.
+#[derive(Debug, Default)]
+pub struct Client {
+    /// Index of the listener the request arrived on (in the snapshot's config).
+    pub listener: Option<usize>,
+    /// The connection's peer (after PROXY protocol).
+    pub peer: Option<IpAddr>,
+    /// The peer is one of the listener's `trusted_proxies`.
+    pub peer_trusted: bool,
+    /// The client: the peer, or what trusted proxies say in `X-Forwarded-For`.
+    pub ip: Option<IpAddr>,
+    pub tls: bool,
+    /// The verified client certificate's identity (edge mTLS).
+    pub identity: Option<String>,
+}
+
+/// Request id and trace context, as sent upstream and answered to the client.
+#[derive(Debug, Default)]
+pub struct Ids {
+    pub request_id: Option<HeaderValue>,
+    pub traceparent: Option<HeaderValue>,
+}
+
+/// The route a request matched and what it chose there.
+pub struct Routed {
+    pub index: usize,
+    /// Host without port, lower case.
+    pub host: String,
+    pub upstream: Arc<UpstreamRt>,
+    /// When the route's request timeout runs out.
+    pub deadline: Option<Instant>,
+}
+
+/// Counts the request as in flight for graceful shutdown until dropped.
+struct RequestGuard(Arc<State>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}

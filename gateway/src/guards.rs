@@ -1,0 +1,125 @@
+//! Listener guards: what every request on a listener goes through before routing.
+//! HTTPS redirect, request-head size, and framing (request smuggling) checks.
+
+use http::header::{HOST, TRANSFER_ENCODING};
+use http::HeaderValue;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+
+use crate::context::Client;
+use crate::filters::{Rejection, Verdict};
+use crate::forwarded::client_used_https;
+use crate::routing::normalize_host;
+use crate::snapshot::Snapshot;
+
+/// Run every guard of the request's listener, cheapest first.
+pub fn check(session: &Session, snap: &Snapshot, client: &Client) -> Verdict {
+    let req = session.req_header();
+    let listener = client.listener.and_then(|i| snap.config.listeners.get(i));
+    if let Some(port) = listener.and_then(|l| l.redirect_https) {
+        if !client_used_https(client, req) {
+            return Verdict::Reject(redirect_https(req, port));
+        }
+    }
+    let limit = snap.config.max_request_header_bytes;
+    if head_size(req) > limit {
+        return Verdict::Reject(Rejection::new(
+            431,
+            "header_too_large",
+            format!("request header fields too large (limit {limit} bytes)"),
+        ));
+    }
+    // Request smuggling defence: Transfer-Encoding together with Content-Length is
+    // ambiguous framing; refuse it rather than guess (RFC 9112 6.3 allows either),
+    // and close: where this request ends is exactly what is in doubt.
+    if req.headers.contains_key(TRANSFER_ENCODING) {
+        let both = session.as_downstream().as_http1().is_some_and(|h1| {
+            contains_ignore_case(&h1.get_headers_raw_bytes(), b"\ncontent-length:")
+        });
+        if both {
+            return Verdict::Reject(
+                Rejection::new(
+                    400,
+                    "ambiguous_framing",
+                    "both Content-Length and Transfer-Encoding: ambiguous framing",
+                )
+                .close(),
+            );
+        }
+    }
+    Verdict::Continue
+}
+
+/// The request's host (URI authority, else `Host`), without port, lower case.
+pub fn request_host(req: &RequestHeader) -> String {
+    let raw = req
+        .uri
+        .host()
+        .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    normalize_host(raw)
+}
+
+/// 308 to the same host and path over HTTPS (308 keeps the method and body).
+fn redirect_https(req: &RequestHeader, port: u16) -> Rejection {
+    let host = request_host(req);
+    if host.is_empty() {
+        return Rejection::new(400, "no_host", "a Host header is required");
+    }
+    let pq = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = if port == 443 {
+        format!("https://{host}{pq}")
+    } else {
+        format!("https://{host}:{port}{pq}")
+    };
+    match HeaderValue::from_str(&location) {
+        Ok(v) => Rejection::redirect(308, "redirect_https", v),
+        Err(_) => Rejection::new(
+            400,
+            "bad_request",
+            "request target not usable in a redirect",
+        ),
+    }
+}
+
+/// Total request-head size: request target plus every header line.
+fn head_size(req: &RequestHeader) -> usize {
+    let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    let headers: usize = req
+        .headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    target + headers
+}
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn redirects_keep_host_path_and_query() {
+        let mut req = RequestHeader::build("POST", b"/a/b?x=1", None).unwrap();
+        req.insert_header("host", "Api.Example.com:8080").unwrap();
+        let r = redirect_https(&req, 443);
+        assert_eq!((r.status, r.keep_alive), (308, true));
+        assert_eq!(r.location.unwrap(), "https://api.example.com/a/b?x=1");
+        let r = redirect_https(&req, 8443);
+        assert_eq!(r.location.unwrap(), "https://api.example.com:8443/a/b?x=1");
+        let no_host = RequestHeader::build("GET", b"/", None).unwrap();
+        assert_eq!(redirect_https(&no_host, 443).status, 400);
+    }
+
+    #[test]
+    fn head_size_counts_target_and_headers() {
+        let mut req = RequestHeader::build("GET", b"/abc", None).unwrap();
+        req.insert_header("x-a", "12345").unwrap();
+        assert_eq!(head_size(&req), 4 + 3 + 5 + 4);
+    }
+}

@@ -1,0 +1,81 @@
+//! The one writer of every answer the gateway gives itself (no route, guards,
+//! filters, redirects, upstream failures): the same small body everywhere, saying
+//! why and carrying the request id, `Retry-After` where the rejection has one, and
+//! the connection kept open unless the rejection says its framing is in doubt.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use http::HeaderValue;
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+use crate::context::Ctx;
+use crate::filters::Rejection;
+use crate::forwarded::X_REQUEST_ID;
+use crate::metrics::METRICS;
+
+const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
+/// Answer the request with `r`, count it, and remember why for the metrics.
+pub async fn reject(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    r: &Rejection,
+) -> pingora_error::Result<()> {
+    ctx.rejected = Some(r.reason);
+    METRICS.rejected.with_label_values(&[r.reason]).inc();
+    let id = ctx.ids.request_id.as_ref();
+    let body = body(r, id);
+    let mut resp = ResponseHeader::build(r.status, Some(6))?;
+    resp.insert_header(CONTENT_TYPE, TEXT_PLAIN)?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    if let Some(id) = id {
+        resp.insert_header(X_REQUEST_ID, id.clone())?;
+    }
+    if let Some(after) = r.retry_after {
+        // Whole seconds, rounded up: "0" would invite an immediate retry.
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        resp.insert_header(RETRY_AFTER, secs.max(1))?;
+    }
+    if let Some(location) = &r.location {
+        resp.insert_header(LOCATION, location.clone())?;
+    }
+    if !r.keep_alive {
+        session.set_keepalive(None);
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// `DETAIL\nreason: REASON\nrequest-id: ID\n`: one line for people, two for tools.
+fn body(r: &Rejection, request_id: Option<&HeaderValue>) -> Bytes {
+    let mut b = Vec::with_capacity(r.detail.len() + 80);
+    b.extend_from_slice(r.detail.as_bytes());
+    b.extend_from_slice(b"\nreason: ");
+    b.extend_from_slice(r.reason.as_bytes());
+    if let Some(id) = request_id {
+        b.extend_from_slice(b"\nrequest-id: ");
+        b.extend_from_slice(id.as_bytes());
+    }
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_says_why_and_names_the_request() {
+        let r = Rejection::new(429, "rate_limited", "too many requests");
+        let b = body(&r, Some(&HeaderValue::from_static("abc")));
+        assert_eq!(
+            &b[..],
+            b"too many requests\nreason: rate_limited\nrequest-id: abc\n"
+        );
+        assert_eq!(
+            &body(&r, None)[..],
+            b"too many requests\nreason: rate_limited\n"
+        );
+    }
+}
