@@ -3,8 +3,9 @@
 //! kept open unless the request's framing is in doubt (issue 14).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use backends_demo::{free_addr, Backend, Gateway};
+use backends_demo::{free_addr, Backend, Gateway, GatewayConfig};
 use common::raw_http::RawConn;
+use serde_json::json;
 
 mod common;
 
@@ -17,22 +18,20 @@ async fn policy_answers_keep_the_connection_and_say_why() {
     let app = Backend::builder().id("app").spawn().await.unwrap();
     let plain = free_addr("127.0.0.1");
     let dead = free_addr("127.0.0.1");
-    let gw = Gateway::start(&format!(
-        r#"
-listeners:
-  - {{ name: http, address: "${{LISTEN}}" }}
-  - {{ name: plain, address: "{plain}", redirect_https: true, https_port: 8443 }}
-admin: {{ address: "${{ADMIN}}" }}
-server: {{ threads: 1 }}
-routes:
-  - {{ name: app, match: {{ host: app.test }}, upstream: app }}
-  - {{ name: dead, match: {{ host: dead.test }}, upstream: dead, retry: {{ attempts: 1 }} }}
-upstreams:
-  app: {{ endpoints: [{{ address: {} }}] }}
-  dead: {{ endpoints: [{{ address: {dead} }}] }}
-"#,
-        app.addr()
-    ))
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .listener(json!({ "name": "plain", "address": plain.to_string(),
+                              "redirect_https": true, "https_port": 8443 }))
+            .upstream("app", &[app.addr()])
+            .upstream("dead", &[dead])
+            .route_with("app", "app", json!({ "match": { "host": "app.test" } }))
+            .route_with(
+                "dead",
+                "dead",
+                json!({ "match": { "host": "dead.test" }, "retry": { "attempts": 1 } }),
+            )
+            .to_yaml(),
+    )
     .await
     .unwrap();
 

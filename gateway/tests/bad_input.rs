@@ -5,7 +5,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use backends_demo::{test_client, Backend, Gateway};
+use backends_demo::{test_client, Backend, Gateway, GatewayConfig};
 
 fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -33,16 +33,13 @@ fn status_of(resp: &str) -> u16 {
 #[tokio::test]
 async fn malformed_and_hostile_requests_get_4xx() {
     let a = Backend::builder().id("a").spawn().await.unwrap();
-    let gw = Gateway::start(&format!(
-        r#"
-listeners: [{{ name: http, address: "${{LISTEN}}" }}]
-admin: {{ address: "${{ADMIN}}" }}
-server: {{ threads: 1, limits: {{ max_request_header_bytes: 8192 }} }}
-routes: [{{ name: all, upstream: app }}]
-upstreams: {{ app: {{ endpoints: [{{ address: {} }}] }} }}
-"#,
-        a.addr()
-    ))
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .set("server.limits.max_request_header_bytes", 8192)
+            .upstream("app", &[a.addr()])
+            .route("all", "app")
+            .to_yaml(),
+    )
     .await
     .unwrap();
     let addr = gw.listen;
