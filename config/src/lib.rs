@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod common;
 pub mod error;
 pub mod gateway;
 pub mod load;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::R
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::gateway::Outlier;
+use crate::common::outlier_detection::Outlier;
 
 /// Milliseconds since process start: a cheap monotonic clock that fits in an atomic.
 pub fn now_ms() -> u64 {

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::common::outlier_detection::OutlierFile;
+pub use crate::common::retry::RetryOnFile;
 use crate::units::{HumanDuration, Percent};
 
 /// The gateway's configuration file.
@@ -334,15 +336,6 @@ fn default_retry_on() -> Vec<RetryOnFile> {
     vec![RetryOnFile::Name("connect-failure".into())]
 }
 
-/// A retry condition as written: a status code (`503`) or a name
-/// (`connect-failure`, `reset`, `timeout`, `5xx`); checked during validation.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(untagged)]
-pub enum RetryOnFile {
-    Status(u16),
-    Name(String),
-}
-
 /// A set of endpoints and how to pick one.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -491,34 +484,4 @@ fn default_hc_healthy() -> u32 {
 }
 fn default_hc_unhealthy() -> u32 {
     3
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OutlierFile {
-    /// Consecutive failed requests (connect errors, resets, 5xx) before ejection.
-    #[serde(default = "default_consecutive_failures")]
-    pub consecutive_failures: u32,
-    /// First ejection lasts this long; each further ejection of the same endpoint lasts
-    /// one more multiple of it, up to `max_eject_for`.
-    #[serde(default = "default_eject_for")]
-    pub eject_for: HumanDuration,
-    #[serde(default = "default_max_eject_for")]
-    pub max_eject_for: HumanDuration,
-    /// Never eject more than this share of the upstream's endpoints.
-    #[serde(default = "default_max_ejected")]
-    pub max_ejected: Percent,
-}
-
-fn default_consecutive_failures() -> u32 {
-    5
-}
-fn default_eject_for() -> HumanDuration {
-    HumanDuration::from_secs(30)
-}
-fn default_max_eject_for() -> HumanDuration {
-    HumanDuration::from_secs(300)
-}
-fn default_max_ejected() -> Percent {
-    Percent::new_const(50.0)
 }

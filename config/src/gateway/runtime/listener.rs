@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use http::HeaderName;
 
-use super::parse_socket_addr;
+use crate::common::{parse_socket_addr, resolve_path};
 use crate::error::Problems;
 use crate::gateway::file::{ListenerFile, ListenerTlsFile};
 
@@ -72,7 +72,7 @@ pub(super) fn validate_listeners(
         let address = match parse_socket_addr(&l.address) {
             Ok(a) => a,
             Err(e) => {
-                p.push(format!("{at}.address"), e);
+                p.push(format!("{at}.address"), e.to_string());
                 continue;
             }
         };
@@ -155,14 +155,6 @@ fn validate_listener_tls(
     p: &mut Problems,
 ) -> ListenerTls {
     let tat = format!("{at}.tls");
-    let path = |s: &str| {
-        let pb = PathBuf::from(s);
-        if pb.is_absolute() {
-            pb
-        } else {
-            base_dir.join(pb)
-        }
-    };
     if t.certificates.is_empty() {
         p.push(
             format!("{tat}.certificates"),
@@ -204,7 +196,7 @@ fn validate_listener_tls(
         };
         Some(ClientAuth {
             required,
-            ca: path(&c.ca),
+            ca: resolve_path(base_dir, &c.ca),
             identity_header,
         })
     });
@@ -213,8 +205,8 @@ fn validate_listener_tls(
             .certificates
             .iter()
             .map(|c| CertPaths {
-                cert: path(&c.cert),
-                key: path(&c.key),
+                cert: resolve_path(base_dir, &c.cert),
+                key: resolve_path(base_dir, &c.key),
             })
             .collect(),
         default_certificate: t.default_certificate.clone(),

@@ -16,9 +16,10 @@ use std::time::Duration;
 
 pub use self::listener::*;
 pub use self::route::*;
-pub(crate) use self::upstream::validate_outlier;
 pub use self::upstream::*;
 use super::file::GatewayFile;
+pub use crate::common::outlier_detection::Outlier;
+use crate::common::parse_socket_addr;
 use crate::error::Problems;
 
 #[derive(Debug, Clone)]
@@ -75,7 +76,7 @@ pub fn validate(
             a
         }
         Err(e) => {
-            p.push("admin.address", e);
+            p.push("admin.address", e.to_string());
             SocketAddr::from(([127, 0, 0, 1], 9901))
         }
     };
@@ -122,10 +123,4 @@ pub fn validate(
         routes,
         upstreams,
     })
-}
-
-fn parse_socket_addr(s: &str) -> Result<SocketAddr, String> {
-    s.trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not an IP:PORT address (e.g. 0.0.0.0:8080, [::1]:8080)"))
 }

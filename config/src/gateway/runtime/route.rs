@@ -7,10 +7,9 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use regex::Regex;
 
+use crate::common::retry::{validate_attempts, validate_retry_on, RetryConditions};
 use crate::error::Problems;
-use crate::gateway::file::{MatchFile, RetryFile, RetryOnFile, RouteFile, UpstreamFile};
-
-const MAX_RETRY_ATTEMPTS: u32 = 10;
+use crate::gateway::file::{MatchFile, RetryFile, RouteFile, UpstreamFile};
 
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -336,42 +335,20 @@ fn validate_match(at: &str, m: &MatchFile, p: &mut Problems) -> RouteMatch {
 }
 
 fn validate_retry(at: &str, r: &RetryFile, p: &mut Problems) -> RetryPolicy {
-    let mut policy = RetryPolicy {
+    validate_attempts(&format!("{at}.retry.attempts"), r.attempts, p);
+    let RetryConditions {
+        connect_failure,
+        reset,
+        timeout,
+        status_5xx,
+        statuses,
+    } = validate_retry_on(&format!("{at}.retry.on"), &r.on, p);
+    RetryPolicy {
         attempts: r.attempts,
-        on_connect_failure: false,
-        on_reset: false,
-        on_timeout: false,
-        on_5xx: false,
-        statuses: Vec::new(),
-    };
-    if !(1..=MAX_RETRY_ATTEMPTS).contains(&r.attempts) {
-        p.push(
-            format!("{at}.retry.attempts"),
-            format!("must be between 1 (no retry) and {MAX_RETRY_ATTEMPTS}"),
-        );
+        on_connect_failure: connect_failure,
+        on_reset: reset,
+        on_timeout: timeout,
+        on_5xx: status_5xx,
+        statuses,
     }
-    for (i, on) in r.on.iter().enumerate() {
-        match on {
-            RetryOnFile::Status(s) if (500..600).contains(s) || *s == 429 || *s == 408 => {
-                policy.statuses.push(*s)
-            }
-            RetryOnFile::Status(s) => p.push(
-                format!("{at}.retry.on[{i}]"),
-                format!("status {s} is not retryable (use a 5xx, 408 or 429)"),
-            ),
-            RetryOnFile::Name(n) => match n.as_str() {
-                "connect-failure" => policy.on_connect_failure = true,
-                "reset" => policy.on_reset = true,
-                "timeout" => policy.on_timeout = true,
-                "5xx" => policy.on_5xx = true,
-                other => p.push(
-                    format!("{at}.retry.on[{i}]"),
-                    format!(
-                        "unknown retry condition {other:?} (expected connect-failure, reset, timeout, 5xx or a status code)"
-                    ),
-                ),
-            },
-        }
-    }
-    policy
 }

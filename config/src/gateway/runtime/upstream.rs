@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use http::HeaderName;
 
-use super::parse_socket_addr;
+use crate::common::outlier_detection::{validate_outlier, Outlier};
+use crate::common::{parse_socket_addr, resolve_path};
 use crate::error::Problems;
 use crate::gateway::file::{
-    BalanceFile, DiscoverFile, EndpointFile, HashOnFile, HealthCheckFile, OutlierFile, UpstreamFile,
+    BalanceFile, DiscoverFile, EndpointFile, HashOnFile, HealthCheckFile, UpstreamFile,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,15 +84,6 @@ pub struct HealthCheck {
     pub expect: Vec<(u16, u16)>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Outlier {
-    pub consecutive_failures: u32,
-    pub eject_for: Duration,
-    pub max_eject_for: Duration,
-    /// Fraction in 0..=1.
-    pub max_ejected: f64,
-}
-
 impl HealthCheck {
     pub fn accepts(&self, status: u16) -> bool {
         self.expect
@@ -151,14 +143,7 @@ pub(super) fn validate_upstream(
         }
         UpstreamTls {
             sni: t.sni.trim().to_owned(),
-            ca: t.ca.as_ref().map(|c| {
-                let pb = PathBuf::from(c);
-                if pb.is_absolute() {
-                    pb
-                } else {
-                    base_dir.join(pb)
-                }
-            }),
+            ca: t.ca.as_deref().map(|c| resolve_path(base_dir, c)),
             verify: t.verify,
         }
     });
@@ -327,23 +312,4 @@ fn parse_status_range(s: &str) -> Option<(u16, u16)> {
     }
     let code: u16 = s.parse().ok()?;
     (100..600).contains(&code).then_some((code, code))
-}
-
-/// Shared by the gateway's upstreams and the sidecar's dependencies.
-pub(crate) fn validate_outlier(at: &str, o: &OutlierFile, p: &mut Problems) -> Outlier {
-    if o.consecutive_failures == 0 {
-        p.push(format!("{at}.consecutive_failures"), "must be at least 1");
-    }
-    if o.eject_for.get().is_zero() {
-        p.push(format!("{at}.eject_for"), "must be above 0");
-    }
-    if o.max_eject_for < o.eject_for {
-        p.push(format!("{at}.max_eject_for"), "must be at least eject_for");
-    }
-    Outlier {
-        consecutive_failures: o.consecutive_failures,
-        eject_for: o.eject_for.get(),
-        max_eject_for: o.max_eject_for.get(),
-        max_ejected: o.max_ejected.fraction(),
-    }
 }
