@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use crate::common::outlier_detection::OutlierFile;
-pub use crate::common::retry::RetryOnFile;
+pub use crate::common::retry::{RetryCondition, RetryOnFile};
 use crate::units::{HumanDuration, Percent};
 
 /// The gateway's configuration file.
@@ -75,8 +75,8 @@ pub struct ListenerTlsFile {
     #[serde(default)]
     pub default_certificate: Option<String>,
     /// Oldest TLS version accepted: `"1.2"` (default) or `"1.3"`.
-    #[serde(default = "default_min_version")]
-    pub min_version: String,
+    #[serde(default)]
+    pub min_version: TlsVersion,
     /// Offer HTTP/2 through ALPN (default true).
     #[serde(default = "yes")]
     pub http2: bool,
@@ -85,8 +85,15 @@ pub struct ListenerTlsFile {
     pub client_auth: Option<ClientAuthFile>,
 }
 
-fn default_min_version() -> String {
-    "1.2".into()
+/// A TLS protocol version, written as a string (`"1.2"`). Older versions are never
+/// offered, so they cannot be named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -101,10 +108,9 @@ pub struct CertificateFile {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuthFile {
-    /// `required`: no valid client certificate, no connection. `optional`: a
-    /// certificate, if sent, must be valid.
-    #[serde(default = "default_client_auth_mode")]
-    pub mode: String,
+    /// `required` (default) or `optional`.
+    #[serde(default)]
+    pub mode: ClientAuthMode,
     /// PEM CA certificates client certificates must chain to.
     pub ca: String,
     /// Header carrying the verified client identity to backends (any copy sent by the
@@ -113,9 +119,16 @@ pub struct ClientAuthFile {
     pub identity_header: String,
 }
 
-fn default_client_auth_mode() -> String {
-    "required".into()
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// No valid client certificate, no connection.
+    #[default]
+    Required,
+    /// A certificate, if sent, must be valid.
+    Optional,
 }
+
 fn default_client_identity_header() -> String {
     "x-client-cert-identity".into()
 }
@@ -327,13 +340,14 @@ pub struct RetryFile {
     /// different endpoint when there is one.
     pub attempts: u32,
     /// When to retry: `connect-failure` (any method: the request never left),
-    /// `reset`, `timeout`, or a status code like `502`/`503` (idempotent methods only).
+    /// `reset`, `timeout`, `5xx`, or a status code like `502`/`503` (idempotent methods
+    /// only).
     #[serde(default = "default_retry_on")]
     pub on: Vec<RetryOnFile>,
 }
 
 fn default_retry_on() -> Vec<RetryOnFile> {
-    vec![RetryOnFile::Name("connect-failure".into())]
+    vec![RetryCondition::ConnectFailure.into()]
 }
 
 /// A set of endpoints and how to pick one.

@@ -7,7 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::common::outlier_detection::OutlierFile;
-use crate::common::retry::RetryOnFile;
+use crate::common::retry::{RetryCondition, RetryOnFile};
 use crate::units::{HumanDuration, Percent, Rate};
 
 /// The sidecar's configuration file.
@@ -190,11 +190,10 @@ fn default_min_retries() -> u32 {
     10
 }
 fn default_retry_conditions() -> Vec<RetryOnFile> {
-    use RetryOnFile::Name;
     vec![
-        Name("5xx".into()),
-        Name("reset".into()),
-        Name("connect-failure".into()),
+        RetryCondition::Status5xx.into(),
+        RetryCondition::Reset.into(),
+        RetryCondition::ConnectFailure.into(),
     ]
 }
 fn default_max_body() -> usize {

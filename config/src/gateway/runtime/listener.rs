@@ -9,7 +9,7 @@ use http::HeaderName;
 
 use crate::common::{parse_socket_addr, resolve_path};
 use crate::error::Problems;
-use crate::gateway::file::{ListenerFile, ListenerTlsFile};
+use crate::gateway::file::{ClientAuthMode, ListenerFile, ListenerTlsFile, TlsVersion};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
@@ -161,29 +161,7 @@ fn validate_listener_tls(
             "at least one certificate is required",
         );
     }
-    let min_tls13 = match t.min_version.trim() {
-        "1.2" => false,
-        "1.3" => true,
-        other => {
-            p.push(
-                format!("{tat}.min_version"),
-                format!("{other:?} is not supported: use \"1.2\" or \"1.3\" (older versions are never offered)"),
-            );
-            false
-        }
-    };
     let client_auth = t.client_auth.as_ref().and_then(|c| {
-        let required = match c.mode.as_str() {
-            "required" => true,
-            "optional" => false,
-            other => {
-                p.push(
-                    format!("{tat}.client_auth.mode"),
-                    format!("{other:?}: expected required or optional"),
-                );
-                return None;
-            }
-        };
         let identity_header = match HeaderName::from_bytes(c.identity_header.as_bytes()) {
             Ok(h) => h,
             Err(_) => {
@@ -195,7 +173,7 @@ fn validate_listener_tls(
             }
         };
         Some(ClientAuth {
-            required,
+            required: c.mode == ClientAuthMode::Required,
             ca: resolve_path(base_dir, &c.ca),
             identity_header,
         })
@@ -210,7 +188,7 @@ fn validate_listener_tls(
             })
             .collect(),
         default_certificate: t.default_certificate.clone(),
-        min_tls13,
+        min_tls13: t.min_version == TlsVersion::Tls13,
         http2: t.http2,
         client_auth,
     }
