@@ -10,6 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, Uri, Version};
+use tollgate_config::common::balance::p2c;
 use tollgate_config::gateway::Outlier;
 use tollgate_config::outlier::{may_eject, now_ms, EndpointState};
 use tollgate_config::sidecar::HostPort;
@@ -122,19 +123,8 @@ impl Endpoints {
             // Every endpoint ejected cannot happen (max_ejected), but never fail closed.
             cands = set.iter().collect();
         }
-        match cands.len() {
-            0 => None,
-            1 => Some(cands[0].clone()),
-            n => {
-                let a = rand::random_range(0..n);
-                let mut b = rand::random_range(0..n - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let (x, y) = (cands[a], cands[b]);
-                Some(if x.in_flight() <= y.in_flight() { x } else { y }.clone())
-            }
-        }
+        // Endpoints carry no weight here: compare in-flight counts alone.
+        p2c(&cands, |e| (u64::try_from(e.in_flight()).unwrap_or(0), 1)).map(|e| Arc::clone(e))
     }
 
     fn record(&self, ep: &EndpointState, ok: bool) {
