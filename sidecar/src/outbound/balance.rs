@@ -5,14 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, Uri, Version};
 use tollgate_config::common::balance::p2c;
 use tollgate_config::gateway::Outlier;
-use tollgate_config::outlier::{may_eject, now_ms, EndpointState};
+use tollgate_config::outlier::{count_ejected, now_ms, record_outcome, EndpointState};
 use tollgate_config::sidecar::HostPort;
 
 use super::client::{classify, PeerClient};
@@ -129,21 +128,9 @@ impl Endpoints {
 
     fn record(&self, ep: &EndpointState, ok: bool) {
         let outlier = self.outlier.load();
-        let o = outlier.as_ref().as_ref();
-        if ok {
-            ep.record_success(o);
-            return;
-        }
-        if ep.record_failure(o) {
-            if let Some(o) = o {
-                let set = self.set.load();
-                let now = now_ms();
-                let ejected = set.iter().filter(|e| e.is_ejected(now)).count();
-                if may_eject(ejected, set.len(), o.max_ejected) {
-                    let d: Duration = ep.eject(o);
-                    tracing::warn!(dependency = %self.name, endpoint = %ep.address, "endpoint ejected for {d:?}");
-                }
-            }
+        let census = || count_ejected(self.set.load().iter().map(|e| &**e), now_ms());
+        if let Some(d) = record_outcome(ep, ok, outlier.as_ref().as_ref(), census) {
+            tracing::warn!(dependency = %self.name, endpoint = %ep.address, "endpoint ejected for {d:?}");
         }
     }
 }
