@@ -1,12 +1,13 @@
 //! What the gateway's and the sidecar's configs share, written once: socket-address
 //! parsing, paths relative to the config file, retry conditions and outlier detection
 //! (file type, runtime type and validation), and the small hot-path algorithms both
-//! proxies run per request (power of two choices).
+//! proxies run per request (power of two choices, GCRA).
 //!
 //! Each config module validates its own objects; it calls in here for the pieces whose
 //! syntax and error messages must be the same in both files.
 
 pub mod balance;
+pub mod gcra;
 pub mod outlier_detection;
 pub mod retry;
 
