@@ -1,5 +1,6 @@
 //! Per-endpoint live state both proxies keep: active health verdict, passive outlier
-//! ejection (consecutive failures, growing ejection time), in-flight count.
+//! ejection (consecutive failures, growing ejection time), in-flight count; and
+//! [`record_outcome`], the eject-on-failure rule both apply after each attempt.
 //!
 //! One `EndpointState` per (upstream or dependency, address) lives across reloads and
 //! DNS refreshes (the new snapshot reuses the old `Arc`), so a reload does not forget
@@ -10,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering::R
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
-use crate::gateway::Outlier;
+use crate::common::outlier_detection::Outlier;
 
 /// Milliseconds since process start: a cheap monotonic clock that fits in an atomic.
 pub fn now_ms() -> u64 {
@@ -147,7 +148,8 @@ impl EndpointState {
     }
 
     /// Record a failed request attempt. Returns true if it should be ejected now
-    /// (the caller checks the upstream-wide `max_ejected` cap and calls [`Self::eject`]).
+    /// (the caller checks the upstream-wide `max_ejected` cap and calls [`Self::eject`];
+    /// [`record_outcome`] does both).
     pub fn record_failure(&self, outlier: Option<&Outlier>) -> bool {
         self.failures.fetch_add(1, Relaxed);
         let n = self
@@ -191,6 +193,42 @@ impl Drop for InFlight {
 /// Whether one more ejection keeps the ejected share within `max_ejected`.
 pub fn may_eject(ejected_now: usize, total: usize, max_ejected: f64) -> bool {
     (ejected_now + 1) as f64 <= max_ejected * total as f64
+}
+
+/// Feed one attempt's outcome to passive outlier detection, and eject the endpoint when
+/// this failure completes a streak of `consecutive_failures`, unless one more ejection
+/// would take the ejected share of its set over `max_ejected`.
+///
+/// `census` returns (ejected now, total) for the endpoint's set; it is called only when
+/// an ejection is due, so the common case (a success, or a failure inside a streak)
+/// never walks the set. Returns how long the endpoint was ejected for, if it was: the
+/// caller counts and logs ejections in its own terms (upstream or dependency).
+pub fn record_outcome(
+    state: &EndpointState,
+    ok: bool,
+    outlier: Option<&Outlier>,
+    census: impl FnOnce() -> (usize, usize),
+) -> Option<Duration> {
+    if ok {
+        state.record_success(outlier);
+        return None;
+    }
+    if !state.record_failure(outlier) {
+        return None;
+    }
+    let o = outlier?;
+    let (ejected, total) = census();
+    may_eject(ejected, total, o.max_ejected).then(|| state.eject(o))
+}
+
+/// (ejected at `now`, total) over a set of endpoints: the usual [`record_outcome`] census.
+pub fn count_ejected<'a>(
+    states: impl IntoIterator<Item = &'a EndpointState>,
+    now: u64,
+) -> (usize, usize) {
+    states.into_iter().fold((0, 0), |(ejected, total), s| {
+        (ejected + usize::from(s.is_ejected(now)), total + 1)
+    })
 }
 
 #[cfg(test)]
@@ -238,6 +276,58 @@ mod tests {
             Duration::from_secs(25),
             "capped at max_eject_for"
         );
+    }
+
+    #[test]
+    fn record_outcome_ejects_at_the_end_of_a_streak() {
+        let o = outlier();
+        let s = EndpointState::new(([127, 0, 0, 1], 1).into());
+        let unused = || -> (usize, usize) { panic!("census taken before an ejection is due") };
+        assert_eq!(record_outcome(&s, false, Some(&o), unused), None);
+        assert_eq!(record_outcome(&s, true, Some(&o), unused), None);
+        assert_eq!(record_outcome(&s, false, Some(&o), unused), None);
+        assert_eq!(record_outcome(&s, false, Some(&o), unused), None);
+        assert_eq!(
+            record_outcome(&s, false, Some(&o), || (0, 4)),
+            Some(Duration::from_secs(10))
+        );
+        assert!(s.is_ejected(now_ms()));
+        assert_eq!(s.failures(), 4);
+    }
+
+    #[test]
+    fn record_outcome_respects_max_ejected() {
+        let o = outlier();
+        let s = EndpointState::new(([127, 0, 0, 1], 1).into());
+        for _ in 0..2 {
+            assert_eq!(record_outcome(&s, false, Some(&o), || (1, 2)), None);
+        }
+        // 1 of 2 already out at max_ejected 50%: this one stays in.
+        assert_eq!(record_outcome(&s, false, Some(&o), || (1, 2)), None);
+        assert!(!s.is_ejected(now_ms()));
+        // The streak goes on; the next failure ejects once there is room.
+        assert!(record_outcome(&s, false, Some(&o), || (1, 4)).is_some());
+    }
+
+    #[test]
+    fn record_outcome_without_outlier_detection_only_counts() {
+        let s = EndpointState::new(([127, 0, 0, 1], 1).into());
+        for _ in 0..100 {
+            assert_eq!(record_outcome(&s, false, None, || (0, 1)), None);
+        }
+        assert_eq!(s.failures(), 100);
+        assert!(!s.is_ejected(now_ms()));
+    }
+
+    #[test]
+    fn count_ejected_counts() {
+        let o = outlier();
+        let set: Vec<_> = (1..=3)
+            .map(|p| EndpointState::new(([127, 0, 0, 1], p).into()))
+            .collect();
+        assert_eq!(count_ejected(set.iter().map(|s| &**s), now_ms()), (0, 3));
+        set[1].eject(&o);
+        assert_eq!(count_ejected(set.iter().map(|s| &**s), now_ms()), (1, 3));
     }
 
     #[test]

@@ -354,28 +354,19 @@ fn merge_endpoints(static_eps: &[Endpoint], discovered: &[Endpoint]) -> Vec<Endp
     all
 }
 
-/// Power of two choices on in-flight requests per unit of weight.
 /// Indices of the endpoints a pick chooses from.
 type Candidates = smallvec::SmallVec<[u32; 32]>;
 
+/// Power of two choices on in-flight requests per unit of weight.
 fn p2c(members: &[Member], candidates: &[u32]) -> Option<u32> {
-    match candidates.len() {
-        0 => None,
-        1 => Some(candidates[0]),
-        n => {
-            let a = rand::random_range(0..n);
-            let mut b = rand::random_range(0..n - 1);
-            if b >= a {
-                b += 1;
-            }
-            let (ia, ib) = (candidates[a], candidates[b]);
-            let (ma, mb) = (&members[ia as usize], &members[ib as usize]);
-            // Compare in_flight / weight without division.
-            let la = (ma.state.in_flight().max(0) as u128) * u128::from(mb.cfg.weight);
-            let lb = (mb.state.in_flight().max(0) as u128) * u128::from(ma.cfg.weight);
-            Some(if la <= lb { ia } else { ib })
-        }
-    }
+    tollgate_config::common::balance::p2c(candidates, |&i| {
+        let m = &members[i as usize];
+        (
+            u64::try_from(m.state.in_flight()).unwrap_or(0),
+            m.cfg.weight,
+        )
+    })
+    .copied()
 }
 
 fn ring_lookup(ring: &[(u64, u32)], h: u64, candidates: &[u32]) -> Option<u32> {

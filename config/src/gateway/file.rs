@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::common::outlier_detection::OutlierFile;
+pub use crate::common::retry::{RetryCondition, RetryOnFile};
 use crate::units::{HumanDuration, Percent};
 
 /// The gateway's configuration file.
@@ -73,8 +75,8 @@ pub struct ListenerTlsFile {
     #[serde(default)]
     pub default_certificate: Option<String>,
     /// Oldest TLS version accepted: `"1.2"` (default) or `"1.3"`.
-    #[serde(default = "default_min_version")]
-    pub min_version: String,
+    #[serde(default)]
+    pub min_version: TlsVersion,
     /// Offer HTTP/2 through ALPN (default true).
     #[serde(default = "yes")]
     pub http2: bool,
@@ -83,8 +85,15 @@ pub struct ListenerTlsFile {
     pub client_auth: Option<ClientAuthFile>,
 }
 
-fn default_min_version() -> String {
-    "1.2".into()
+/// A TLS protocol version, written as a string (`"1.2"`). Older versions are never
+/// offered, so they cannot be named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum TlsVersion {
+    #[default]
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -99,10 +108,9 @@ pub struct CertificateFile {
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientAuthFile {
-    /// `required`: no valid client certificate, no connection. `optional`: a
-    /// certificate, if sent, must be valid.
-    #[serde(default = "default_client_auth_mode")]
-    pub mode: String,
+    /// `required` (default) or `optional`.
+    #[serde(default)]
+    pub mode: ClientAuthMode,
     /// PEM CA certificates client certificates must chain to.
     pub ca: String,
     /// Header carrying the verified client identity to backends (any copy sent by the
@@ -111,9 +119,16 @@ pub struct ClientAuthFile {
     pub identity_header: String,
 }
 
-fn default_client_auth_mode() -> String {
-    "required".into()
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// No valid client certificate, no connection.
+    #[default]
+    Required,
+    /// A certificate, if sent, must be valid.
+    Optional,
 }
+
 fn default_client_identity_header() -> String {
     "x-client-cert-identity".into()
 }
@@ -325,22 +340,14 @@ pub struct RetryFile {
     /// different endpoint when there is one.
     pub attempts: u32,
     /// When to retry: `connect-failure` (any method: the request never left),
-    /// `reset`, `timeout`, or a status code like `502`/`503` (idempotent methods only).
+    /// `reset`, `timeout`, `5xx`, or a status code like `502`/`503` (idempotent methods
+    /// only).
     #[serde(default = "default_retry_on")]
     pub on: Vec<RetryOnFile>,
 }
 
 fn default_retry_on() -> Vec<RetryOnFile> {
-    vec![RetryOnFile::Name("connect-failure".into())]
-}
-
-/// A retry condition as written: a status code (`503`) or a name
-/// (`connect-failure`, `reset`, `timeout`, `5xx`); checked during validation.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(untagged)]
-pub enum RetryOnFile {
-    Status(u16),
-    Name(String),
+    vec![RetryCondition::ConnectFailure.into()]
 }
 
 /// A set of endpoints and how to pick one.
@@ -491,34 +498,4 @@ fn default_hc_healthy() -> u32 {
 }
 fn default_hc_unhealthy() -> u32 {
     3
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OutlierFile {
-    /// Consecutive failed requests (connect errors, resets, 5xx) before ejection.
-    #[serde(default = "default_consecutive_failures")]
-    pub consecutive_failures: u32,
-    /// First ejection lasts this long; each further ejection of the same endpoint lasts
-    /// one more multiple of it, up to `max_eject_for`.
-    #[serde(default = "default_eject_for")]
-    pub eject_for: HumanDuration,
-    #[serde(default = "default_max_eject_for")]
-    pub max_eject_for: HumanDuration,
-    /// Never eject more than this share of the upstream's endpoints.
-    #[serde(default = "default_max_ejected")]
-    pub max_ejected: Percent,
-}
-
-fn default_consecutive_failures() -> u32 {
-    5
-}
-fn default_eject_for() -> HumanDuration {
-    HumanDuration::from_secs(30)
-}
-fn default_max_eject_for() -> HumanDuration {
-    HumanDuration::from_secs(300)
-}
-fn default_max_ejected() -> Percent {
-    Percent::new_const(50.0)
 }

@@ -147,7 +147,7 @@ fn every_problem_is_reported_at_once() {
 listeners: [{ name: h, address: 127.0.0.1:1 }, { name: h, address: 127.0.0.1:1 }]
 routes:
   - { name: r, upstream: a, match: { path_prefix: nope, host: "bad host" } }
-  - { name: r, upstream: a, retry: { attempts: 0, on: [teapot, 404] } }
+  - { name: r, upstream: a, retry: { attempts: 0, on: [5xx, 404] } }
 upstreams:
   a:
     balance: consistent_hash
@@ -163,7 +163,6 @@ upstreams:
         "routes[0].match.path_prefix",
         "routes[1].name",
         "routes[1].retry.attempts",
-        "routes[1].retry.on[0]",
         "routes[1].retry.on[1]",
         "upstreams.a.hash_on",
         "upstreams.a.zone_aware",
@@ -187,6 +186,36 @@ fn schema_mentions_the_main_sections() {
     ] {
         assert!(s.contains(k), "{k}");
     }
+}
+
+#[test]
+fn schema_lists_the_valid_values_of_enum_fields() {
+    let schema: serde_json::Value = serde_json::from_str(&json_schema()).unwrap();
+    // Every string a definition allows, whether written as `enum` or `oneOf` of `const`s.
+    let values = |def: &str| -> Vec<String> {
+        let d = &schema["$defs"][def];
+        let mut out: Vec<String> = d["enum"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .chain(
+                d["oneOf"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| &v["const"]),
+            )
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(values("TlsVersion"), ["1.2", "1.3"]);
+    assert_eq!(values("ClientAuthMode"), ["optional", "required"]);
+    assert_eq!(
+        values("RetryCondition"),
+        ["5xx", "connect-failure", "reset", "timeout"]
+    );
 }
 
 #[test]
@@ -227,4 +256,70 @@ fn work_stealing_is_off_unless_asked() {
     assert!(load_str(&on).unwrap().config.work_stealing);
     let e = err_of(&format!("{base}server: {{ work_stealing: maybe }}\n"));
     assert!(e.contains("work_stealing"), "{e}");
+}
+
+const TLS_LISTENER: &str = "listeners:\n  - name: https\n    address: 127.0.0.1:8443\n    tls:\n      certificates: [{ cert: a.pem, key: a.key }]\n";
+
+#[test]
+fn tls_version_and_client_auth_mode_parse_as_written() {
+    for (written, tls13) in [
+        ("\"1.2\"", false),
+        ("\"1.3\"", true),
+        ("1.2", false),
+        ("1.3", true),
+        ("'1.3'", true),
+    ] {
+        let src = format!("{TLS_LISTENER}      min_version: {written}\n");
+        let c = load_str(&src).unwrap().config;
+        assert_eq!(
+            c.listeners[0].tls.as_ref().unwrap().min_tls13,
+            tls13,
+            "{written}"
+        );
+    }
+    let c = load_str(TLS_LISTENER).unwrap().config;
+    assert!(
+        !c.listeners[0].tls.as_ref().unwrap().min_tls13,
+        "default 1.2"
+    );
+
+    for (mode, required) in [("required", true), ("optional", false)] {
+        let src = format!("{TLS_LISTENER}      client_auth: {{ mode: {mode}, ca: ca.pem }}\n");
+        let c = load_str(&src).unwrap().config;
+        let auth = c.listeners[0].tls.as_ref().unwrap().client_auth.clone();
+        assert_eq!(auth.unwrap().required, required, "{mode}");
+    }
+    let src = format!("{TLS_LISTENER}      client_auth: {{ ca: ca.pem }}\n");
+    let c = load_str(&src).unwrap().config;
+    let auth = c.listeners[0].tls.as_ref().unwrap().client_auth.clone();
+    assert!(auth.unwrap().required, "default required");
+}
+
+#[test]
+fn a_bad_tls_version_names_line_field_and_valid_values() {
+    let e = err_of(&format!("{TLS_LISTENER}      min_version: \"1.1\"\n"));
+    assert_eq!(
+        e,
+        "gw.yaml:6:20: listeners[0].tls.min_version: unknown variant `1.1`, expected `1.2` or `1.3`"
+    );
+}
+
+#[test]
+fn a_bad_client_auth_mode_names_line_field_and_valid_values() {
+    let e = err_of(&format!(
+        "{TLS_LISTENER}      client_auth: {{ mode: sometimes, ca: ca.pem }}\n"
+    ));
+    assert_eq!(
+        e,
+        "gw.yaml:6:28: listeners[0].tls.client_auth.mode: unknown variant `sometimes`, expected `required` or `optional`"
+    );
+}
+
+#[test]
+fn a_bad_retry_condition_names_line_field_and_valid_values() {
+    let src = "listeners: [{ name: h, address: 127.0.0.1:1 }]\nroutes:\n  - name: r\n    upstream: a\n    retry: { attempts: 2, on: [connect-failure, teapot] }\nupstreams:\n  a: { endpoints: [{ address: 127.0.0.1:2 }] }\n";
+    assert_eq!(
+        err_of(src),
+        "gw.yaml:5:49: routes[0].retry.on[1]: unknown retry condition \"teapot\" (expected connect-failure, reset, timeout, 5xx or a status code)"
+    );
 }

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::common::outlier_detection::OutlierFile;
+use crate::common::retry::{RetryCondition, RetryOnFile};
 use crate::units::{HumanDuration, Percent, Rate};
 
 /// The sidecar's configuration file.
@@ -120,7 +122,7 @@ pub struct DependencyFile {
     #[serde(default)]
     pub queue: u32,
     #[serde(default)]
-    pub outlier_detection: Option<crate::gateway::file::OutlierFile>,
+    pub outlier_detection: Option<OutlierFile>,
     /// Send a second try to another endpoint when the first is slower than this
     /// (idempotent calls only; counted against the retry budget).
     #[serde(default)]
@@ -168,7 +170,7 @@ pub struct RetryPolicyFile {
     pub min_per_second: u32,
     /// Conditions: `5xx`, a status code, `reset`, `connect-failure`, `timeout`.
     #[serde(default = "default_retry_conditions")]
-    pub on: Vec<crate::gateway::file::RetryOnFile>,
+    pub on: Vec<RetryOnFile>,
     /// Request bodies up to this many bytes are buffered so they can be replayed;
     /// larger ones are not retried.
     #[serde(default = "default_max_body")]
@@ -187,12 +189,11 @@ fn default_budget() -> Percent {
 fn default_min_retries() -> u32 {
     10
 }
-fn default_retry_conditions() -> Vec<crate::gateway::file::RetryOnFile> {
-    use crate::gateway::file::RetryOnFile::Name;
+fn default_retry_conditions() -> Vec<RetryOnFile> {
     vec![
-        Name("5xx".into()),
-        Name("reset".into()),
-        Name("connect-failure".into()),
+        RetryCondition::Status5xx.into(),
+        RetryCondition::Reset.into(),
+        RetryCondition::ConnectFailure.into(),
     ]
 }
 fn default_max_body() -> usize {

@@ -8,9 +8,11 @@ use std::time::Duration;
 use http::HeaderName;
 
 use super::file::*;
+use crate::common::outlier_detection::validate_outlier;
+pub use crate::common::outlier_detection::Outlier;
+use crate::common::retry::{validate_attempts, validate_retry_on, RetryConditions};
+use crate::common::{parse_socket_addr, resolve_path};
 use crate::error::Problems;
-use crate::gateway::file::RetryOnFile;
-use crate::gateway::Outlier;
 use crate::units::{parse_duration, Rate};
 
 #[derive(Debug, Clone)]
@@ -136,13 +138,9 @@ pub struct Fault {
 }
 
 fn addr(s: &str, field: String, p: &mut Problems) -> Option<SocketAddr> {
-    match s.trim().parse() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            p.push(field, format!("{s:?} is not an IP:PORT address"));
-            None
-        }
-    }
+    parse_socket_addr(s)
+        .map_err(|e| p.push(field, e.to_string()))
+        .ok()
 }
 
 fn spiffe_ok(id: &str) -> bool {
@@ -155,14 +153,7 @@ fn spiffe_ok(id: &str) -> bool {
 /// (the config file's directory).
 pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Problems> {
     let mut p = Problems::default();
-    let path = |s: &str| {
-        let pb = PathBuf::from(s);
-        if pb.is_absolute() {
-            pb
-        } else {
-            base_dir.join(pb)
-        }
-    };
+    let path = |s: &str| resolve_path(base_dir, s);
     let identity = IdentityPaths {
         cert: path(&file.identity.cert),
         key: path(&file.identity.key),
@@ -317,9 +308,10 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
         if d.max_concurrent == 0 {
             p.push(format!("{at}.max_concurrent"), "must be at least 1");
         }
-        let outlier = d.outlier_detection.as_ref().map(|o| {
-            crate::gateway::runtime::validate_outlier(&format!("{at}.outlier_detection"), o, &mut p)
-        });
+        let outlier = d
+            .outlier_detection
+            .as_ref()
+            .map(|o| validate_outlier(&format!("{at}.outlier_detection"), o, &mut p));
         let fault = d.fault.as_ref().and_then(|f| {
             if f.abort_status.is_none() && f.abort_percent.fraction() > 0.0 {
                 p.push(format!("{at}.fault.abort_percent"), "needs `abort_status`");
@@ -406,12 +398,7 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
 
 fn validate_retry(at: &str, r: &RetryPolicyFile, p: &mut Problems) -> Retry {
     let rat = format!("{at}.retry");
-    if !(1..=10).contains(&r.attempts) {
-        p.push(
-            format!("{rat}.attempts"),
-            "must be between 1 (no retry) and 10",
-        );
-    }
+    validate_attempts(&format!("{rat}.attempts"), r.attempts, p);
     let (backoff_min, backoff_max) = match r.backoff.split_once("..") {
         Some((a, b)) => match (parse_duration(a), parse_duration(b)) {
             (Ok(a), Ok(b)) if a <= b => (a, b),
@@ -432,39 +419,24 @@ fn validate_retry(at: &str, r: &RetryPolicyFile, p: &mut Problems) -> Retry {
             (Duration::ZERO, Duration::ZERO)
         }
     };
-    let mut out = Retry {
+    let RetryConditions {
+        connect_failure,
+        reset,
+        timeout,
+        status_5xx,
+        statuses,
+    } = validate_retry_on(&format!("{rat}.on"), &r.on, p);
+    Retry {
         attempts: r.attempts,
         backoff_min,
         backoff_max,
         budget: r.budget.fraction(),
         min_per_second: r.min_per_second,
-        on_5xx: false,
-        statuses: Vec::new(),
-        on_reset: false,
-        on_connect_failure: false,
-        on_timeout: false,
+        on_5xx: status_5xx,
+        statuses,
+        on_reset: reset,
+        on_connect_failure: connect_failure,
+        on_timeout: timeout,
         max_body_bytes: r.max_body_bytes,
-    };
-    for (i, on) in r.on.iter().enumerate() {
-        match on {
-            RetryOnFile::Status(s) if (500..600).contains(s) || *s == 429 || *s == 408 => {
-                out.statuses.push(*s)
-            }
-            RetryOnFile::Status(s) => p.push(
-                format!("{rat}.on[{i}]"),
-                format!("status {s} is not retryable (use a 5xx, 408 or 429)"),
-            ),
-            RetryOnFile::Name(n) => match n.as_str() {
-                "5xx" => out.on_5xx = true,
-                "reset" => out.on_reset = true,
-                "connect-failure" => out.on_connect_failure = true,
-                "timeout" => out.on_timeout = true,
-                other => p.push(
-                    format!("{rat}.on[{i}]"),
-                    format!("unknown retry condition {other:?} (expected 5xx, reset, connect-failure, timeout or a status code)"),
-                ),
-            },
-        }
     }
-    out
 }

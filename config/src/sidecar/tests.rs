@@ -90,3 +90,27 @@ fn unknown_fields_are_errors() {
     assert!(e.contains("unknown field `extra`"), "{e}");
     assert!(e.starts_with("s.yaml:1:"), "{e}");
 }
+
+#[test]
+fn a_bad_retry_condition_names_line_field_and_valid_values() {
+    let src = "identity: { cert: a, key: b, trust_bundle: c }\nproxy: { listen: 127.0.0.1:3 }\noutbound:\n  x:\n    endpoints: [\"10.0.0.1:1\"]\n    server_identity: spiffe://td/x\n    retry: { on: [5xx, resets] }\n";
+    let e = from_str(Path::new("s.yaml"), src).unwrap_err().to_string();
+    assert_eq!(
+        e,
+        "s.yaml:7:24: outbound.x.retry.on[1]: unknown retry condition \"resets\" (expected connect-failure, reset, timeout, 5xx or a status code)"
+    );
+}
+
+#[test]
+fn addresses_and_outlier_detection_are_checked_as_in_the_gateway() {
+    let src = "identity: { cert: a, key: b, trust_bundle: c }\nproxy: { listen: localhost:3 }\noutbound:\n  x:\n    endpoints: [\"10.0.0.1:1\"]\n    server_identity: spiffe://td/x\n    outlier_detection: { consecutive_failures: 0 }\n";
+    let e = from_str(Path::new("s.yaml"), src).unwrap_err().to_string();
+    assert!(
+        e.contains("proxy.listen: \"localhost:3\" is not an IP:PORT address (e.g. 0.0.0.0:8080, [::1]:8080)"),
+        "{e}"
+    );
+    assert!(
+        e.contains("outbound.x.outlier_detection.consecutive_failures: must be at least 1"),
+        "{e}"
+    );
+}

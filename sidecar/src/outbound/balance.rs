@@ -5,13 +5,13 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, Uri, Version};
+use tollgate_config::common::balance::p2c;
 use tollgate_config::gateway::Outlier;
-use tollgate_config::outlier::{may_eject, now_ms, EndpointState};
+use tollgate_config::outlier::{count_ejected, now_ms, record_outcome, EndpointState};
 use tollgate_config::sidecar::HostPort;
 
 use super::client::{classify, PeerClient};
@@ -122,38 +122,15 @@ impl Endpoints {
             // Every endpoint ejected cannot happen (max_ejected), but never fail closed.
             cands = set.iter().collect();
         }
-        match cands.len() {
-            0 => None,
-            1 => Some(cands[0].clone()),
-            n => {
-                let a = rand::random_range(0..n);
-                let mut b = rand::random_range(0..n - 1);
-                if b >= a {
-                    b += 1;
-                }
-                let (x, y) = (cands[a], cands[b]);
-                Some(if x.in_flight() <= y.in_flight() { x } else { y }.clone())
-            }
-        }
+        // Endpoints carry no weight here: compare in-flight counts alone.
+        p2c(&cands, |e| (u64::try_from(e.in_flight()).unwrap_or(0), 1)).map(|e| Arc::clone(e))
     }
 
     fn record(&self, ep: &EndpointState, ok: bool) {
         let outlier = self.outlier.load();
-        let o = outlier.as_ref().as_ref();
-        if ok {
-            ep.record_success(o);
-            return;
-        }
-        if ep.record_failure(o) {
-            if let Some(o) = o {
-                let set = self.set.load();
-                let now = now_ms();
-                let ejected = set.iter().filter(|e| e.is_ejected(now)).count();
-                if may_eject(ejected, set.len(), o.max_ejected) {
-                    let d: Duration = ep.eject(o);
-                    tracing::warn!(dependency = %self.name, endpoint = %ep.address, "endpoint ejected for {d:?}");
-                }
-            }
+        let census = || count_ejected(self.set.load().iter().map(|e| &**e), now_ms());
+        if let Some(d) = record_outcome(ep, ok, outlier.as_ref().as_ref(), census) {
+            tracing::warn!(dependency = %self.name, endpoint = %ep.address, "endpoint ejected for {d:?}");
         }
     }
 }

@@ -1,14 +1,15 @@
 //! Outbound rate limit per dependency: calls beyond `rate_limit` fail at once with
 //! [`ProxyError::RateLimited`] (429 + `Retry-After`) without touching the dependency.
 //!
-//! GCRA (the token bucket without a refill task): one state, the theoretical arrival
-//! time of the next call, advanced by `per / count` per admitted call. The burst is one
-//! second's worth of calls (at least 1), so a rate of `600/m` admits 10 at once, then
-//! one every 100 ms.
+//! GCRA (the token bucket without a refill task, [`tollgate_config::common::gcra`]):
+//! one state, the theoretical arrival time of the next call, advanced by `per / count`
+//! per admitted call. The burst is one second's worth of calls (at least 1), so a rate
+//! of `600/m` admits 10 at once, then one every 100 ms.
 //!
 //! One limiter per dependency, shared by every clone of its stack; keep the `Arc`
 //! across reloads and [`RateLimiter::reconfigure`] it, so a reload neither refills nor
-//! empties the bucket. Time is `tokio::time::Instant` (tests pause it).
+//! empties the bucket. Time is `tokio::time::Instant` since the limiter was made (tests
+//! pause it), handed to the clock-agnostic GCRA as a `Duration`.
 
 use super::stage::{InnerService, Policy, PolicyLayer, PolicyService};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,6 +19,7 @@ use std::time::Duration;
 use http::Request;
 use serde::Serialize;
 use tokio::time::Instant;
+use tollgate_config::common::gcra::{Gcra, GcraState};
 use tollgate_config::units::Rate;
 use tower::ServiceExt;
 
@@ -25,35 +27,19 @@ use super::ResponseFuture;
 use crate::body::Body;
 use crate::error::ProxyError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Params {
-    /// Time one call costs.
-    interval: Duration,
-    /// Calls admitted at once from a full bucket.
-    burst: u32,
-}
-
-impl Params {
-    fn of(rate: Rate) -> Self {
-        let count = u32::try_from(rate.count.max(1)).unwrap_or(u32::MAX);
-        let interval = rate.per / count;
-        // Saturating float-to-int cast; `per_second` is finite and non-negative.
-        let burst = (rate.per_second().ceil() as u32).max(1);
-        Self { interval, burst }
-    }
-
-    /// How far ahead of now the arrival time may run: the burst.
-    fn tolerance(self) -> Duration {
-        self.interval.saturating_mul(self.burst)
-    }
+/// The dependency's `rate_limit` has no burst field: the burst is one second's worth of
+/// calls, at least 1.
+fn gcra_of(rate: Rate) -> Gcra {
+    // Saturating float-to-int cast; `per_second` is finite and non-negative.
+    let burst = (rate.per_second().ceil() as u32).max(1);
+    Gcra::from_rate(rate, burst)
 }
 
 #[derive(Debug)]
 struct Inner {
-    params: Params,
+    gcra: Gcra,
     rate: Rate,
-    /// When the bucket is full again (in the past: it is full).
-    tat: Instant,
+    state: GcraState,
 }
 
 /// What the admin endpoint shows for a dependency's rate limit.
@@ -72,6 +58,8 @@ pub struct RateLimitSnapshot {
 #[derive(Debug)]
 pub struct RateLimiter {
     inner: Mutex<Inner>,
+    /// The GCRA's time origin.
+    origin: Instant,
     admitted: AtomicU64,
     limited: AtomicU64,
 }
@@ -81,10 +69,11 @@ impl RateLimiter {
     pub fn new(rate: Rate) -> Self {
         Self {
             inner: Mutex::new(Inner {
-                params: Params::of(rate),
+                gcra: gcra_of(rate),
                 rate,
-                tat: Instant::now(),
+                state: GcraState::default(),
             }),
+            origin: Instant::now(),
             admitted: AtomicU64::new(0),
             limited: AtomicU64::new(0),
         }
@@ -93,7 +82,7 @@ impl RateLimiter {
     /// A new rate; the calls already admitted still count.
     pub fn reconfigure(&self, rate: Rate) {
         let mut inner = self.lock();
-        inner.params = Params::of(rate);
+        inner.gcra = gcra_of(rate);
         inner.rate = rate;
     }
 
@@ -103,18 +92,10 @@ impl RateLimiter {
 
     /// Admit one call, or say how long until one would be admitted.
     pub fn try_acquire(&self) -> Result<(), Duration> {
-        let now = Instant::now();
+        let now = Instant::now().saturating_duration_since(self.origin);
         let verdict = {
-            let mut inner = self.lock();
-            let p = inner.params;
-            let next = inner.tat.max(now) + p.interval;
-            let ahead = next.saturating_duration_since(now);
-            if ahead <= p.tolerance() {
-                inner.tat = next;
-                Ok(())
-            } else {
-                Err(ahead - p.tolerance())
-            }
+            let inner = &mut *self.lock();
+            inner.gcra.check(&mut inner.state, now)
         };
         let counter = if verdict.is_ok() {
             &self.admitted
@@ -126,14 +107,14 @@ impl RateLimiter {
     }
 
     pub fn snapshot(&self) -> RateLimitSnapshot {
-        let (rate, params) = {
+        let (rate, gcra) = {
             let inner = self.lock();
-            (inner.rate, inner.params)
+            (inner.rate, inner.gcra)
         };
         RateLimitSnapshot {
             rate: rate.to_string(),
             per_second: rate.per_second(),
-            burst: params.burst,
+            burst: gcra.burst(),
             admitted: self.admitted.load(Ordering::Relaxed),
             limited: self.limited.load(Ordering::Relaxed),
         }

@@ -1,0 +1,126 @@
+//! Runtime types: the gateway's validated configuration. Durations are parsed,
+//! addresses resolved to socket addresses, regexes compiled, references between
+//! routes and upstreams checked. Built from [`super::file`] types by [`validate`].
+//!
+//! One module per concern: [`listener`], [`route`], [`upstream`]; this one holds the
+//! whole config and the top-level check that runs them in order.
+
+mod listener;
+mod route;
+mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+pub use self::listener::*;
+pub use self::route::*;
+pub use self::upstream::*;
+use super::file::GatewayFile;
+pub use crate::common::outlier_detection::Outlier;
+use crate::common::parse_socket_addr;
+use crate::error::Problems;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub zone: Option<String>,
+    pub region: Option<String>,
+    pub listeners: Vec<Listener>,
+    pub admin_address: SocketAddr,
+    pub threads: usize,
+    pub work_stealing: bool,
+    pub drain_delay: Duration,
+    pub grace_period: Duration,
+    pub max_request_header_bytes: usize,
+    pub watch_config: bool,
+    pub routes: Vec<Route>,
+    pub upstreams: BTreeMap<String, Upstream>,
+}
+
+/// Values taken from the environment rather than the file.
+#[derive(Debug, Clone, Default)]
+pub struct EnvOverrides {
+    pub zone: Option<String>,
+    pub region: Option<String>,
+}
+
+impl EnvOverrides {
+    pub fn from_process_env() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Self {
+            zone: get("GATEWAY_ZONE"),
+            region: get("GATEWAY_REGION"),
+        }
+    }
+}
+
+/// Check a parsed file and build the runtime config, collecting every problem found.
+/// Relative certificate paths are taken relative to `base_dir` (the config's directory).
+pub fn validate(
+    file: GatewayFile,
+    env: &EnvOverrides,
+    base_dir: &Path,
+) -> Result<GatewayConfig, Problems> {
+    let mut p = Problems::default();
+
+    let zone = env.zone.clone().or(file.zone);
+    let region = env.region.clone().or(file.region);
+
+    let listeners = validate_listeners(&file.listeners, base_dir, &mut p);
+    let admin_address = match parse_socket_addr(&file.admin.address) {
+        Ok(a) => {
+            if listeners.iter().any(|l| l.address == a) {
+                p.push("admin.address", format!("{a} is also a traffic listener"));
+            }
+            a
+        }
+        Err(e) => {
+            p.push("admin.address", e.to_string());
+            SocketAddr::from(([127, 0, 0, 1], 9901))
+        }
+    };
+
+    let threads = match file.server.threads {
+        Some(0) => {
+            p.push("server.threads", "must be at least 1");
+            1
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let max_request_header_bytes = file.server.limits.max_request_header_bytes;
+    if !(1024..=1024 * 1024).contains(&max_request_header_bytes) {
+        p.push(
+            "server.limits.max_request_header_bytes",
+            "must be between 1024 and 1048576",
+        );
+    }
+
+    // Upstreams first, so routes can be checked against them.
+    let mut upstreams = BTreeMap::new();
+    for (name, u) in &file.upstreams {
+        if let Some(up) = validate_upstream(name, u, zone.as_deref(), base_dir, &mut p) {
+            upstreams.insert(name.clone(), up);
+        }
+    }
+    let routes = validate_routes(&file.routes, &file.upstreams, &mut p);
+
+    if !p.is_empty() {
+        return Err(p);
+    }
+    Ok(GatewayConfig {
+        zone,
+        region,
+        listeners,
+        admin_address,
+        threads,
+        work_stealing: file.server.work_stealing,
+        drain_delay: file.server.shutdown.drain_delay.get(),
+        grace_period: file.server.shutdown.grace_period.get(),
+        max_request_header_bytes,
+        watch_config: file.server.watch_config,
+        routes,
+        upstreams,
+    })
+}

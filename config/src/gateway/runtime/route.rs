@@ -1,0 +1,354 @@
+//! Routes: which requests (match) go where (action), with which timeouts and retries,
+//! and their validation against the defined upstreams.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use regex::Regex;
+
+use crate::common::retry::{validate_attempts, validate_retry_on, RetryConditions};
+use crate::error::Problems;
+use crate::gateway::file::{MatchFile, RetryFile, RouteFile, UpstreamFile};
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub name: String,
+    pub matcher: RouteMatch,
+    pub action: RouteAction,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub request_timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+    /// `Strict-Transport-Security` value for responses over HTTPS.
+    pub hsts: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RouteMatch {
+    pub host: Option<HostMatch>,
+    pub path: PathMatch,
+    /// Empty: any method.
+    pub methods: Vec<Method>,
+    pub headers: Vec<HeaderMatch>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostMatch {
+    /// Lower-case host without port.
+    Exact(String),
+    /// `*.example.com` stored as `.example.com`: matches `a.example.com`, not `example.com`.
+    Suffix(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PathMatch {
+    #[default]
+    Any,
+    Prefix(String),
+    Exact(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderMatch {
+    pub name: HeaderName,
+    pub kind: HeaderMatchKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum HeaderMatchKind {
+    Exact(String),
+    Regex(Regex),
+    Present(bool),
+}
+
+/// What a route does with a matched request. Later actions (redirect, fixed response)
+/// become new variants.
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    /// Forward to one upstream, or split by weight across several.
+    Forward(Vec<WeightedUpstream>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeightedUpstream {
+    pub upstream: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total tries, first included.
+    pub attempts: u32,
+    pub on_connect_failure: bool,
+    pub on_reset: bool,
+    pub on_timeout: bool,
+    pub on_5xx: bool,
+    pub statuses: Vec<u16>,
+}
+
+impl Default for RetryPolicy {
+    /// Retrying a connect failure is always safe (the request never left), so that is
+    /// on by default, once.
+    fn default() -> Self {
+        Self {
+            attempts: 2,
+            on_connect_failure: true,
+            on_reset: false,
+            on_timeout: false,
+            on_5xx: false,
+            statuses: Vec::new(),
+        }
+    }
+}
+
+impl RetryPolicy {
+    pub fn retries_status(&self, status: u16) -> bool {
+        (self.on_5xx && (500..600).contains(&status)) || self.statuses.contains(&status)
+    }
+}
+
+/// Check every route; `upstreams` are the defined ones, which routes must name.
+pub(super) fn validate_routes(
+    files: &[RouteFile],
+    upstreams: &BTreeMap<String, UpstreamFile>,
+    p: &mut Problems,
+) -> Vec<Route> {
+    let mut names = HashSet::new();
+    files
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let at = format!("routes[{i}]");
+            if r.name.trim().is_empty() {
+                p.push(format!("{at}.name"), "must not be empty");
+            }
+            if !names.insert(r.name.as_str()) {
+                p.push(
+                    format!("{at}.name"),
+                    format!("duplicate route name {:?}", r.name),
+                );
+            }
+            validate_route(&at, r, upstreams, p)
+        })
+        .collect()
+}
+
+fn validate_route(
+    at: &str,
+    r: &RouteFile,
+    upstreams: &BTreeMap<String, UpstreamFile>,
+    p: &mut Problems,
+) -> Route {
+    let matcher = validate_match(at, &r.matcher, p);
+    let targets = validate_targets(at, r, upstreams, p);
+    let retry = match &r.retry {
+        None => RetryPolicy::default(),
+        Some(rf) => validate_retry(at, rf, p),
+    };
+    let connect_timeout = r.timeouts.connect.get();
+    let read_timeout = r.timeouts.read.get();
+    if connect_timeout.is_zero() {
+        p.push(format!("{at}.timeouts.connect"), "must be above 0");
+    }
+    if read_timeout.is_zero() {
+        p.push(format!("{at}.timeouts.read"), "must be above 0");
+    }
+    let request_timeout = r.timeouts.request.map(|d| d.get());
+    if request_timeout.is_some_and(|d| d.is_zero()) {
+        p.push(format!("{at}.timeouts.request"), "must be above 0");
+    }
+    let hsts = r.hsts.as_ref().map(|h| {
+        let mut v = format!("max-age={}", h.max_age.get().as_secs());
+        if h.include_subdomains {
+            v.push_str("; includeSubDomains");
+        }
+        if h.preload {
+            v.push_str("; preload");
+        }
+        v
+    });
+    Route {
+        hsts,
+        name: r.name.clone(),
+        matcher,
+        action: RouteAction::Forward(targets),
+        connect_timeout,
+        read_timeout,
+        request_timeout,
+        retry,
+    }
+}
+
+/// `upstream: NAME` or `split: [...]`, each naming a defined upstream.
+fn validate_targets(
+    at: &str,
+    r: &RouteFile,
+    upstreams: &BTreeMap<String, UpstreamFile>,
+    p: &mut Problems,
+) -> Vec<WeightedUpstream> {
+    let targets = match (&r.upstream, &r.split) {
+        (Some(u), None) => vec![WeightedUpstream {
+            upstream: u.clone(),
+            weight: 1,
+        }],
+        (None, Some(split)) => {
+            if split.is_empty() {
+                p.push(format!("{at}.split"), "must list at least one upstream");
+            }
+            if split.iter().all(|s| s.weight == 0) && !split.is_empty() {
+                p.push(format!("{at}.split"), "at least one weight must be above 0");
+            }
+            split
+                .iter()
+                .map(|s| WeightedUpstream {
+                    upstream: s.upstream.clone(),
+                    weight: s.weight,
+                })
+                .collect()
+        }
+        (Some(_), Some(_)) => {
+            p.push(
+                format!("{at}.split"),
+                "set either `upstream` or `split`, not both",
+            );
+            Vec::new()
+        }
+        (None, None) => {
+            p.push(at, "needs `upstream` or `split`");
+            Vec::new()
+        }
+    };
+    for (j, t) in targets.iter().enumerate() {
+        if !upstreams.contains_key(&t.upstream) {
+            let field = if r.split.is_some() {
+                format!("{at}.split[{j}].upstream")
+            } else {
+                format!("{at}.upstream")
+            };
+            let defined = upstreams.keys().cloned().collect::<Vec<_>>().join(", ");
+            p.push(
+                field,
+                format!(
+                    "upstream {:?} is not defined (defined: {defined})",
+                    t.upstream
+                ),
+            );
+        }
+    }
+    targets
+}
+
+fn validate_match(at: &str, m: &MatchFile, p: &mut Problems) -> RouteMatch {
+    let host = m.host.as_ref().and_then(|h| {
+        let h = h.trim().to_ascii_lowercase();
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        };
+        if let Some(rest) = h.strip_prefix("*.") {
+            if valid(rest) {
+                return Some(HostMatch::Suffix(format!(".{rest}")));
+            }
+        } else if valid(&h) {
+            return Some(HostMatch::Exact(h));
+        }
+        p.push(
+            format!("{at}.match.host"),
+            format!("{h:?} is not a host name or a wildcard like *.example.com"),
+        );
+        None
+    });
+    let path = match (&m.path_prefix, &m.path_exact) {
+        (Some(_), Some(_)) => {
+            p.push(
+                format!("{at}.match.path_exact"),
+                "set either `path_prefix` or `path_exact`, not both",
+            );
+            PathMatch::Any
+        }
+        (Some(pre), None) if pre.starts_with('/') => {
+            if pre == "/" {
+                PathMatch::Any
+            } else {
+                PathMatch::Prefix(pre.clone())
+            }
+        }
+        (None, Some(ex)) if ex.starts_with('/') => PathMatch::Exact(ex.clone()),
+        (Some(_), None) => {
+            p.push(format!("{at}.match.path_prefix"), "must start with /");
+            PathMatch::Any
+        }
+        (None, Some(_)) => {
+            p.push(format!("{at}.match.path_exact"), "must start with /");
+            PathMatch::Any
+        }
+        (None, None) => PathMatch::Any,
+    };
+    let mut methods = Vec::new();
+    for (i, name) in m.methods.iter().enumerate() {
+        match Method::from_bytes(name.trim().to_ascii_uppercase().as_bytes()) {
+            Ok(mt) => methods.push(mt),
+            Err(_) => p.push(
+                format!("{at}.match.methods[{i}]"),
+                format!("{name:?} is not an HTTP method"),
+            ),
+        }
+    }
+    let mut headers = Vec::new();
+    for (i, h) in m.headers.iter().enumerate() {
+        let hat = format!("{at}.match.headers[{i}]");
+        let name = match HeaderName::from_bytes(h.name.trim().as_bytes()) {
+            Ok(n) => n,
+            Err(_) => {
+                p.push(
+                    format!("{hat}.name"),
+                    format!("{:?} is not a header name", h.name),
+                );
+                continue;
+            }
+        };
+        let kind = match (&h.exact, &h.regex, h.present) {
+            (Some(v), None, None) => HeaderMatchKind::Exact(v.clone()),
+            (None, Some(r), None) => match Regex::new(r) {
+                Ok(re) => HeaderMatchKind::Regex(re),
+                Err(e) => {
+                    p.push(format!("{hat}.regex"), format!("invalid regex: {e}"));
+                    continue;
+                }
+            },
+            (None, None, Some(b)) => HeaderMatchKind::Present(b),
+            _ => {
+                p.push(hat, "set exactly one of `exact`, `regex`, `present`");
+                continue;
+            }
+        };
+        headers.push(HeaderMatch { name, kind });
+    }
+    RouteMatch {
+        host,
+        path,
+        methods,
+        headers,
+    }
+}
+
+fn validate_retry(at: &str, r: &RetryFile, p: &mut Problems) -> RetryPolicy {
+    validate_attempts(&format!("{at}.retry.attempts"), r.attempts, p);
+    let RetryConditions {
+        connect_failure,
+        reset,
+        timeout,
+        status_5xx,
+        statuses,
+    } = validate_retry_on(&format!("{at}.retry.on"), &r.on, p);
+    RetryPolicy {
+        attempts: r.attempts,
+        on_connect_failure: connect_failure,
+        on_reset: reset,
+        on_timeout: timeout,
+        on_5xx: status_5xx,
+        statuses,
+    }
+}
