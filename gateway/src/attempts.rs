@@ -10,7 +10,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, RetryType};
 use pingora_http::RequestHeader;
 use tollgate_config::gateway::{Balance, HashOn};
-use tollgate_config::outlier::{may_eject, now_ms, InFlight};
+use tollgate_config::outlier::{count_ejected, now_ms, record_outcome, InFlight};
 
 use crate::balance::{HashKey, Pick, UpstreamRt};
 use crate::context::Ctx;
@@ -20,8 +20,9 @@ use crate::metrics::{status_class, METRICS};
 /// Endpoints tried so far and the attempt in progress.
 #[derive(Default)]
 pub struct Attempts {
-    /// Inline: most requests try one endpoint.
-    pub tried: smallvec::SmallVec<[SocketAddr; 4]>,
+    /// Inline: most requests try one or two endpoints (the context is moved around
+    /// inside Pingora's futures: every inline byte is copied several times a request).
+    pub tried: smallvec::SmallVec<[SocketAddr; 2]>,
     current: Option<InFlight>,
     pub tries: u32,
     /// The last attempt's failure was already recorded (retry on status).
@@ -51,27 +52,15 @@ impl Attempts {
         let Some(attempt) = self.current.take() else {
             return;
         };
-        let outlier = up.cfg.outlier.as_ref();
         let s = attempt.state();
         if ok {
             up.metrics.success.inc();
-            s.record_success(outlier);
-            return;
+        } else {
+            up.metrics.failure.inc();
         }
-        up.metrics.failure.inc();
-        if !s.record_failure(outlier) {
-            return;
-        }
-        let Some(o) = outlier else { return };
-        let set = up.set.load();
-        let now = now_ms();
-        let ejected = set
-            .members
-            .iter()
-            .filter(|m| m.state.is_ejected(now))
-            .count();
-        if may_eject(ejected, set.members.len(), o.max_ejected) {
-            let d = s.eject(o);
+        let outlier = up.cfg.outlier.as_ref();
+        let census = || count_ejected(up.set.load().members.iter().map(|m| &*m.state), now_ms());
+        if let (Some(d), Some(o)) = (record_outcome(s, ok, outlier, census), outlier) {
             METRICS
                 .ejections
                 .with_label_values(&[up.cfg.name.as_str()])

@@ -90,16 +90,112 @@ pub fn client_used_https(client: &Client, req: &RequestHeader) -> bool {
 }
 
 /// Forwarding headers on the request sent upstream.
+///
+/// By default the upstream request (Pingora's clone of the client's) is rebuilt without
+/// Pingora's case-preserving name map, and the headers go straight into the `http`
+/// header map under static names: one hash-map insert each, where an insert through the
+/// case map also renders, re-parses and stores a title-case copy of the name.
+/// `server.preserve_header_case` keeps the map (header names go out as they came in).
 pub fn upstream_headers(
     ctx: &Ctx,
     downstream: &RequestHeader,
     req: &mut RequestHeader,
 ) -> pingora_error::Result<()> {
+    if ctx.snap.config.preserve_header_case {
+        return write_forwarding(ctx, downstream, req);
+    }
+    let (mut parts, raw_target) = without_case_map(req);
+    // One growth of the map at most, rather than one per insert.
+    parts.headers.reserve(6);
+    write_forwarding(ctx, downstream, &mut parts.headers)?;
+    *req = RequestHeader::from(parts);
+    if let Some(raw) = raw_target {
+        req.set_raw_path(&raw)?;
+    }
+    Ok(())
+}
+
+/// Take the request apart, dropping the case map. The request target is returned when
+/// the URI does not reproduce it (absolute form, bytes that are not UTF-8), to be put
+/// back as it was.
+fn without_case_map(req: &mut RequestHeader) -> (http::request::Parts, Option<Vec<u8>>) {
+    let uri_target = req.uri.path_and_query().map(|p| p.as_str().as_bytes());
+    let raw = req.raw_path();
+    let keep = (uri_target != Some(raw) || !req.raw_path_is_utf8()).then(|| raw.to_vec());
+    // An empty request allocates nothing (no headers, no extensions).
+    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+    (std::mem::replace(req, placeholder).into(), keep)
+}
+
+/// Add a header to a response the client will get, through Pingora's case map only
+/// when `server.preserve_header_case` asks for it (see [`upstream_headers`]).
+pub fn response_header(
+    ctx: &Ctx,
+    resp: &mut pingora_http::ResponseHeader,
+    name: HeaderName,
+    value: HeaderValue,
+) -> pingora_error::Result<()> {
+    if ctx.snap.config.preserve_header_case || !resp.has_case() {
+        return resp.insert_header(name, value);
+    }
+    // The backend's own reason phrase, if not the standard one, is kept.
+    let custom_reason = resp
+        .get_reason_phrase()
+        .filter(|r| Some(*r) != resp.status.canonical_reason())
+        .map(str::to_owned);
+    let placeholder = pingora_http::ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let mut parts: http::response::Parts = std::mem::replace(resp, placeholder).into();
+    parts.headers.insert(name, value);
+    *resp = pingora_http::ResponseHeader::from(parts);
+    if let Some(r) = custom_reason {
+        resp.set_reason_phrase(Some(&r))?;
+    }
+    Ok(())
+}
+
+/// Where forwarding headers are written: the plain `http` header map, or Pingora's
+/// case-preserving request header.
+trait HeaderSink {
+    fn headers(&self) -> &http::HeaderMap;
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> pingora_error::Result<()>;
+    fn remove(&mut self, name: &HeaderName);
+}
+
+impl HeaderSink for http::HeaderMap {
+    fn headers(&self) -> &http::HeaderMap {
+        self
+    }
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> pingora_error::Result<()> {
+        self.insert(name, value);
+        Ok(())
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        http::HeaderMap::remove(self, name);
+    }
+}
+
+impl HeaderSink for RequestHeader {
+    fn headers(&self) -> &http::HeaderMap {
+        &self.headers
+    }
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> pingora_error::Result<()> {
+        self.insert_header(name, value)
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+}
+
+fn write_forwarding(
+    ctx: &Ctx,
+    downstream: &RequestHeader,
+    out: &mut impl HeaderSink,
+) -> pingora_error::Result<()> {
     let c = &ctx.client;
     if let Some(peer) = c.peer {
         let mut buf = [0u8; 48];
         let ip = write_ip(&mut buf, peer);
-        let prev = req.headers.get_all(&X_FORWARDED_FOR);
+        let prev = out.headers().get_all(&X_FORWARDED_FOR);
         let xff = if c.peer_trusted && prev.iter().next().is_some() {
             let mut joined = Vec::with_capacity(64);
             for v in prev {
@@ -112,13 +208,13 @@ pub fn upstream_headers(
             HeaderValue::from_bytes(ip)
         };
         if let Ok(v) = xff {
-            req.insert_header(X_FORWARDED_FOR, v)?;
+            out.set(X_FORWARDED_FOR, v)?;
         }
     } else if !c.peer_trusted {
-        req.remove_header(&X_FORWARDED_FOR);
+        out.remove(&X_FORWARDED_FOR);
     }
-    if !(c.peer_trusted && req.headers.contains_key(&X_FORWARDED_PROTO)) {
-        req.insert_header(X_FORWARDED_PROTO, if c.tls { HTTPS } else { HTTP })?;
+    if !(c.peer_trusted && out.headers().contains_key(&X_FORWARDED_PROTO)) {
+        out.set(X_FORWARDED_PROTO, if c.tls { HTTPS } else { HTTP })?;
     }
     // The client identity header is ours: never pass one the client made up.
     let client_auth = c
@@ -127,9 +223,13 @@ pub fn upstream_headers(
         .and_then(|l| l.tls.as_ref())
         .and_then(|t| t.client_auth.as_ref());
     if let Some(auth) = client_auth {
-        req.remove_header(&auth.identity_header);
-        if let Some(id) = &c.identity {
-            req.insert_header(auth.identity_header.clone(), id.as_str())?;
+        out.remove(&auth.identity_header);
+        if let Some(id) = c
+            .identity
+            .as_deref()
+            .and_then(|i| HeaderValue::from_str(i).ok())
+        {
+            out.set(auth.identity_header.clone(), id)?;
         }
     }
     if let Some(routed) = ctx.routed.as_ref().filter(|r| !r.host.is_empty()) {
@@ -139,14 +239,14 @@ pub fn upstream_headers(
             .cloned()
             .or_else(|| HeaderValue::from_str(&routed.host).ok());
         if let Some(h) = host {
-            req.insert_header(X_FORWARDED_HOST, h)?;
+            out.set(X_FORWARDED_HOST, h)?;
         }
     }
     if let Some(id) = &ctx.ids.request_id {
-        req.insert_header(X_REQUEST_ID, id.clone())?;
+        out.set(X_REQUEST_ID, id.clone())?;
     }
     if let Some(tp) = &ctx.ids.traceparent {
-        req.insert_header(TRACEPARENT, tp.clone())?;
+        out.set(TRACEPARENT, tp.clone())?;
     }
     Ok(())
 }

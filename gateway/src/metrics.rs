@@ -86,6 +86,25 @@ pub use tollgate_config::metrics::status_class;
 
 const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
+/// Index of `status`'s class in [`CLASSES`], without comparing strings per request.
+fn class_index(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100 - 1),
+        _ => 5,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn status_indices_match_the_class_labels() {
+        for status in [0u16, 99, 100, 204, 302, 404, 503, 599, 600, 999] {
+            let i = super::class_index(status);
+            assert_eq!(super::CLASSES[i], super::status_class(status), "{status}");
+        }
+    }
+}
+
 /// A route's metric handles, resolved once per snapshot instead of hashing label
 /// values on every request.
 #[derive(Debug, Clone)]
@@ -106,11 +125,8 @@ impl RouteMetrics {
     }
 
     pub fn count(&self, status: u16) {
-        let class = status_class(status);
-        if let Some(i) = CLASSES.iter().position(|c| *c == class) {
-            if let Some(c) = self.by_class.get(i) {
-                c.inc();
-            }
+        if let Some(c) = self.by_class.get(class_index(status)) {
+            c.inc();
         }
     }
 }

@@ -16,6 +16,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pingora_core::modules::http::HttpModules;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -47,6 +48,10 @@ impl ProxyHttp for GatewayProxy {
     fn new_ctx(&self) -> Ctx {
         Ctx::new(&self.state)
     }
+
+    /// No downstream modules. Pingora's default adds its response-compression module,
+    /// disabled, which still builds a context and runs its filters on every request.
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         if self.state.health.get() == Readiness::Draining {
@@ -135,7 +140,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(id) = &ctx.ids.request_id {
-            upstream_response.insert_header(X_REQUEST_ID, id.clone())?;
+            forwarded::response_header(ctx, upstream_response, X_REQUEST_ID, id.clone())?;
         }
         match ctx.route() {
             Some(route) => route.filters.on_response(&ctx.client, upstream_response),

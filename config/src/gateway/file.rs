@@ -154,7 +154,7 @@ fn default_admin_address() -> String {
     "127.0.0.1:9901".into()
 }
 
-#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServerFile {
     /// Worker threads (default: number of CPUs). Needs a restart.
@@ -172,6 +172,26 @@ pub struct ServerFile {
     /// Watch the config file and reload on change (SIGHUP and `POST /reload` always work).
     #[serde(default = "yes")]
     pub watch_config: bool,
+    /// Send header names to backends (and responses to clients) with the letter case
+    /// they arrived with, for peers that wrongly depend on it (header names are
+    /// case-insensitive, RFC 9110). Off: names go out lower-case, which costs less per
+    /// request. Headers the gateway adds are lower-case either way.
+    #[serde(default)]
+    pub preserve_header_case: bool,
+}
+
+/// What a file without a `server:` section gets: the same defaults as each field's.
+impl Default for ServerFile {
+    fn default() -> Self {
+        Self {
+            threads: None,
+            work_stealing: false,
+            shutdown: ShutdownFile::default(),
+            limits: LimitsFile::default(),
+            watch_config: true,
+            preserve_header_case: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

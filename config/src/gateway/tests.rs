@@ -323,3 +323,20 @@ fn a_bad_retry_condition_names_line_field_and_valid_values() {
         "gw.yaml:5:49: routes[0].retry.on[1]: unknown retry condition \"teapot\" (expected connect-failure, reset, timeout, 5xx or a status code)"
     );
 }
+
+/// Regression: a file without a `server:` section got `ServerFile::default()`, whose
+/// derived `watch_config` was false, so its changes were never picked up (the
+/// documented default is true).
+#[test]
+fn server_defaults_are_the_same_with_or_without_the_section() {
+    let base = "listeners: [{ name: h, address: 127.0.0.1:1 }]\n";
+    let without = load_str(base).unwrap().config;
+    let with = load_str(&format!("{base}server: {{}}\n")).unwrap().config;
+    assert!(without.watch_config && with.watch_config);
+    assert!(!without.preserve_header_case && !with.preserve_header_case);
+    assert_eq!(without.drain_delay, with.drain_delay);
+    assert_eq!(
+        without.max_request_header_bytes,
+        with.max_request_header_bytes
+    );
+}

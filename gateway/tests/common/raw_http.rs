@@ -13,10 +13,13 @@ pub struct RawConn {
 
 #[derive(Debug)]
 pub struct RawResponse {
+    pub status_line: String,
     pub status: u16,
-    /// Lower-case names.
+    /// Names lower-cased here (see `raw_head` for the bytes as sent).
     pub headers: Vec<(String, String)>,
+    pub raw_head: String,
     pub body: String,
+    pub raw_body: Vec<u8>,
 }
 
 impl RawResponse {
@@ -42,7 +45,11 @@ impl RawConn {
 
     /// Send `request` as is and read one response; `None` if the connection closed first.
     pub fn exchange(&mut self, request: &str) -> Option<RawResponse> {
-        self.stream.write_all(request.as_bytes()).ok()?;
+        self.exchange_bytes(request.as_bytes())
+    }
+
+    pub fn exchange_bytes(&mut self, request: &[u8]) -> Option<RawResponse> {
+        self.stream.write_all(request).ok()?;
         self.read_response()
     }
 
@@ -65,8 +72,10 @@ impl RawConn {
             self.fill()?;
         };
         let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        let raw_head = head.clone();
         let mut lines = head.split("\r\n");
-        let status = lines.next()?.get(9..12)?.parse().ok()?;
+        let status_line = lines.next()?.to_owned();
+        let status = status_line.get(9..12)?.parse().ok()?;
         let headers: Vec<(String, String)> = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -79,12 +88,15 @@ impl RawConn {
         while self.buf.len() < end + len {
             self.fill()?;
         }
-        let body = String::from_utf8_lossy(&self.buf[end..end + len]).into_owned();
+        let raw_body = self.buf[end..end + len].to_vec();
         self.buf.drain(..end + len);
         Some(RawResponse {
+            status_line,
             status,
             headers,
-            body,
+            raw_head,
+            body: String::from_utf8_lossy(&raw_body).into_owned(),
+            raw_body,
         })
     }
 

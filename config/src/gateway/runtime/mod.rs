@@ -34,6 +34,8 @@ pub struct GatewayConfig {
     pub grace_period: Duration,
     pub max_request_header_bytes: usize,
     pub watch_config: bool,
+    /// Keep the header-name case of proxied requests and responses.
+    pub preserve_header_case: bool,
     pub routes: Vec<Route>,
     pub upstreams: BTreeMap<String, Upstream>,
 }
@@ -120,6 +122,7 @@ pub fn validate(
         grace_period: file.server.shutdown.grace_period.get(),
         max_request_header_bytes,
         watch_config: file.server.watch_config,
+        preserve_header_case: file.server.preserve_header_case,
         routes,
         upstreams,
     })
