@@ -8,6 +8,8 @@
 #   bash benches/run.sh                         # everything, 3 rounds (~15 min)
 #   ROUNDS=1 DURATION=5 bash benches/run.sh     # a quick look
 #   SCENARIOS="http latency" bash benches/run.sh
+#   BASELINE=/tmp/gateway-old bash benches/run.sh   # also an earlier gateway build, as
+#                                                   # `gateway-baseline` in the HTTP table
 #
 # With the `sidecar` scenario (on by default) it then runs benches/sidecar.sh, which
 # rewrites the sidecar section of RESULTS.md: one command regenerates the whole file.
@@ -55,7 +57,13 @@ if ((IDLE > MAXCONN - 200)); then IDLE=$((MAXCONN - 200)); fi
 
 work=$(mktemp -d /tmp/tollgate-bench.XXXX)
 pids=()
-cleanup() { kill -9 "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+# TERM first: nginx's and HAProxy's masters stop their workers on TERM, not on KILL.
+cleanup() {
+  kill "${pids[@]}" 2>/dev/null || true
+  sleep 0.5
+  kill -9 "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
 trap cleanup EXIT
 target/release/examples/mkcerts "$work/certs" >/dev/null
 cat "$work/certs/b.crt" "$work/certs/b.key" >"$work/certs/b.pem"
@@ -68,6 +76,9 @@ declare -A TLS=([nginx]=127.0.0.1:18085 [haproxy]=127.0.0.1:18089 [caddy]=127.0.
   [gateway]=127.0.0.1:18086)
 GWF=127.0.0.1:18092           # the gateway with every feature on
 ALL=(nginx haproxy caddy bare-pingora gateway)
+# Rows of the HTTP table: every proxy, and an earlier gateway build when BASELINE names one.
+HTTP_ROWS=("${ALL[@]}")
+if [ -n "${BASELINE:-}" ]; then HTTP[gateway-baseline]=127.0.0.1:18097; HTTP_ROWS+=(gateway-baseline); fi
 TLS_PROXIES=(nginx haproxy caddy gateway)
 
 mkdir -p "$work/up" "$work/ngx"
@@ -190,17 +201,23 @@ taskset -c "$PROXY_CPU" target/release/bare-pingora "${HTTP[bare-pingora]}" "$UP
 PID[bare-pingora]=$!
 RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/gateway --config "$work/gateway.yaml" 2>"$work/gateway.log" & pids+=($!)
 PID[gateway]=$!
+if [ -n "${BASELINE:-}" ]; then
+  sed -e "s/${HTTP[gateway]}/${HTTP[gateway-baseline]}/" -e "s/127.0.0.1:18084/127.0.0.1:18098/" \
+    -e "/name: https/,/tls:/d" "$work/gateway.yaml" >"$work/gateway-baseline.yaml"
+  RUST_LOG=warn taskset -c "$PROXY_CPU" "$BASELINE" --config "$work/gateway-baseline.yaml" 2>"$work/gateway-baseline.log" & pids+=($!)
+  PID[gateway-baseline]=$!
+fi
 if has features; then
   RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/gateway --config "$work/gateway-features.yaml" 2>"$work/gateway-features.log" & pids+=($!)
   PID[gateway-features]=$!
 fi
 for _ in $(seq 50); do
   ok=1
-  for p in "${ALL[@]}"; do curl -sf -o /dev/null "http://${HTTP[$p]}/" || ok=0; done
+  for p in "${HTTP_ROWS[@]}"; do curl -sf -o /dev/null "http://${HTTP[$p]}/" || ok=0; done
   ((ok)) && break
   sleep 0.2
 done
-for p in "${ALL[@]}"; do
+for p in "${HTTP_ROWS[@]}"; do
   curl -sf -o /dev/null "http://${HTTP[$p]}/" || { echo "$p is not answering"; tail -n 20 "$work"/*.log "$work"/*/error.log; exit 1; }
 done
 PID[nginx]=$(pgrep -P "$(cat "$work/ngx/nginx.pid")" | head -1)
@@ -246,11 +263,11 @@ print(p["p50"]*1e6, p["p99"]*1e6, p["p99.9"]*1e6)')"
 }
 
 # Warm up: connection pools, page cache, lazy initialisation.
-for p in "${ALL[@]}"; do on "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "http://${HTTP[$p]}/" >/dev/null; done
+for p in "${HTTP_ROWS[@]}"; do on "$LOAD_CPU" wrk -t1 -c"$CONNS" -d1s "http://${HTTP[$p]}/" >/dev/null; done
 
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS"
-  if has http; then for p in "${ALL[@]}"; do wrk_run "http/$p" "${PID[$p]}" "http://${HTTP[$p]}/"; done; fi
+  if has http; then for p in "${HTTP_ROWS[@]}"; do wrk_run "http/$p" "${PID[$p]}" "http://${HTTP[$p]}/"; done; fi
   if has https; then for p in "${TLS_PROXIES[@]}"; do wrk_run "https/$p" "${PID[$p]}" "https://${TLS[$p]}/"; done; fi
   if has handshake; then
     for p in "${TLS_PROXIES[@]}"; do wrk_run "handshake/$p" "${PID[$p]}" "https://${TLS[$p]}/" -H "Connection: close"; done
@@ -324,7 +341,8 @@ throughput_table() { # scenario proxies...
   done
 }
 rssmib() { awk -v k="$(rss_kb "$1")" 'BEGIN { printf "%.1f", k / 1024 }'; }
-others=$(awk '/^## Sidecar mTLS hop/ {keep=1} keep' benches/RESULTS.md 2>/dev/null || true)
+# Sections other scripts write (callgrind.sh, sidecar.sh) are kept as they are.
+others=$(awk '/^## (Instructions per request|Sidecar mTLS hop)/ {keep=1} keep' benches/RESULTS.md 2>/dev/null || true)
 {
   echo "# Benchmark results"
   echo
@@ -342,7 +360,7 @@ others=$(awk '/^## Sidecar mTLS hop/ {keep=1} keep' benches/RESULTS.md 2>/dev/nu
     has "$s" || continue
     echo
     case $s in
-      http) echo "## HTTP/1.1 keep-alive (wrk -c$CONNS)"; echo; throughput_table http "${ALL[@]}" ;;
+      http) echo "## HTTP/1.1 keep-alive (wrk -c$CONNS)"; echo; throughput_table http "${HTTP_ROWS[@]}" ;;
       https) echo "## HTTPS keep-alive (wrk -c$CONNS, TLS 1.3)"; echo; throughput_table https "${TLS_PROXIES[@]}" ;;
       handshake) echo "## A new TLS handshake per request (wrk -c$CONNS, \`Connection: close\`): req/s = handshakes/s"; echo; throughput_table handshake "${TLS_PROXIES[@]}" ;;
       h2) echo "## HTTP/2 over TLS, multiplexed (h2load -c8 -m16)"; echo; throughput_table h2 "${TLS_PROXIES[@]}" ;;
