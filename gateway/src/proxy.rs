@@ -43,17 +43,20 @@ fn is_idempotent(session: &Session) -> bool {
 
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
-    type CTX = Ctx;
+    /// Boxed: Pingora moves the context with its request futures several times per
+    /// request, and a pointer is cheaper to move than the ~400-byte context (measured
+    /// with callgrind: 87.8k -> 86.5k instructions per request, allocation included).
+    type CTX = Box<Ctx>;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new(&self.state)
+    fn new_ctx(&self) -> Box<Ctx> {
+        Box::new(Ctx::new(&self.state))
     }
 
     /// No downstream modules. Pingora's default adds its response-compression module,
     /// disabled, which still builds a context and runs its filters on every request.
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
         if self.state.health.get() == Readiness::Draining {
             // Tell keep-alive clients to reconnect (elsewhere) before the listeners close.
             session.set_keepalive(None);
@@ -109,7 +112,7 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<Box<HttpPeer>> {
         let body_empty = session.is_body_empty();
         attempts::next_peer(ctx, session.req_header(), body_empty)
     }
@@ -118,7 +121,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         forwarded::upstream_headers(ctx, session.req_header(), upstream_request)
     }
@@ -127,7 +130,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
         attempts::on_response_status(ctx, status, is_idempotent(session))
@@ -137,7 +140,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         if let Some(id) = &ctx.ids.request_id {
             forwarded::response_header(ctx, upstream_response, X_REQUEST_ID, id.clone())?;
@@ -151,7 +154,7 @@ impl ProxyHttp for GatewayProxy {
     fn suppress_proxy_warn_log(
         &self,
         _session: &Session,
-        _ctx: &Ctx,
+        _ctx: &Box<Ctx>,
         _error: &Error,
         _context: pingora_proxy::ProxyWarnLogContext,
     ) -> bool {
@@ -164,7 +167,7 @@ impl ProxyHttp for GatewayProxy {
         &self,
         _session: &mut Session,
         _peer: &HttpPeer,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         e: Box<Error>,
     ) -> Box<Error> {
         attempts::on_connect_failure(ctx, e)
@@ -175,13 +178,13 @@ impl ProxyHttp for GatewayProxy {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut Ctx,
+        ctx: &mut Box<Ctx>,
         client_reused: bool,
     ) -> Box<Error> {
         attempts::on_proxy_error(ctx, e, peer, is_idempotent(session), client_reused)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Box<Ctx>) -> FailToProxy {
         let rejection = attempts::failure_rejection(e);
         match rejection.as_ref() {
             Some(r) if session.response_written().is_none() => {
@@ -198,7 +201,7 @@ impl ProxyHttp for GatewayProxy {
     /// A client that went away before its answer is not a gateway failure: it is
     /// counted (`status="error"` in `gateway_requests_total`) and logged at debug, so
     /// ERROR lines stay about the gateway and its upstreams.
-    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, e: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Box<Ctx>, e: &Error) -> bool {
         let client_gone = *e.esource() == ErrorSource::Downstream
             && matches!(
                 e.etype(),
@@ -210,7 +213,7 @@ impl ProxyHttp for GatewayProxy {
         client_gone
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<Ctx>) {
         attempts::finish(ctx, e);
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let m = ctx
