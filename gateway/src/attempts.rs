@@ -309,7 +309,7 @@ pub fn failure_rejection(e: &Error) -> Option<Rejection> {
     Some(r.close())
 }
 
-fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+pub(crate) fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
     req.headers
         .get_all(COOKIE)
         .iter()

@@ -9,6 +9,7 @@ use http::HeaderValue;
 
 use crate::attempts::Attempts;
 use crate::balance::UpstreamRt;
+use crate::filters::FilterState;
 use crate::route::RouteRt;
 use crate::snapshot::Snapshot;
 use crate::state::State;
@@ -21,6 +22,7 @@ pub struct Ctx {
     pub ids: Ids,
     pub routed: Option<Routed>,
     pub attempts: Attempts,
+    pub filter_state: FilterState,
     /// Why the gateway answered itself, if it did (metric label).
     pub rejected: Option<&'static str>,
     _in_flight: RequestGuard,
@@ -36,6 +38,7 @@ impl Ctx {
             ids: Ids::default(),
             routed: None,
             attempts: Attempts::default(),
+            filter_state: FilterState::default(),
             rejected: None,
             _in_flight: RequestGuard(state.clone()),
         }

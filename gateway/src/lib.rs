@@ -24,6 +24,7 @@ pub mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod ratelimit;
 pub mod respond;
 pub mod route;
 pub mod routing;

@@ -20,9 +20,11 @@ pub struct Metrics {
     pub restart_required: IntGauge,
     pub discovery_errors: IntCounterVec,
     pub no_route: IntCounter,
+    pub rate_limit_decisions: IntCounterVec,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    Metrics {
     requests: m::counter_vec(
         "gateway_requests_total",
         "Requests by route and response status class",
@@ -80,6 +82,12 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         &["upstream"],
     ),
     no_route: m::counter("gateway_no_route_total", "Requests that matched no route"),
+    rate_limit_decisions: m::counter_vec(
+        "gateway_rate_limit_decisions_total",
+        "Rate-limit decisions by policy: allowed, limited (answered 429), skipped (a key part was missing)",
+        &["policy", "result"],
+    ),
+}
 });
 
 pub use tollgate_config::metrics::status_class;

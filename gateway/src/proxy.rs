@@ -87,8 +87,9 @@ impl ProxyHttp for GatewayProxy {
         let view = RequestView {
             req,
             client: &ctx.client,
+            route: &route.config.name,
         };
-        if let Verdict::Reject(r) = route.filters.on_request(&view) {
+        if let Verdict::Reject(r) = route.filters.on_request(&view, &mut ctx.filter_state) {
             respond::reject(session, ctx, &r).await?;
             return Ok(true);
         }
@@ -112,7 +113,11 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<Box<HttpPeer>> {
         let body_empty = session.is_body_empty();
         attempts::next_peer(ctx, session.req_header(), body_empty)
     }
@@ -146,7 +151,11 @@ impl ProxyHttp for GatewayProxy {
             forwarded::response_header(ctx, upstream_response, X_REQUEST_ID, id.clone())?;
         }
         match ctx.route() {
-            Some(route) => route.filters.on_response(&ctx.client, upstream_response),
+            Some(route) => {
+                route
+                    .filters
+                    .on_response(&ctx.client, &ctx.filter_state, upstream_response)
+            }
             None => Ok(()),
         }
     }
@@ -184,7 +193,12 @@ impl ProxyHttp for GatewayProxy {
         attempts::on_proxy_error(ctx, e, peer, is_idempotent(session), client_reused)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Box<Ctx>) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Box<Ctx>,
+    ) -> FailToProxy {
         let rejection = attempts::failure_rejection(e);
         match rejection.as_ref() {
             Some(r) if session.response_written().is_none() => {

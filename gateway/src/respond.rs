@@ -26,25 +26,32 @@ pub async fn reject(
     METRICS.rejected.with_label_values(&[r.reason]).inc();
     let id = ctx.ids.request_id.as_ref();
     let body = body(r, id);
-    let mut resp = ResponseHeader::build(r.status, Some(6))?;
+    let mut resp = ResponseHeader::build(r.status, Some(6 + r.headers.len()))?;
     resp.insert_header(CONTENT_TYPE, TEXT_PLAIN)?;
     resp.insert_header(CONTENT_LENGTH, body.len())?;
     if let Some(id) = id {
         resp.insert_header(X_REQUEST_ID, id.clone())?;
     }
     if let Some(after) = r.retry_after {
-        // Whole seconds, rounded up: "0" would invite an immediate retry.
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-        resp.insert_header(RETRY_AFTER, secs.max(1))?;
+        // "0" would invite an immediate retry.
+        resp.insert_header(RETRY_AFTER, ceil_secs(after).max(1))?;
     }
     if let Some(location) = &r.location {
         resp.insert_header(LOCATION, location.clone())?;
+    }
+    for (name, value) in &r.headers {
+        resp.insert_header(name.clone(), value.clone())?;
     }
     if !r.keep_alive {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// Whole seconds, rounded up (HTTP's delay-seconds).
+pub fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
 /// `DETAIL\nreason: REASON\nrequest-id: ID\n`: one line for people, two for tools.

@@ -9,6 +9,7 @@ use tollgate_config::gateway::{Route, RouteAction};
 use crate::balance::UpstreamRt;
 use crate::filters::Filters;
 use crate::metrics::RouteMetrics;
+use crate::ratelimit::RateLimiter;
 use crate::snapshot::BuildError;
 
 #[derive(Debug)]
@@ -36,6 +37,7 @@ impl RouteRt {
     pub fn build(
         route: &Route,
         upstreams: &HashMap<String, Arc<UpstreamRt>>,
+        limiters: &HashMap<String, Arc<RateLimiter>>,
     ) -> Result<Self, BuildError> {
         let action = match &route.action {
             RouteAction::Forward(targets) => {
@@ -64,7 +66,7 @@ impl RouteRt {
             }
         };
         Ok(Self {
-            filters: Filters::build(route),
+            filters: Filters::build(route, limiters),
             action,
             metrics: RouteMetrics::new(&route.name),
             config: route.clone(),

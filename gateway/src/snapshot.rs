@@ -14,6 +14,7 @@ use tollgate_config::gateway::{GatewayConfig, Listener, Loaded};
 
 use crate::balance::UpstreamRt;
 use crate::metrics::RouteMetrics;
+use crate::ratelimit::RateLimiter;
 use crate::route::RouteRt;
 use crate::routing::Router;
 use crate::tls::{ListenerCerts, TlsError};
@@ -25,6 +26,8 @@ pub struct Snapshot {
     pub upstreams: HashMap<String, Arc<UpstreamRt>>,
     /// Certificates of the TLS listeners, by listener name.
     pub certs: HashMap<String, Arc<ListenerCerts>>,
+    /// Rate limiters by policy name (their counters carried over across reloads).
+    pub rate_limiters: HashMap<String, Arc<RateLimiter>>,
     /// The routes as requests use them (same order as `config.routes`).
     pub routes: Vec<RouteRt>,
     /// Metric handles for requests that matched no route.
@@ -110,10 +113,19 @@ impl Snapshot {
             })?;
             upstreams.insert(name.clone(), Arc::new(rt));
         }
+        let rate_limiters: HashMap<String, Arc<RateLimiter>> = config
+            .rate_limits
+            .iter()
+            .map(|(name, policy)| {
+                let prev = previous.and_then(|p| p.rate_limiters.get(name));
+                let l = RateLimiter::build(policy, prev.map(|p| p.as_ref()));
+                (name.clone(), Arc::new(l))
+            })
+            .collect();
         let routes = config
             .routes
             .iter()
-            .map(|r| RouteRt::build(r, &upstreams))
+            .map(|r| RouteRt::build(r, &upstreams, &rate_limiters))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Snapshot {
             router: Router::new(&config.routes),
@@ -121,6 +133,7 @@ impl Snapshot {
             unrouted_metrics: RouteMetrics::new("none"),
             upstreams,
             certs,
+            rate_limiters,
             config,
             version: loaded.version,
             loaded_at_unix: tollgate_config::metrics::unix_now(),

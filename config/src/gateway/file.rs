@@ -33,6 +33,9 @@ pub struct GatewayFile {
     pub routes: Vec<RouteFile>,
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamFile>,
+    /// Named rate-limit policies that routes list in `rate_limit`.
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, super::ratelimit::RateLimitFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -268,6 +271,9 @@ pub struct RouteFile {
     /// Add `Strict-Transport-Security` to responses served over HTTPS.
     #[serde(default)]
     pub hsts: Option<HstsFile>,
+    /// Rate-limit policies (names under `rate_limits`) every request must pass, in order.
+    #[serde(default)]
+    pub rate_limit: super::ratelimit::OneOrMany<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -1,6 +1,7 @@
 //! The gateway's configuration: file types, validation, loading.
 
 pub mod file;
+pub mod ratelimit;
 pub mod runtime;
 #[cfg(test)]
 mod tests;
@@ -8,6 +9,7 @@ mod tests;
 use std::path::Path;
 
 pub use file::GatewayFile;
+pub use ratelimit::{HeadersMode, KeyPart, OneOrMany, RateLimitPolicy};
 pub use runtime::*;
 
 use crate::error::ConfigError;

@@ -11,19 +11,22 @@
 //! 5. rate limits keyed on verified claims;
 //! 6. header transforms, last, so they see the request every check let through.
 //!
-//! Built so far: header transforms (HSTS). The WAF, rate limiting and authentication
-//! issues add their variants here, in their stage.
+//! Built so far: rate limits keyed on the client (`crate::ratelimit`) and header
+//! transforms (HSTS). The WAF and authentication add their variants here, in their stage.
 
 mod headers;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use pingora_http::{RequestHeader, ResponseHeader};
-use tollgate_config::gateway::Route;
+use tollgate_config::gateway::{HeadersMode, Route};
 
 use crate::context::Client;
+use crate::ratelimit::{self, RateLimiter};
 pub use headers::Hsts;
 
 /// A filter's verdict on a request.
@@ -49,6 +52,8 @@ pub struct Rejection {
     pub keep_alive: bool,
     /// For redirects.
     pub location: Option<HeaderValue>,
+    /// Anything else the answer carries (`RateLimit-Policy`, `RateLimit`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Rejection {
@@ -60,6 +65,7 @@ impl Rejection {
             retry_after: None,
             keep_alive: true,
             location: None,
+            headers: Vec::new(),
         }
     }
 
@@ -86,6 +92,15 @@ impl Rejection {
 pub struct RequestView<'a> {
     pub req: &'a RequestHeader,
     pub client: &'a Client,
+    /// The matched route's name.
+    pub route: &'a str,
+}
+
+/// What filters learn about a request and use again in later phases.
+#[derive(Debug, Default)]
+pub struct FilterState {
+    /// `RateLimit-Policy` / `RateLimit` for the response (policies with `headers: all`).
+    pub rate_limit: ratelimit::Headers,
 }
 
 /// Where a filter runs in the order above. Declared in that order: the derived `Ord`
@@ -102,36 +117,47 @@ pub enum Stage {
 
 #[derive(Debug)]
 pub enum Filter {
+    RateLimit(Arc<RateLimiter>),
     Hsts(Hsts),
 }
 
 impl Filter {
     fn stage(&self) -> Stage {
         match self {
+            Filter::RateLimit(_) => Stage::ClientRateLimit,
             Filter::Hsts(_) => Stage::Headers,
         }
     }
 
-    fn on_request(&self, _view: &RequestView<'_>) -> Verdict {
+    fn on_request(&self, view: &RequestView<'_>, state: &mut FilterState) -> Verdict {
         match self {
+            Filter::RateLimit(l) => l.on_request(view, &mut state.rate_limit),
             Filter::Hsts(_) => Verdict::Continue,
         }
     }
 
-    fn on_response(&self, client: &Client, resp: &mut ResponseHeader) -> pingora_error::Result<()> {
+    fn on_response(
+        &self,
+        client: &Client,
+        state: &FilterState,
+        resp: &mut ResponseHeader,
+    ) -> pingora_error::Result<()> {
         match self {
+            Filter::RateLimit(_) => state.rate_limit.write(resp),
             Filter::Hsts(h) => h.on_response(client, resp),
         }
     }
 
     fn has_request_phase(&self) -> bool {
         match self {
+            Filter::RateLimit(_) => true,
             Filter::Hsts(_) => false,
         }
     }
 
     fn has_response_phase(&self) -> bool {
         match self {
+            Filter::RateLimit(l) => l.policy.headers == HeadersMode::All,
             Filter::Hsts(_) => true,
         }
     }
@@ -146,8 +172,13 @@ pub struct Filters {
 }
 
 impl Filters {
-    pub fn build(route: &Route) -> Self {
+    /// The route's filters; `limiters` are the snapshot's, by policy name (validation
+    /// guarantees every name a route lists is there).
+    pub fn build(route: &Route, limiters: &HashMap<String, Arc<RateLimiter>>) -> Self {
         let mut list = Vec::new();
+        for name in &route.rate_limits {
+            list.extend(limiters.get(name).cloned().map(Filter::RateLimit));
+        }
         if let Some(h) = &route.hsts {
             list.extend(Hsts::build(h).map(Filter::Hsts));
         }
@@ -165,10 +196,10 @@ impl Filters {
     }
 
     /// The request head, through every filter until one rejects it.
-    pub fn on_request(&self, view: &RequestView<'_>) -> Verdict {
+    pub fn on_request(&self, view: &RequestView<'_>, state: &mut FilterState) -> Verdict {
         if self.request {
             for f in &self.list {
-                if let Verdict::Reject(r) = f.on_request(view) {
+                if let Verdict::Reject(r) = f.on_request(view, state) {
                     return Verdict::Reject(r);
                 }
             }
@@ -180,11 +211,12 @@ impl Filters {
     pub fn on_response(
         &self,
         client: &Client,
+        state: &FilterState,
         resp: &mut ResponseHeader,
     ) -> pingora_error::Result<()> {
         if self.response {
             for f in &self.list {
-                f.on_response(client, resp)?;
+                f.on_response(client, state, resp)?;
             }
         }
         Ok(())

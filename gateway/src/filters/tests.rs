@@ -12,9 +12,10 @@ fn client(tls: bool) -> Client {
 fn hsts_is_sent_over_tls_only() {
     let f = Filters::from_list(vec![Filter::Hsts(Hsts::build("max-age=60").unwrap())]);
     let mut resp = ResponseHeader::build(200, None).unwrap();
-    f.on_response(&client(false), &mut resp).unwrap();
+    let state = FilterState::default();
+    f.on_response(&client(false), &state, &mut resp).unwrap();
     assert!(resp.headers.get("strict-transport-security").is_none());
-    f.on_response(&client(true), &mut resp).unwrap();
+    f.on_response(&client(true), &state, &mut resp).unwrap();
     assert_eq!(resp.headers["strict-transport-security"], "max-age=60");
 }
 
@@ -26,8 +27,10 @@ fn a_route_without_request_filters_continues() {
     let view = RequestView {
         req: &req,
         client: &c,
+        route: "r",
     };
-    assert!(matches!(f.on_request(&view), Verdict::Continue));
+    let mut state = FilterState::default();
+    assert!(matches!(f.on_request(&view, &mut state), Verdict::Continue));
     assert!(!f.request && f.response);
 }
 

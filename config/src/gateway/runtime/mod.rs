@@ -38,6 +38,8 @@ pub struct GatewayConfig {
     pub preserve_header_case: bool,
     pub routes: Vec<Route>,
     pub upstreams: BTreeMap<String, Upstream>,
+    /// Rate-limit policies by name.
+    pub rate_limits: BTreeMap<String, crate::gateway::ratelimit::RateLimitPolicy>,
 }
 
 /// Values taken from the environment rather than the file.
@@ -106,7 +108,8 @@ pub fn validate(
             upstreams.insert(name.clone(), up);
         }
     }
-    let routes = validate_routes(&file.routes, &file.upstreams, &mut p);
+    let rate_limits = crate::gateway::ratelimit::validate_policies(&file.rate_limits, &mut p);
+    let routes = validate_routes(&file.routes, &file.upstreams, &file.rate_limits, &mut p);
 
     if !p.is_empty() {
         return Err(p);
@@ -125,5 +128,6 @@ pub fn validate(
         preserve_header_case: file.server.preserve_header_case,
         routes,
         upstreams,
+        rate_limits,
     })
 }

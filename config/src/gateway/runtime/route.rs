@@ -10,6 +10,7 @@ use regex::Regex;
 use crate::common::retry::{validate_attempts, validate_retry_on, RetryConditions};
 use crate::error::Problems;
 use crate::gateway::file::{MatchFile, RetryFile, RouteFile, UpstreamFile};
+use crate::gateway::ratelimit::{route_policies, RateLimitFile};
 
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -22,6 +23,8 @@ pub struct Route {
     pub retry: RetryPolicy,
     /// `Strict-Transport-Security` value for responses over HTTPS.
     pub hsts: Option<String>,
+    /// Names of the rate-limit policies the route applies, in order.
+    pub rate_limits: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -112,6 +115,7 @@ impl RetryPolicy {
 pub(super) fn validate_routes(
     files: &[RouteFile],
     upstreams: &BTreeMap<String, UpstreamFile>,
+    rate_limits: &BTreeMap<String, RateLimitFile>,
     p: &mut Problems,
 ) -> Vec<Route> {
     let mut names = HashSet::new();
@@ -129,7 +133,9 @@ pub(super) fn validate_routes(
                     format!("duplicate route name {:?}", r.name),
                 );
             }
-            validate_route(&at, r, upstreams, p)
+            let mut route = validate_route(&at, r, upstreams, p);
+            route.rate_limits = route_policies(&at, &r.rate_limit, rate_limits, p);
+            route
         })
         .collect()
 }
@@ -177,6 +183,7 @@ fn validate_route(
         read_timeout,
         request_timeout,
         retry,
+        rate_limits: Vec::new(),
     }
 }
 

@@ -1,0 +1,222 @@
+//! Rate limiting: one [`RateLimiter`] per policy (`rate_limits:` in the config),
+//! shared by every route that lists it, each request counted under a key made of the
+//! policy's parts (client address, route, method, path, a header, a cookie, a query
+//! argument). GCRA arithmetic is the one the sidecar uses
+//! (`tollgate_config::common::gcra`); the counters live in [`local::LocalStore`].
+//!
+//! A key is hashed with SipHash under a random per-limiter key (so a client cannot
+//! aim many keys at one bucket) and only the hash is stored. A request that lacks a
+//! key part (no such header, cookie or argument) is not counted by the policy, as AWS
+//! WAF does, unless the policy sets `count_missing`.
+//!
+//! Limiters live in the snapshot and are carried over by name across reloads while
+//! their key is unchanged, so a reload neither refills nor empties anyone's bucket.
+
+pub mod local;
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderName, HeaderValue};
+use pingora_http::RequestHeader;
+use prometheus::IntCounter;
+use tollgate_config::common::gcra::Gcra;
+use tollgate_config::gateway::{HeadersMode, KeyPart, RateLimitPolicy};
+
+use crate::filters::{Rejection, RequestView, Verdict};
+use crate::metrics::METRICS;
+use local::{Decision, LocalStore};
+
+pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+pub struct RateLimiter {
+    pub policy: RateLimitPolicy,
+    gcra: Gcra,
+    store: Arc<LocalStore>,
+    hasher: std::collections::hash_map::RandomState,
+    /// Time origin of the store's arrival times (kept with the store).
+    origin: Instant,
+    /// `RateLimit-Policy` value, built once.
+    policy_header: HeaderValue,
+    allowed: IntCounter,
+    limited: IntCounter,
+    skipped: IntCounter,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("policy", &self.policy.name)
+            .finish()
+    }
+}
+
+/// The `RateLimit` header values a response may carry (the most restrictive policy's).
+#[derive(Debug, Clone, Default)]
+pub struct Headers {
+    pub policy: Option<HeaderValue>,
+    pub state: Option<HeaderValue>,
+    remaining: u32,
+}
+
+impl Headers {
+    pub fn write(&self, resp: &mut pingora_http::ResponseHeader) -> pingora_error::Result<()> {
+        if let (Some(p), Some(s)) = (&self.policy, &self.state) {
+            resp.insert_header(RATELIMIT_POLICY, p.clone())?;
+            resp.insert_header(RATELIMIT, s.clone())?;
+        }
+        Ok(())
+    }
+}
+
+impl RateLimiter {
+    /// A limiter for `policy`, keeping `previous`'s counters when it counted the same
+    /// keys in a store of the same size.
+    pub fn build(policy: &RateLimitPolicy, previous: Option<&RateLimiter>) -> Self {
+        let gcra = Gcra::from_rate(policy.rate, policy.burst);
+        let (store, hasher, origin) = match previous {
+            Some(p) if p.policy.key == policy.key && p.policy.max_keys == policy.max_keys => {
+                (p.store.clone(), p.hasher.clone(), p.origin)
+            }
+            _ => (
+                Arc::new(LocalStore::new(policy.max_keys)),
+                std::collections::hash_map::RandomState::new(),
+                Instant::now(),
+            ),
+        };
+        let m = |result: &str| {
+            METRICS
+                .rate_limit_decisions
+                .with_label_values(&[policy.name.as_str(), result])
+        };
+        Self {
+            policy_header: policy_header(&policy.name, &gcra),
+            gcra,
+            store,
+            hasher,
+            origin,
+            allowed: m("allowed"),
+            limited: m("limited"),
+            skipped: m("skipped"),
+            policy: policy.clone(),
+        }
+    }
+
+    /// Count the request; reject it when over the limit.
+    pub fn on_request(&self, view: &RequestView<'_>, headers: &mut Headers) -> Verdict {
+        let Some(key) = self.key(view) else {
+            self.skipped.inc();
+            return Verdict::Continue;
+        };
+        let d = self.store.check(key, &self.gcra, self.origin.elapsed());
+        let state = state_header(&self.policy.name, &d);
+        if !d.allowed {
+            self.limited.inc();
+            let mut r = Rejection::new(
+                429,
+                "rate_limited",
+                format!("rate limit {} exceeded", self.policy.name),
+            )
+            .retry_after(d.retry_after);
+            if self.policy.headers != HeadersMode::Off {
+                r.headers
+                    .push((RATELIMIT_POLICY, self.policy_header.clone()));
+                r.headers.extend(state.map(|s| (RATELIMIT, s)));
+            }
+            return Verdict::Reject(r);
+        }
+        self.allowed.inc();
+        if self.policy.headers == HeadersMode::All
+            && (headers.state.is_none() || d.remaining < headers.remaining)
+        {
+            *headers = Headers {
+                policy: Some(self.policy_header.clone()),
+                state,
+                remaining: d.remaining,
+            };
+        }
+        Verdict::Continue
+    }
+
+    /// The request's key under this policy, or `None` when a part is missing (and the
+    /// policy does not count such requests).
+    fn key(&self, view: &RequestView<'_>) -> Option<u64> {
+        let mut h = self.hasher.build_hasher();
+        for (i, part) in self.policy.key.iter().enumerate() {
+            h.write_usize(i);
+            let value: Option<&[u8]> = match part {
+                KeyPart::ClientIp => {
+                    match view.client.ip {
+                        Some(ip) => ip.hash(&mut h),
+                        None if self.policy.count_missing => {}
+                        None => return None,
+                    }
+                    continue;
+                }
+                KeyPart::Route => Some(view.route.as_bytes()),
+                KeyPart::Method => Some(view.req.method.as_str().as_bytes()),
+                KeyPart::Path => Some(view.req.uri.path().as_bytes()),
+                KeyPart::Header(name) => view.req.headers.get(name).map(HeaderValue::as_bytes),
+                KeyPart::Cookie(name) => cookie(view.req, name),
+                KeyPart::Query(name) => query_arg(view.req, name),
+            };
+            match value {
+                Some(v) => {
+                    h.write_usize(v.len());
+                    h.write(v);
+                }
+                None if self.policy.count_missing => h.write_u8(0xff),
+                None => return None,
+            }
+        }
+        Some(h.finish())
+    }
+
+    /// Keys the store tracks now (admin and tests).
+    pub fn tracked_keys(&self) -> usize {
+        self.store.len()
+    }
+}
+
+/// `RateLimit-Policy: "NAME";q=BURST;w=SECONDS` (draft-ietf-httpapi-ratelimit-headers):
+/// the quota is the burst, refilled over `burst x interval`.
+fn policy_header(name: &str, gcra: &Gcra) -> HeaderValue {
+    let window = gcra.tolerance().as_secs_f64().ceil().max(1.0) as u64;
+    let v = format!("\"{}\";q={};w={window}", sf_string(name), gcra.burst());
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("\"limit\""))
+}
+
+/// `RateLimit: "NAME";r=REMAINING;t=SECONDS_UNTIL_FULL`.
+fn state_header(name: &str, d: &Decision) -> Option<HeaderValue> {
+    let t = crate::respond::ceil_secs(d.reset_after);
+    let v = format!("\"{}\";r={};t={t}", sf_string(name), d.remaining);
+    HeaderValue::from_str(&v).ok()
+}
+
+/// A policy name as the inside of a structured-field string (RFC 8941 3.3.3).
+fn sf_string(name: &str) -> String {
+    name.chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control())
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect()
+}
+
+fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    crate::attempts::cookie_value(req, name)
+}
+
+/// The first value of query argument `name`, as sent (not percent-decoded).
+fn query_arg<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a [u8]> {
+    req.uri.query()?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v.as_bytes())
+    })
+}
+
+#[cfg(test)]
+mod tests;
