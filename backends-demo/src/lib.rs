@@ -17,6 +17,7 @@ pub mod pki;
 mod poll;
 mod ports;
 mod process;
+mod redis;
 pub mod server;
 
 pub use backend::{Backend, BackendBuilder, Stats};
@@ -26,3 +27,4 @@ pub use gateway_config::GatewayConfig;
 pub use poll::{http_get_ok, test_client, wait_until};
 pub use ports::{free_addr, free_port};
 pub use process::Proc;
+pub use redis::Redis;

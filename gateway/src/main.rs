@@ -32,6 +32,10 @@ fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
+    // Both rustls providers are linked (the sidecar's aws-lc-rs through the workspace);
+    // the gateway, like Pingora, uses ring: make it the default for libraries that
+    // build TLS configs without naming one (the Redis client for rediss://).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     cli::main(Binary {
         name: "gateway",
         about: "Edge gateway: routing, zone-aware load balancing, hot reload",

@@ -21,6 +21,9 @@ pub struct Metrics {
     pub discovery_errors: IntCounterVec,
     pub no_route: IntCounter,
     pub rate_limit_decisions: IntCounterVec,
+    pub redis_duration: Histogram,
+    pub redis_errors: IntCounterVec,
+    pub redis_available: IntGauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -86,6 +89,22 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "gateway_rate_limit_decisions_total",
         "Rate-limit decisions by policy: allowed, limited (answered 429), skipped (a key part was missing)",
         &["policy", "result"],
+    ),
+    redis_duration: m::histogram_vec(
+        "gateway_redis_call_duration_seconds",
+        "Time of each rate-limit call to Redis, errors and timeouts included",
+        &[],
+        m::latency_buckets(),
+    )
+    .with_label_values::<&str>(&[]),
+    redis_errors: m::counter_vec(
+        "gateway_redis_errors_total",
+        "Failed rate-limit calls to Redis by kind (timeout, error)",
+        &["kind"],
+    ),
+    redis_available: m::gauge(
+        "gateway_redis_available",
+        "0 while the Redis breaker is open (rate limits decided locally), else 1",
     ),
 }
 });

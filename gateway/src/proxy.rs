@@ -89,7 +89,7 @@ impl ProxyHttp for GatewayProxy {
             client: &ctx.client,
             route: &route.config.name,
         };
-        if let Verdict::Reject(r) = route.filters.on_request(&view, &mut ctx.filter_state) {
+        if let Verdict::Reject(r) = route.filters.on_request(&view, &mut ctx.filter_state).await {
             respond::reject(session, ctx, &r).await?;
             return Ok(true);
         }

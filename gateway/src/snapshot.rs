@@ -14,6 +14,7 @@ use tollgate_config::gateway::{GatewayConfig, Listener, Loaded};
 
 use crate::balance::UpstreamRt;
 use crate::metrics::RouteMetrics;
+use crate::ratelimit::redis::RedisStore;
 use crate::ratelimit::RateLimiter;
 use crate::route::RouteRt;
 use crate::routing::Router;
@@ -28,6 +29,8 @@ pub struct Snapshot {
     pub certs: HashMap<String, Arc<ListenerCerts>>,
     /// Rate limiters by policy name (their counters carried over across reloads).
     pub rate_limiters: HashMap<String, Arc<RateLimiter>>,
+    /// The Redis that `store: redis` policies share.
+    pub redis: Option<Arc<RedisStore>>,
     /// The routes as requests use them (same order as `config.routes`).
     pub routes: Vec<RouteRt>,
     /// Metric handles for requests that matched no route.
@@ -46,6 +49,8 @@ pub enum BuildError {
     Upstream { upstream: String, source: TlsError },
     #[error("route {route}: {reason}")]
     Route { route: String, reason: String },
+    #[error("{reason}")]
+    Redis { reason: String },
 }
 
 impl BuildError {
@@ -53,7 +58,9 @@ impl BuildError {
     pub fn listener(&self) -> Option<&str> {
         match self {
             BuildError::Listener { listener, .. } => Some(listener),
-            BuildError::Upstream { .. } | BuildError::Route { .. } => None,
+            BuildError::Upstream { .. } | BuildError::Route { .. } | BuildError::Redis { .. } => {
+                None
+            }
         }
     }
 }
@@ -113,12 +120,20 @@ impl Snapshot {
             })?;
             upstreams.insert(name.clone(), Arc::new(rt));
         }
+        // One connection for every policy; kept across reloads while the settings stay.
+        let redis = match (&config.redis, previous.and_then(|p| p.redis.as_ref())) {
+            (Some(c), Some(prev)) if prev.config == *c => Some(prev.clone()),
+            (Some(c), _) => {
+                Some(RedisStore::new(c).map_err(|reason| BuildError::Redis { reason })?)
+            }
+            (None, _) => None,
+        };
         let rate_limiters: HashMap<String, Arc<RateLimiter>> = config
             .rate_limits
             .iter()
             .map(|(name, policy)| {
                 let prev = previous.and_then(|p| p.rate_limiters.get(name));
-                let l = RateLimiter::build(policy, prev.map(|p| p.as_ref()));
+                let l = RateLimiter::build(policy, prev.map(|p| p.as_ref()), redis.as_ref());
                 (name.clone(), Arc::new(l))
             })
             .collect();
@@ -134,6 +149,7 @@ impl Snapshot {
             upstreams,
             certs,
             rate_limiters,
+            redis,
             config,
             version: loaded.version,
             loaded_at_unix: tollgate_config::metrics::unix_now(),

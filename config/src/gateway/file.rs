@@ -36,6 +36,9 @@ pub struct GatewayFile {
     /// Named rate-limit policies that routes list in `rate_limit`.
     #[serde(default)]
     pub rate_limits: BTreeMap<String, super::ratelimit::RateLimitFile>,
+    /// The Redis that `store: redis` rate limits share.
+    #[serde(default)]
+    pub redis: Option<super::ratelimit::RedisFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

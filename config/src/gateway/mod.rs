@@ -9,7 +9,9 @@ mod tests;
 use std::path::Path;
 
 pub use file::GatewayFile;
-pub use ratelimit::{HeadersMode, KeyPart, OneOrMany, RateLimitPolicy};
+pub use ratelimit::{
+    HeadersMode, KeyPart, OnStoreError, OneOrMany, RateLimitPolicy, RedisConfig, StoreFile,
+};
 pub use runtime::*;
 
 use crate::error::ConfigError;

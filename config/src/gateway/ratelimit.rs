@@ -17,7 +17,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Problems;
-use crate::units::Rate;
+use crate::units::{HumanDuration, Rate};
 
 /// One value or a list of them (`key: client_ip` or `key: [route, client_ip]`).
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -61,9 +61,13 @@ pub struct RateLimitFile {
     #[serde(default)]
     pub count_missing: bool,
     /// Where the counters live. `local`: in this gateway's memory (each replica counts
-    /// on its own). Cluster-wide limits through Redis are planned.
+    /// on its own). `redis`: in the top-level `redis`, shared by every replica.
     #[serde(default)]
     pub store: StoreFile,
+    /// `store: redis` only: when Redis is slow or down, `fail_open` (the default) limits
+    /// locally at the policy's rate divided by `redis.replicas`; `fail_closed` answers 503.
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
     /// Most keys the local store tracks; beyond it, the keys closest to a full bucket
     /// are forgotten first (which errs toward allowing).
     #[serde(default = "default_max_keys")]
@@ -83,6 +87,67 @@ fn default_max_keys() -> usize {
 pub enum StoreFile {
     #[default]
     Local,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    #[default]
+    FailOpen,
+    FailClosed,
+}
+
+/// The Redis (or Valkey, ElastiCache) that `store: redis` policies share.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisFile {
+    /// `redis://[:PASSWORD@]HOST:PORT[/DB]`, or `rediss://` for TLS.
+    pub url: String,
+    /// Longest wait for one call; past it the request is decided by `on_store_error`.
+    #[serde(default = "default_redis_timeout")]
+    pub timeout: HumanDuration,
+    /// Gateway replicas sharing the limits: while Redis is unreachable, each replica
+    /// limits locally at the policy's rate divided by this.
+    #[serde(default = "one")]
+    pub replicas: u32,
+}
+
+fn default_redis_timeout() -> HumanDuration {
+    HumanDuration::from_millis(10)
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Validated `redis`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: String,
+    pub timeout: std::time::Duration,
+    pub replicas: u32,
+}
+
+pub fn validate_redis(f: &RedisFile, p: &mut Problems) -> RedisConfig {
+    let url = f.url.trim();
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        p.push(
+            "redis.url",
+            format!("{url:?}: expected redis://HOST:PORT or rediss://HOST:PORT"),
+        );
+    }
+    if f.timeout.get().is_zero() {
+        p.push("redis.timeout", "must be above 0");
+    }
+    if f.replicas == 0 {
+        p.push("redis.replicas", "must be at least 1");
+    }
+    RedisConfig {
+        url: url.to_owned(),
+        timeout: f.timeout.get(),
+        replicas: f.replicas.max(1),
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
@@ -116,6 +181,8 @@ pub struct RateLimitPolicy {
     pub count_missing: bool,
     pub max_keys: usize,
     pub headers: HeadersMode,
+    pub store: StoreFile,
+    pub on_store_error: OnStoreError,
 }
 
 const KEY_HELP: &str =
@@ -153,6 +220,7 @@ fn parse_key_part(s: &str) -> Result<KeyPart, String> {
 /// Check every policy; returns them by name.
 pub fn validate_policies(
     file: &BTreeMap<String, RateLimitFile>,
+    redis: Option<&RedisFile>,
     p: &mut Problems,
 ) -> BTreeMap<String, RateLimitPolicy> {
     let mut out = BTreeMap::new();
@@ -167,6 +235,12 @@ pub fn validate_policies(
             .unwrap_or_else(|| (f.rate.per_second().ceil() as u32).max(1));
         if burst == 0 {
             p.push(format!("{at}.burst"), "must be at least 1");
+        }
+        if f.store == StoreFile::Redis && redis.is_none() {
+            p.push(
+                format!("{at}.store"),
+                "store: redis needs a top-level `redis: { url: ... }`",
+            );
         }
         if f.max_keys == 0 {
             p.push(format!("{at}.max_keys"), "must be at least 1");
@@ -198,6 +272,8 @@ pub fn validate_policies(
                     count_missing: f.count_missing,
                     max_keys: f.max_keys,
                     headers: f.headers,
+                    store: f.store,
+                    on_store_error: f.on_store_error,
                 },
             );
         }

@@ -129,9 +129,10 @@ impl Filter {
         }
     }
 
-    fn on_request(&self, view: &RequestView<'_>, state: &mut FilterState) -> Verdict {
+    /// Async only because a rate limit may ask Redis; the other filters never await.
+    async fn on_request(&self, view: &RequestView<'_>, state: &mut FilterState) -> Verdict {
         match self {
-            Filter::RateLimit(l) => l.on_request(view, &mut state.rate_limit),
+            Filter::RateLimit(l) => l.on_request(view, &mut state.rate_limit).await,
             Filter::Hsts(_) => Verdict::Continue,
         }
     }
@@ -196,10 +197,10 @@ impl Filters {
     }
 
     /// The request head, through every filter until one rejects it.
-    pub fn on_request(&self, view: &RequestView<'_>, state: &mut FilterState) -> Verdict {
+    pub async fn on_request(&self, view: &RequestView<'_>, state: &mut FilterState) -> Verdict {
         if self.request {
             for f in &self.list {
-                if let Verdict::Reject(r) = f.on_request(view, state) {
+                if let Verdict::Reject(r) = f.on_request(view, state).await {
                     return Verdict::Reject(r);
                 }
             }

@@ -30,7 +30,13 @@ fn a_route_without_request_filters_continues() {
         route: "r",
     };
     let mut state = FilterState::default();
-    assert!(matches!(f.on_request(&view, &mut state), Verdict::Continue));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    assert!(matches!(
+        rt.block_on(f.on_request(&view, &mut state)),
+        Verdict::Continue
+    ));
     assert!(!f.request && f.response);
 }
 

@@ -2,10 +2,14 @@
 //! shared by every route that lists it, each request counted under a key made of the
 //! policy's parts (client address, route, method, path, a header, a cookie, a query
 //! argument). GCRA arithmetic is the one the sidecar uses
-//! (`tollgate_config::common::gcra`); the counters live in [`local::LocalStore`].
+//! (`tollgate_config::common::gcra`); the counters live in [`local::LocalStore`], or,
+//! for `store: redis`, in Redis ([`redis::RedisStore`]) with a local fallback for when
+//! Redis cannot answer (`on_store_error`).
 //!
 //! A key is hashed with SipHash under a random per-limiter key (so a client cannot
-//! aim many keys at one bucket) and only the hash is stored. A request that lacks a
+//! aim many keys at one bucket) and only the hash is stored. Redis keys must be the same
+//! on every replica, so there the SipHash keys are fixed; the Redis key is
+//! `tollgate:rl:{POLICY:HASH}` (the braces keep it in one Redis Cluster slot). A request that lacks a
 //! key part (no such header, cookie or argument) is not counted by the policy, as AWS
 //! WAF does, unless the policy sets `count_missing`.
 //!
@@ -13,6 +17,7 @@
 //! their key is unchanged, so a reload neither refills nor empties anyone's bucket.
 
 pub mod local;
+pub mod redis;
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -22,11 +27,12 @@ use http::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
 use prometheus::IntCounter;
 use tollgate_config::common::gcra::Gcra;
-use tollgate_config::gateway::{HeadersMode, KeyPart, RateLimitPolicy};
+use tollgate_config::gateway::{HeadersMode, KeyPart, OnStoreError, RateLimitPolicy, StoreFile};
 
 use crate::filters::{Rejection, RequestView, Verdict};
 use crate::metrics::METRICS;
 use local::{Decision, LocalStore};
+use redis::RedisStore;
 
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -34,7 +40,10 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 pub struct RateLimiter {
     pub policy: RateLimitPolicy,
     gcra: Gcra,
+    /// The counters (`store: local`), or the fallback while Redis cannot answer.
     store: Arc<LocalStore>,
+    /// `store: redis`: the shared store, and the local rate while it is unreachable.
+    redis: Option<(Arc<RedisStore>, Gcra)>,
     hasher: std::collections::hash_map::RandomState,
     /// Time origin of the store's arrival times (kept with the store).
     origin: Instant,
@@ -43,6 +52,7 @@ pub struct RateLimiter {
     allowed: IntCounter,
     limited: IntCounter,
     skipped: IntCounter,
+    fallback: IntCounter,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -74,8 +84,24 @@ impl Headers {
 impl RateLimiter {
     /// A limiter for `policy`, keeping `previous`'s counters when it counted the same
     /// keys in a store of the same size.
-    pub fn build(policy: &RateLimitPolicy, previous: Option<&RateLimiter>) -> Self {
+    pub fn build(
+        policy: &RateLimitPolicy,
+        previous: Option<&RateLimiter>,
+        redis: Option<&Arc<RedisStore>>,
+    ) -> Self {
         let gcra = Gcra::from_rate(policy.rate, policy.burst);
+        let redis = match (policy.store, redis) {
+            (StoreFile::Redis, Some(r)) => {
+                // While Redis is away each replica takes its share of the policy.
+                let n = r.config.replicas.max(1);
+                let rate = tollgate_config::units::Rate {
+                    count: policy.rate.count.div_ceil(u64::from(n)),
+                    per: policy.rate.per,
+                };
+                Some((r.clone(), Gcra::from_rate(rate, policy.burst.div_ceil(n))))
+            }
+            _ => None,
+        };
         let (store, hasher, origin) = match previous {
             Some(p) if p.policy.key == policy.key && p.policy.max_keys == policy.max_keys => {
                 (p.store.clone(), p.hasher.clone(), p.origin)
@@ -100,17 +126,41 @@ impl RateLimiter {
             allowed: m("allowed"),
             limited: m("limited"),
             skipped: m("skipped"),
+            fallback: m("local_fallback"),
+            redis,
             policy: policy.clone(),
         }
     }
 
     /// Count the request; reject it when over the limit.
-    pub fn on_request(&self, view: &RequestView<'_>, headers: &mut Headers) -> Verdict {
+    pub async fn on_request(&self, view: &RequestView<'_>, headers: &mut Headers) -> Verdict {
         let Some(key) = self.key(view) else {
             self.skipped.inc();
             return Verdict::Continue;
         };
-        let d = self.store.check(key, &self.gcra, self.origin.elapsed());
+        let d = match &self.redis {
+            None => self.store.check(key, &self.gcra, self.origin.elapsed()),
+            Some((redis, local)) => {
+                let redis_key = format!("tollgate:rl:{{{}:{key:016x}}}", self.policy.name);
+                match redis.check(&redis_key, &self.gcra).await {
+                    Ok(d) => d,
+                    Err(_) if self.policy.on_store_error == OnStoreError::FailOpen => {
+                        self.fallback.inc();
+                        self.store.check(key, local, self.origin.elapsed())
+                    }
+                    Err(e) => {
+                        return Verdict::Reject(
+                            Rejection::new(
+                                503,
+                                "rate_limit_store_unavailable",
+                                format!("rate limit {} cannot be checked: {e}", self.policy.name),
+                            )
+                            .retry_after(std::time::Duration::from_secs(1)),
+                        )
+                    }
+                }
+            }
+        };
         let state = state_header(&self.policy.name, &d);
         if !d.allowed {
             self.limited.inc();
@@ -143,7 +193,17 @@ impl RateLimiter {
     /// The request's key under this policy, or `None` when a part is missing (and the
     /// policy does not count such requests).
     fn key(&self, view: &RequestView<'_>) -> Option<u64> {
-        let mut h = self.hasher.build_hasher();
+        if self.redis.is_some() {
+            // The same key on every replica.
+            #[allow(deprecated)]
+            let h = std::hash::SipHasher::new_with_keys(0x746f_6c6c_6761_7465, 0x726c_6b65_7973);
+            self.key_with(view, h)
+        } else {
+            self.key_with(view, self.hasher.build_hasher())
+        }
+    }
+
+    fn key_with(&self, view: &RequestView<'_>, mut h: impl Hasher) -> Option<u64> {
         for (i, part) in self.policy.key.iter().enumerate() {
             h.write_usize(i);
             let value: Option<&[u8]> = match part {

@@ -15,6 +15,8 @@ fn policy(key: Vec<KeyPart>, headers: HeadersMode) -> RateLimitPolicy {
         count_missing: false,
         max_keys: 1000,
         headers,
+        store: tollgate_config::gateway::StoreFile::Local,
+        on_store_error: tollgate_config::gateway::OnStoreError::FailOpen,
     }
 }
 
@@ -39,14 +41,26 @@ fn check(l: &RateLimiter, r: &RequestHeader, c: &Client) -> Verdict {
         client: c,
         route: "api",
     };
-    l.on_request(&view, &mut Headers::default())
+    block_on(l.on_request(&view, &mut Headers::default()))
+}
+
+/// The local store never awaits: drive the future to completion in place.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(f)
 }
 
 use std::time::Duration;
 
 #[test]
 fn clients_are_limited_apart_and_the_429_says_when_to_come_back() {
-    let l = RateLimiter::build(&policy(vec![KeyPart::ClientIp], HeadersMode::Limited), None);
+    let l = RateLimiter::build(
+        &policy(vec![KeyPart::ClientIp], HeadersMode::Limited),
+        None,
+        None,
+    );
     let r = req("/", &[]);
     let (a, b) = (client("192.0.2.1"), client("192.0.2.2"));
     assert!(matches!(check(&l, &r, &a), Verdict::Continue));
@@ -80,7 +94,7 @@ fn clients_are_limited_apart_and_the_429_says_when_to_come_back() {
 #[test]
 fn a_request_missing_a_key_part_is_not_counted_unless_asked() {
     let key = vec![KeyPart::Header(HeaderName::from_static("x-api-key"))];
-    let l = RateLimiter::build(&policy(key.clone(), HeadersMode::Off), None);
+    let l = RateLimiter::build(&policy(key.clone(), HeadersMode::Off), None, None);
     let c = client("192.0.2.1");
     for _ in 0..5 {
         assert!(matches!(check(&l, &req("/", &[]), &c), Verdict::Continue));
@@ -96,7 +110,7 @@ fn a_request_missing_a_key_part_is_not_counted_unless_asked() {
 
     let mut counted = policy(key, HeadersMode::Off);
     counted.count_missing = true;
-    let l = RateLimiter::build(&counted, None);
+    let l = RateLimiter::build(&counted, None, None);
     check(&l, &req("/", &[]), &c);
     check(&l, &req("/", &[]), &c);
     assert!(matches!(check(&l, &req("/", &[]), &c), Verdict::Reject(_)));
@@ -109,7 +123,7 @@ fn keys_combine_parts_and_read_cookies_and_query_arguments() {
         KeyPart::Cookie("session".into()),
         KeyPart::Query("tenant".into()),
     ];
-    let l = RateLimiter::build(&policy(key, HeadersMode::Off), None);
+    let l = RateLimiter::build(&policy(key, HeadersMode::Off), None, None);
     let c = client("192.0.2.1");
     let a = req("/x?tenant=a&b=1", &[("cookie", "x=1; session=s1")]);
     let b = req("/y?b=1&tenant=b", &[("cookie", "session=s1")]);
@@ -131,20 +145,20 @@ fn keys_combine_parts_and_read_cookies_and_query_arguments() {
 #[test]
 fn a_reload_keeps_the_counters_of_an_unchanged_key() {
     let p = policy(vec![KeyPart::ClientIp], HeadersMode::Off);
-    let l = RateLimiter::build(&p, None);
+    let l = RateLimiter::build(&p, None, None);
     let (r, c) = (req("/", &[]), client("192.0.2.1"));
     check(&l, &r, &c);
     check(&l, &r, &c);
     let mut faster = p.clone();
     faster.headers = HeadersMode::All;
-    let l2 = RateLimiter::build(&faster, Some(&l));
+    let l2 = RateLimiter::build(&faster, Some(&l), None);
     assert!(
         matches!(check(&l2, &r, &c), Verdict::Reject(_)),
         "bucket carried over"
     );
     let mut other = p;
     other.key = vec![KeyPart::Path];
-    let l3 = RateLimiter::build(&other, Some(&l2));
+    let l3 = RateLimiter::build(&other, Some(&l2), None);
     assert!(
         matches!(check(&l3, &r, &c), Verdict::Continue),
         "new key: new buckets"
@@ -153,7 +167,11 @@ fn a_reload_keeps_the_counters_of_an_unchanged_key() {
 
 #[test]
 fn headers_on_every_response_report_the_most_restrictive_policy() {
-    let l = RateLimiter::build(&policy(vec![KeyPart::ClientIp], HeadersMode::All), None);
+    let l = RateLimiter::build(
+        &policy(vec![KeyPart::ClientIp], HeadersMode::All),
+        None,
+        None,
+    );
     let (r, c) = (req("/", &[]), client("192.0.2.1"));
     let mut h = Headers::default();
     let view = RequestView {
@@ -161,7 +179,10 @@ fn headers_on_every_response_report_the_most_restrictive_policy() {
         client: &c,
         route: "api",
     };
-    assert!(matches!(l.on_request(&view, &mut h), Verdict::Continue));
+    assert!(matches!(
+        block_on(l.on_request(&view, &mut h)),
+        Verdict::Continue
+    ));
     assert_eq!(h.policy.as_ref().unwrap(), "\"p\";q=2;w=120");
     assert!(h
         .state

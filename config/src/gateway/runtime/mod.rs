@@ -40,6 +40,7 @@ pub struct GatewayConfig {
     pub upstreams: BTreeMap<String, Upstream>,
     /// Rate-limit policies by name.
     pub rate_limits: BTreeMap<String, crate::gateway::ratelimit::RateLimitPolicy>,
+    pub redis: Option<crate::gateway::ratelimit::RedisConfig>,
 }
 
 /// Values taken from the environment rather than the file.
@@ -108,7 +109,15 @@ pub fn validate(
             upstreams.insert(name.clone(), up);
         }
     }
-    let rate_limits = crate::gateway::ratelimit::validate_policies(&file.rate_limits, &mut p);
+    let rate_limits = crate::gateway::ratelimit::validate_policies(
+        &file.rate_limits,
+        file.redis.as_ref(),
+        &mut p,
+    );
+    let redis = file
+        .redis
+        .as_ref()
+        .map(|r| crate::gateway::ratelimit::validate_redis(r, &mut p));
     let routes = validate_routes(&file.routes, &file.upstreams, &file.rate_limits, &mut p);
 
     if !p.is_empty() {
@@ -129,5 +138,6 @@ pub fn validate(
         routes,
         upstreams,
         rate_limits,
+        redis,
     })
 }

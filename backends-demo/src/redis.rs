@@ -1,0 +1,93 @@
+//! A real `redis-server` for tests, on a free loopback port, with no persistence; it
+//! can be killed, frozen (SIGSTOP), thawed and started again on the same port.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+
+use crate::ports::free_addr;
+use crate::process::Proc;
+
+pub struct Redis {
+    pub addr: SocketAddr,
+    proc: Option<Proc>,
+}
+
+impl Redis {
+    /// Start `redis-server` (Debian's `redis-server` package; `.ci/test` installs it).
+    pub async fn spawn() -> anyhow::Result<Self> {
+        let mut r = Self {
+            addr: free_addr("127.0.0.1"),
+            proc: None,
+        };
+        r.start().await?;
+        Ok(r)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    async fn start(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--bind",
+            &self.addr.ip().to_string(),
+            "--port",
+            &self.addr.port().to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--protected-mode",
+            "no",
+        ]);
+        let mut proc = Proc::spawn(cmd, "redis-server")
+            .context("starting redis-server (apt-get install redis-server)")?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(self.addr).await.is_err() {
+            if !proc.is_running() {
+                bail!("redis-server exited:\n{}", proc.log());
+            }
+            if tokio::time::Instant::now() > deadline {
+                bail!(
+                    "redis-server not listening on {}:\n{}",
+                    self.addr,
+                    proc.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.proc = Some(proc);
+        Ok(())
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Start again on the same port (after [`Redis::kill`]), empty.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.start().await
+    }
+
+    pub fn freeze(&mut self) -> anyhow::Result<()> {
+        self.signal("STOP")
+    }
+
+    pub fn thaw(&mut self) -> anyhow::Result<()> {
+        self.signal("CONT")
+    }
+
+    fn signal(&mut self, sig: &str) -> anyhow::Result<()> {
+        match self.proc.as_mut() {
+            Some(p) => p.signal(sig),
+            None => bail!("redis-server is not running"),
+        }
+    }
+}
