@@ -30,6 +30,8 @@ pub struct Ctx {
 
 impl Ctx {
     pub fn new(state: &Arc<State>) -> Self {
+        // Pingora creates the context once the request head is read.
+        crate::connection::head_read();
         state.request_started();
         Self {
             started: Instant::now(),

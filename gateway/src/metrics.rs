@@ -24,6 +24,7 @@ pub struct Metrics {
     pub redis_duration: Histogram,
     pub redis_errors: IntCounterVec,
     pub redis_available: IntGauge,
+    pub connections_closed: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -101,6 +102,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "gateway_redis_errors_total",
         "Failed rate-limit calls to Redis by kind (timeout, error)",
         &["kind"],
+    ),
+    connections_closed: m::counter_vec(
+        "gateway_connections_closed_total",
+        "Connections the gateway closed to protect itself, by reason (request_head_timeout, per_client_limit)",
+        &["reason"],
     ),
     redis_available: m::gauge(
         "gateway_redis_available",

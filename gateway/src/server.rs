@@ -74,6 +74,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     // One service per `h2c` setting. Every connection first goes through
     // `connection`: which listener, PROXY protocol header, handshake accounting.
     let table = Arc::new(ListenerTable::new(&cfg.listeners));
+    let clients = Arc::new(connection::ClientConnections::default());
     for h2c in [false, true] {
         let group: Vec<_> = cfg.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if group.is_empty() {
@@ -91,6 +92,8 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         let app = connection::App {
             inner: Arc::new(inner),
             table: table.clone(),
+            state: state.clone(),
+            clients: clients.clone(),
         };
         let name = if h2c { "gateway-h2c" } else { "gateway" };
         let mut svc = Service::new(name.to_owned(), app);

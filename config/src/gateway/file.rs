@@ -234,14 +234,29 @@ pub struct LimitsFile {
     /// Largest request head (request line + headers) accepted; larger gets 431.
     #[serde(default = "default_max_header_bytes")]
     pub max_request_header_bytes: usize,
+    /// The whole request head must arrive within this time (HTTP/1: from the first byte
+    /// on a new or kept-alive connection); a client that trickles it is disconnected.
+    #[serde(default = "default_request_head_timeout")]
+    pub request_head_timeout: HumanDuration,
+    /// Connections one client address may hold at once (0: no limit). Beyond it new
+    /// connections are closed at once. Mind clients that share an address (NAT, a CDN
+    /// without PROXY protocol).
+    #[serde(default)]
+    pub max_connections_per_client: u32,
 }
 
 impl Default for LimitsFile {
     fn default() -> Self {
         Self {
             max_request_header_bytes: default_max_header_bytes(),
+            request_head_timeout: default_request_head_timeout(),
+            max_connections_per_client: 0,
         }
     }
+}
+
+fn default_request_head_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
 }
 
 fn default_max_header_bytes() -> usize {

@@ -34,6 +34,10 @@ pub struct GatewayConfig {
     pub grace_period: Duration,
     pub max_request_header_bytes: usize,
     pub watch_config: bool,
+    /// Deadline for a whole request head.
+    pub request_head_timeout: Duration,
+    /// Connections per client address (0: unlimited).
+    pub max_connections_per_client: u32,
     /// Keep the header-name case of proxied requests and responses.
     pub preserve_header_case: bool,
     pub routes: Vec<Route>,
@@ -94,6 +98,12 @@ pub fn validate(
         Some(n) => n,
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
+    if file.server.limits.request_head_timeout.get() < Duration::from_millis(100) {
+        p.push(
+            "server.limits.request_head_timeout",
+            "must be at least 100ms",
+        );
+    }
     let max_request_header_bytes = file.server.limits.max_request_header_bytes;
     if !(1024..=1024 * 1024).contains(&max_request_header_bytes) {
         p.push(
@@ -134,6 +144,8 @@ pub fn validate(
         grace_period: file.server.shutdown.grace_period.get(),
         max_request_header_bytes,
         watch_config: file.server.watch_config,
+        request_head_timeout: file.server.limits.request_head_timeout.get(),
+        max_connections_per_client: file.server.limits.max_connections_per_client,
         preserve_header_case: file.server.preserve_header_case,
         routes,
         upstreams,
