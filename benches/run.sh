@@ -360,7 +360,8 @@ others=$(awk '/^## (Instructions per request|Sidecar mTLS hop)/ {keep=1} keep' b
     has "$s" || continue
     echo
     case $s in
-      http) echo "## HTTP/1.1 keep-alive (wrk -c$CONNS)"; echo; throughput_table http "${HTTP_ROWS[@]}" ;;
+      http) echo "## HTTP/1.1 keep-alive (wrk -c$CONNS)"; echo; throughput_table http "${HTTP_ROWS[@]}"
+        if [ -n "${BASELINE:-}" ]; then echo; echo "gateway-baseline: ${BASELINE_NOTE:-\`$BASELINE\`}, measured in the same rounds."; fi ;;
       https) echo "## HTTPS keep-alive (wrk -c$CONNS, TLS 1.3)"; echo; throughput_table https "${TLS_PROXIES[@]}" ;;
       handshake) echo "## A new TLS handshake per request (wrk -c$CONNS, \`Connection: close\`): req/s = handshakes/s"; echo; throughput_table handshake "${TLS_PROXIES[@]}" ;;
       h2) echo "## HTTP/2 over TLS, multiplexed (h2load -c8 -m16)"; echo; throughput_table h2 "${TLS_PROXIES[@]}" ;;
@@ -372,7 +373,7 @@ others=$(awk '/^## (Instructions per request|Sidecar mTLS hop)/ {keep=1} keep' b
     echo "## The gateway with every feature built so far"
     echo
     echo "TLS termination, 3 routes, request timeout, retries, HSTS, zone-aware least-request balancing, active health checks,"
-    echo "outlier detection, trusted proxies (client sends X-Forwarded-For), metrics. WAF, rate limiting and access logs are not built yet."
+    echo "outlier detection, trusted proxies (client sends X-Forwarded-For), metrics. Not in this configuration yet: rate limits (built); not built yet: WAF, access logs."
     echo
     echo "| gateway | req/s | CPU us/request | vs plain HTTP |"
     echo "|---|---:|---:|---:|"
