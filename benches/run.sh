@@ -10,6 +10,7 @@
 #   SCENARIOS="http latency" bash benches/run.sh
 #   BASELINE=/tmp/gateway-old bash benches/run.sh   # also an earlier gateway build, as
 #                                                   # `gateway-baseline` in the HTTP table
+#                                                   # (BASELINE_NOTE="built at abc123" names it)
 #
 # With the `sidecar` scenario (on by default) it then runs benches/sidecar.sh, which
 # rewrites the sidecar section of RESULTS.md: one command regenerates the whole file.
