@@ -20,6 +20,10 @@ pub struct Ctx {
     pub snap: Arc<Snapshot>,
     pub client: Client,
     pub ids: Ids,
+    /// Index of the route the request matched (so its metrics count it, even when a
+    /// filter then refuses it).
+    pub matched: Option<usize>,
+    /// What the route's forward action chose.
     pub routed: Option<Routed>,
     pub attempts: Attempts,
     pub filter_state: FilterState,
@@ -38,6 +42,7 @@ impl Ctx {
             snap: state.snapshot.load_full(),
             client: Client::default(),
             ids: Ids::default(),
+            matched: None,
             routed: None,
             attempts: Attempts::default(),
             filter_state: FilterState::default(),
@@ -48,9 +53,7 @@ impl Ctx {
 
     /// The route the request matched, if any.
     pub fn route(&self) -> Option<&RouteRt> {
-        self.routed
-            .as_ref()
-            .and_then(|r| self.snap.routes.get(r.index))
+        self.matched.and_then(|i| self.snap.routes.get(i))
     }
 
     pub fn route_name(&self) -> &str {
@@ -81,9 +84,8 @@ pub struct Ids {
     pub traceparent: Option<HeaderValue>,
 }
 
-/// The route a request matched and what it chose there.
+/// What a forwarded request chose on its route.
 pub struct Routed {
-    pub index: usize,
     /// Host without port, lower case.
     pub host: String,
     pub upstream: Arc<UpstreamRt>,

@@ -84,6 +84,7 @@ impl ProxyHttp for GatewayProxy {
             respond::reject(session, ctx, &Rejection::new(404, "no_route", detail)).await?;
             return Ok(true);
         };
+        ctx.matched = Some(index);
         let view = RequestView {
             req,
             client: &ctx.client,
@@ -100,7 +101,6 @@ impl ProxyHttp for GatewayProxy {
                     return Error::e_explain(ErrorType::InternalError, "route has no upstream");
                 };
                 ctx.routed = Some(Routed {
-                    index,
                     host,
                     upstream,
                     deadline: route.config.request_timeout.map(|t| ctx.started + t),

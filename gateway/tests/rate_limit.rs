@@ -101,6 +101,16 @@ async fn a_burst_then_the_rate_and_429s_that_keep_the_connection() {
         .unwrap(),
         f64::from(limited)
     );
+    // Refused requests count under their route, not as unrouted.
+    assert_eq!(
+        gw.metric(
+            "gateway_requests_total",
+            &[("route", "limited"), ("status", "4xx")]
+        )
+        .await
+        .unwrap(),
+        f64::from(limited)
+    );
     // Routes without the policy are not limited.
     let free = tokio::task::spawn_blocking(move || {
         let mut c = RawConn::open(addr);
