@@ -50,6 +50,9 @@ Zone outage (every us-east-1a backend dies; traffic moves to b and c, no failed 
   pkill -f 'backend-demo --listen 127.0.1.'
   for i in \$(seq 20); do curl -s localhost:8080/api/x | grep -o '"zone":"[^"]*"'; done
 
+Rate limit (/api/: 50/s per client, burst 100): 429s with Retry-After past the burst:
+  for i in \$(seq 150); do curl -s -o /dev/null -w '%{http_code}\\n' localhost:8080/api/x; done | sort | uniq -c
+
 Fail one health check, inject faults, reload:
   curl -s -XPOST '127.0.2.1:9001/_health?ok=false'
   curl -s -XPOST '127.0.1.2:9001/_fault?status=503&rate=0.5'
