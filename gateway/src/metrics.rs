@@ -88,7 +88,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     no_route: m::counter("gateway_no_route_total", "Requests that matched no route"),
     rate_limit_decisions: m::counter_vec(
         "gateway_rate_limit_decisions_total",
-        "Rate-limit decisions by policy: allowed, limited (answered 429), skipped (a key part was missing)",
+        "Rate-limit decisions by policy: allowed, limited (answered 429), skipped (a key part was missing); local_fallback and limited_locally are parts of allowed/limited decided without Redis",
         &["policy", "result"],
     ),
     redis_duration: m::histogram_vec(

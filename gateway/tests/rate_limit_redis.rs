@@ -235,3 +235,57 @@ async fn a_frozen_redis_costs_its_timeout_to_a_few_requests_only() {
         "never more than the timeout: {times:?}"
     );
 }
+
+/// A client past its limit is refused without a Redis round trip until it may be
+/// admitted again: a flood from one key costs Redis one call, not one per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_over_its_limit_costs_no_round_trip() {
+    let redis = Redis::spawn().await.unwrap();
+    let app = Backend::builder().id("app").spawn().await.unwrap();
+    let gw = Gateway::start(&config(
+        app.addr(),
+        &redis,
+        json!({ "rate": "1/s", "burst": 2 }),
+        "50ms",
+    ))
+    .await
+    .unwrap();
+    let (seen, elapsed) = hammer(vec![gw.listen], 0.3).await;
+    let calls = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.addr.port().to_string(), "info", "commandstats"])
+        .output()
+        .unwrap();
+    let calls: u64 = String::from_utf8_lossy(&calls.stdout)
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_eval"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    println!(
+        "{} requests in {elapsed:?}, {} refused; {calls} script calls",
+        seen.len(),
+        count(&seen, 429)
+    );
+    assert_eq!(count(&seen, 200), 2, "the burst");
+    assert!(count(&seen, 429) > 20);
+    assert!(
+        calls <= 5,
+        "{calls} calls to Redis for {} requests",
+        seen.len()
+    );
+    assert!(
+        gw.metric(
+            "gateway_rate_limit_decisions_total",
+            &[("result", "limited_locally")]
+        )
+        .await
+        .unwrap()
+            > 20.0
+    );
+}

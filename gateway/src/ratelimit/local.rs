@@ -116,6 +116,29 @@ impl LocalStore {
     }
 }
 
+impl LocalStore {
+    /// As a cache of refusals (the Redis store's pre-check): until when `key` is
+    /// known to be refused, if that is still ahead of `now`.
+    pub fn refused_until(&self, key: u64, now: Duration) -> Option<Duration> {
+        let shard = self.shards.get((key % SHARDS as u64) as usize)?;
+        let map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let until = *map.get(&key)?;
+        (until > nanos(now)).then(|| Duration::from_nanos(until))
+    }
+
+    /// Remember that `key` is refused until `until` (a time since the same origin).
+    pub fn refuse_until(&self, key: u64, until: Duration, now: Duration) {
+        let Some(shard) = self.shards.get((key % SHARDS as u64) as usize) else {
+            return;
+        };
+        let mut map = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(&key) && map.len() >= self.per_shard {
+            make_room(&mut map, nanos(now), self.per_shard);
+        }
+        map.insert(key, nanos(until));
+    }
+}
+
 /// A decision for a request the store cannot track: allowed.
 fn open(gcra: &Gcra) -> Decision {
     Decision {
@@ -190,6 +213,16 @@ mod tests {
             store.capacity()
         );
         assert!(store.capacity() < 10_100);
+    }
+
+    #[test]
+    fn refusals_are_remembered_until_they_run_out() {
+        let store = LocalStore::new(100);
+        assert_eq!(store.refused_until(7, Duration::ZERO), None);
+        store.refuse_until(7, 50 * MS, Duration::ZERO);
+        assert_eq!(store.refused_until(7, 10 * MS), Some(50 * MS));
+        assert_eq!(store.refused_until(7, 50 * MS), None);
+        assert_eq!(store.refused_until(8, 10 * MS), None);
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct RateLimiter {
     store: Arc<LocalStore>,
     /// `store: redis`: the shared store, and the local rate while it is unreachable.
     redis: Option<(Arc<RedisStore>, Gcra)>,
+    /// `store: redis`: keys Redis refused, until when, so that a client hammering
+    /// past its limit costs no round trip until it may be admitted again.
+    refused: LocalStore,
     hasher: std::collections::hash_map::RandomState,
     /// Time origin of the store's arrival times (kept with the store).
     origin: Instant,
@@ -53,6 +56,7 @@ pub struct RateLimiter {
     limited: IntCounter,
     skipped: IntCounter,
     fallback: IntCounter,
+    precheck: IntCounter,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -127,6 +131,8 @@ impl RateLimiter {
             limited: m("limited"),
             skipped: m("skipped"),
             fallback: m("local_fallback"),
+            precheck: m("limited_locally"),
+            refused: LocalStore::new(if redis.is_some() { policy.max_keys } else { 1 }),
             redis,
             policy: policy.clone(),
         }
@@ -141,22 +147,42 @@ impl RateLimiter {
         let d = match &self.redis {
             None => self.store.check(key, &self.gcra, self.origin.elapsed()),
             Some((redis, local)) => {
-                let redis_key = format!("tollgate:rl:{{{}:{key:016x}}}", self.policy.name);
-                match redis.check(&redis_key, &self.gcra).await {
-                    Ok(d) => d,
-                    Err(_) if self.policy.on_store_error == OnStoreError::FailOpen => {
-                        self.fallback.inc();
-                        self.store.check(key, local, self.origin.elapsed())
+                let now = self.origin.elapsed();
+                if let Some(until) = self.refused.refused_until(key, now) {
+                    // Refused by Redis moments ago, and still: no round trip needed.
+                    self.precheck.inc();
+                    Decision {
+                        allowed: false,
+                        retry_after: until - now,
+                        remaining: 0,
+                        reset_after: until - now,
                     }
-                    Err(e) => {
-                        return Verdict::Reject(
-                            Rejection::new(
-                                503,
-                                "rate_limit_store_unavailable",
-                                format!("rate limit {} cannot be checked: {e}", self.policy.name),
+                } else {
+                    let redis_key = format!("tollgate:rl:{{{}:{key:016x}}}", self.policy.name);
+                    match redis.check(&redis_key, &self.gcra).await {
+                        Ok(d) => {
+                            if !d.allowed {
+                                self.refused.refuse_until(key, now + d.retry_after, now);
+                            }
+                            d
+                        }
+                        Err(_) if self.policy.on_store_error == OnStoreError::FailOpen => {
+                            self.fallback.inc();
+                            self.store.check(key, local, self.origin.elapsed())
+                        }
+                        Err(e) => {
+                            return Verdict::Reject(
+                                Rejection::new(
+                                    503,
+                                    "rate_limit_store_unavailable",
+                                    format!(
+                                        "rate limit {} cannot be checked: {e}",
+                                        self.policy.name
+                                    ),
+                                )
+                                .retry_after(std::time::Duration::from_secs(1)),
                             )
-                            .retry_after(std::time::Duration::from_secs(1)),
-                        )
+                        }
                     }
                 }
             }
