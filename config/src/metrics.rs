@@ -72,6 +72,31 @@ pub static CONFIG_LAST_SUCCESS: LazyLock<IntGauge> = LazyLock::new(|| {
     )
 });
 
+/// Configs applied since the process started (1 after startup, +1 per applied reload).
+pub static CONFIG_GENERATION: LazyLock<IntGauge> = LazyLock::new(|| {
+    gauge(
+        "config_generation",
+        "Configs applied since start: 1 after startup, +1 per applied reload",
+    )
+});
+
+/// A config was applied (at startup or by a reload).
+pub fn config_applied() {
+    CONFIG_LAST_SUCCESS.set(unix_now());
+    CONFIG_GENERATION.inc();
+}
+
+/// `NAME_build_info{version} 1`, the Prometheus convention for what is running.
+pub fn publish_build_info(binary: &str) {
+    gauge_vec(
+        &format!("{binary}_build_info"),
+        "Always 1; the labels say which build is running",
+        &["version"],
+    )
+    .with_label_values(&[env!("CARGO_PKG_VERSION")])
+    .set(1);
+}
+
 /// Encode the default registry in the Prometheus text format.
 pub fn encode_text() -> String {
     let mut buf = Vec::new();

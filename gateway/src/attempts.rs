@@ -3,7 +3,7 @@
 //! retries, and what the client is told when every attempt failed.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::header::COOKIE;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -15,7 +15,8 @@ use tollgate_config::outlier::{count_ejected, now_ms, record_outcome, InFlight};
 use crate::balance::{HashKey, Pick, UpstreamRt};
 use crate::context::Ctx;
 use crate::filters::Rejection;
-use crate::metrics::{status_class, METRICS};
+use crate::metrics::{status_class, Locality, METRICS};
+use tollgate_config::telemetry::trace_context::new_span_id;
 
 /// Endpoints tried so far and the attempt in progress.
 #[derive(Default)]
@@ -27,13 +28,75 @@ pub struct Attempts {
     pub tries: u32,
     /// The last attempt's failure was already recorded (retry on status).
     retrying_status: bool,
+    /// The current (or last) attempt's span: the parent the endpoint is told about.
+    pub span_id: u64,
+    /// When the current attempt started (upstream response time).
+    started: Option<Instant>,
+    /// Where the last attempt went.
+    pub last: Option<(SocketAddr, Locality)>,
+    /// Bytes of request heads sent and response heads received, every attempt.
+    pub head_bytes_sent: u64,
+    pub head_bytes_received: u64,
+    /// Each attempt, when the request's spans are recorded (empty otherwise).
+    pub spans: Vec<AttemptSpan>,
+}
+
+/// One attempt as its span reports it.
+#[derive(Debug)]
+pub struct AttemptSpan {
+    pub span_id: u64,
+    pub address: SocketAddr,
+    pub locality: Locality,
+    pub start: SystemTime,
+    pub end: Option<SystemTime>,
+    pub status: u16,
+    pub error: Option<String>,
 }
 
 impl Attempts {
-    pub fn begin(&mut self, pick: &Pick) {
+    pub fn begin(&mut self, pick: &Pick, record_span: bool) {
         self.tries += 1;
         self.tried.push(pick.address);
         self.current = Some(pick.state.begin());
+        self.span_id = new_span_id();
+        self.started = Some(Instant::now());
+        self.last = Some((pick.address, pick.locality));
+        if record_span {
+            self.spans.push(AttemptSpan {
+                span_id: self.span_id,
+                address: pick.address,
+                locality: pick.locality,
+                start: SystemTime::now(),
+                end: None,
+                status: 0,
+                error: None,
+            });
+        }
+    }
+
+    /// The span of the attempt in progress, when spans are recorded.
+    fn open_span(&mut self) -> Option<&mut AttemptSpan> {
+        self.spans.last_mut().filter(|s| s.end.is_none())
+    }
+
+    /// The attempt got a response head with this status.
+    pub fn got_status(&mut self, status: u16) {
+        if let Some(s) = self.open_span() {
+            s.status = status;
+        }
+    }
+
+    /// The attempt failed with this error (span status).
+    pub fn failed_with(&mut self, e: &Error) {
+        if let Some(s) = self.open_span() {
+            s.error = Some(e.to_string());
+        }
+    }
+
+    fn close_span(&mut self) {
+        if let Some(s) = self.open_span() {
+            s.end = Some(SystemTime::now());
+        }
     }
 
     pub fn in_progress(&self) -> bool {
@@ -44,6 +107,7 @@ impl Attempts {
     /// pooled connection the endpoint had already closed).
     pub fn abandon(&mut self) {
         self.current.take();
+        self.close_span();
     }
 
     /// The attempt ended: count it and feed passive health, ejecting the endpoint
@@ -52,6 +116,10 @@ impl Attempts {
         let Some(attempt) = self.current.take() else {
             return;
         };
+        self.close_span();
+        if let Some(t) = self.started.take() {
+            up.metrics.response_time.observe(t.elapsed().as_secs_f64());
+        }
         let s = attempt.state();
         if ok {
             up.metrics.success.inc();
@@ -140,6 +208,7 @@ pub fn next_peer(
             format!("upstream {} has no endpoints", up.cfg.name),
         );
     };
+    up.metrics.panic.set(i64::from(pick.panic));
     if pick.panic {
         METRICS
             .panic_picks
@@ -150,7 +219,8 @@ pub fn next_peer(
             "no healthy endpoint: panic mode, sending to all endpoints",
         );
     }
-    ctx.attempts.begin(&pick);
+    ctx.attempts.begin(&pick, ctx.record_spans);
+    ctx.ids.traceparent = Some(ctx.trace.traceparent(ctx.attempts.span_id));
     let cap = |d: Duration| remaining.map_or(d, |r| d.min(r));
     let mut peer = match &up.tls {
         Some(t) => {
@@ -178,6 +248,7 @@ pub fn on_response_status(
     status: u16,
     idempotent: bool,
 ) -> pingora_error::Result<()> {
+    ctx.attempts.got_status(status);
     let retry_it = ctx
         .route()
         .is_some_and(|r| r.config.retry.retries_status(status))
@@ -200,6 +271,7 @@ pub fn on_response_status(
 
 /// Connecting failed. The request never left: safe to retry whatever the method.
 pub fn on_connect_failure(ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    ctx.attempts.failed_with(&e);
     end(ctx, false);
     let retry = ctx
         .route()
@@ -230,6 +302,7 @@ pub fn on_proxy_error(
     // A pooled connection the upstream had already closed: the request was not
     // processed, so retrying does not count against the route's attempts.
     if client_reused && matches!(e.retry, RetryType::ReusedOnly) && idempotent {
+        ctx.attempts.failed_with(&e);
         ctx.attempts.abandon();
         ctx.attempts.tries = ctx.attempts.tries.saturating_sub(1);
         ctx.attempts.tried.pop();
@@ -242,6 +315,7 @@ pub fn on_proxy_error(
         e.set_retry(false);
         return e;
     }
+    ctx.attempts.failed_with(&e);
     end(ctx, false);
     let policy = ctx.route().map(|r| &r.config.retry);
     let (kind, wanted) = match e.etype() {
@@ -265,7 +339,8 @@ pub fn on_proxy_error(
 /// a success unless it errored on the upstream side.
 pub fn finish(ctx: &mut Ctx, e: Option<&Error>) {
     if ctx.attempts.in_progress() {
-        if e.is_some_and(|e| *e.esource() == ErrorSource::Upstream) {
+        if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Upstream) {
+            ctx.attempts.failed_with(e);
             end(ctx, false);
         } else {
             ctx.attempts.abandon();

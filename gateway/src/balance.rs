@@ -19,7 +19,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tollgate_config::gateway::{Balance, Endpoint, Upstream};
 
-use crate::metrics::UpstreamMetrics;
+use crate::metrics::{Locality, UpstreamMetrics};
 use tollgate_config::outlier::{now_ms, EndpointState};
 
 /// Locality of an endpoint relative to this gateway.
@@ -34,6 +34,8 @@ pub enum Tier {
 pub struct Member {
     pub cfg: Endpoint,
     pub tier: Tier,
+    /// Where the endpoint is, for the cross-zone traffic metrics.
+    pub locality: Locality,
     pub state: Arc<EndpointState>,
 }
 
@@ -66,6 +68,7 @@ impl EndpointSet {
                     .unwrap_or_else(|| EndpointState::new(e.address));
                 Member {
                     tier: tier_of(e, zone, region),
+                    locality: Locality::of(zone, region, e.zone.as_deref(), e.region.as_deref()),
                     cfg: e.clone(),
                     state,
                 }
@@ -141,6 +144,7 @@ pub struct Pick {
     pub state: Arc<EndpointState>,
     pub address: SocketAddr,
     pub tier: Tier,
+    pub locality: Locality,
     /// True when no endpoint was available and health was ignored.
     pub panic: bool,
 }
@@ -154,6 +158,11 @@ pub enum HashKey<'a> {
 }
 
 impl UpstreamRt {
+    /// The zone of one of the current endpoints (for logs and spans).
+    pub fn zone_of(&self, addr: SocketAddr) -> Option<String> {
+        self.set.load().find(addr).and_then(|m| m.cfg.zone.clone())
+    }
+
     pub fn new(
         cfg: Upstream,
         zone: Option<String>,
@@ -267,6 +276,7 @@ impl UpstreamRt {
             state: m.state.clone(),
             address: m.cfg.address,
             tier: m.tier,
+            locality: m.locality,
             panic,
         })
     }

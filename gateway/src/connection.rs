@@ -53,6 +53,9 @@ struct Entry {
     h2c: bool,
     /// `gateway_tls_handshakes_started_total` for this listener, resolved once.
     handshakes_started: prometheus::IntCounter,
+    /// `gateway_connections_open` and `gateway_connections_accepted_total`.
+    open: prometheus::IntGauge,
+    accepted: prometheus::IntCounter,
 }
 
 impl ListenerTable {
@@ -66,15 +69,22 @@ impl ListenerTable {
                     proxy_protocol: l.proxy_protocol,
                     h2c: l.h2c,
                     handshakes_started: TLS_METRICS.started.with_label_values(&[&l.name]),
+                    open: METRICS.connections_open.with_label_values(&[&l.name]),
+                    accepted: METRICS.connections_accepted.with_label_values(&[&l.name]),
                 })
                 .collect(),
         }
     }
 
     fn find(&self, stream: &L4Stream) -> Option<&Entry> {
-        let local = stream
-            .get_socket_digest()
-            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())?;
+        self.find_by_digest(stream.get_socket_digest())
+    }
+
+    fn find_by_digest(
+        &self,
+        digest: Option<Arc<pingora_core::protocols::SocketDigest>>,
+    ) -> Option<&Entry> {
+        let local = digest.and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())?;
         self.entries
             .iter()
             .find(|e| crate::snapshot::listens_on(e.address, local))
@@ -208,6 +218,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for App<A> {
         } else {
             stream
         };
+        let listener = self.table.find_by_digest(stream.get_socket_digest());
+        let _open = listener.map(|e| {
+            e.accepted.inc();
+            crate::metrics::GaugeGuard::new(&e.open)
+        });
         let (limit, head_timeout) = {
             let snap = self.state.snapshot.load();
             (

@@ -3,9 +3,10 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use http::HeaderValue;
+use tollgate_config::telemetry::trace_context::TraceContext;
 
 use crate::attempts::Attempts;
 use crate::balance::UpstreamRt;
@@ -16,6 +17,8 @@ use crate::state::State;
 
 pub struct Ctx {
     pub started: Instant,
+    /// The same moment on the wall clock (access-log time, span start).
+    pub started_wall: SystemTime,
     /// The snapshot this request uses from start to end, whatever reloads happen.
     pub snap: Arc<Snapshot>,
     pub client: Client,
@@ -29,6 +32,15 @@ pub struct Ctx {
     pub filter_state: FilterState,
     /// Why the gateway answered itself, if it did (metric label).
     pub rejected: Option<&'static str>,
+    /// The rejection's detail, for the access log.
+    pub rejection_detail: Option<String>,
+    /// The request's trace and this gateway's span in it.
+    pub trace: TraceContext,
+    pub span_id: u64,
+    /// Spans are recorded for this request (tracing on and the trace sampled).
+    pub record_spans: bool,
+    /// `gateway_in_flight_requests` of the request's listener, while it runs.
+    pub listener_in_flight: Option<crate::metrics::GaugeGuard>,
     _in_flight: RequestGuard,
 }
 
@@ -39,6 +51,7 @@ impl Ctx {
         state.request_started();
         Self {
             started: Instant::now(),
+            started_wall: SystemTime::now(),
             snap: state.snapshot.load_full(),
             client: Client::default(),
             ids: Ids::default(),
@@ -47,6 +60,11 @@ impl Ctx {
             attempts: Attempts::default(),
             filter_state: FilterState::default(),
             rejected: None,
+            rejection_detail: None,
+            trace: TraceContext::default(),
+            span_id: 0,
+            record_spans: false,
+            listener_in_flight: None,
             _in_flight: RequestGuard(state.clone()),
         }
     }

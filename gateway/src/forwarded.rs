@@ -60,17 +60,21 @@ pub fn client(session: &Session, snap: &Snapshot) -> Client {
     c
 }
 
-/// The request id (the client's when it is a sane one) and the trace context.
+/// The request id (the client's when it is a sane one). The `traceparent` sent
+/// upstream is set per attempt (`attempts::next_peer`).
 pub fn ids(req: &RequestHeader) -> Ids {
     Ids {
         request_id: Some(match req.headers.get(&X_REQUEST_ID) {
             Some(v) if valid_request_id(v) => v.clone(),
             _ => trace::new_request_id(),
         }),
-        traceparent: Some(trace::child_traceparent(
-            req.headers.get(&TRACEPARENT).map(HeaderValue::as_bytes),
-        )),
+        traceparent: None,
     }
+}
+
+/// The client's `traceparent`, if any.
+pub fn incoming_traceparent(req: &RequestHeader) -> Option<&[u8]> {
+    req.headers.get(&TRACEPARENT).map(HeaderValue::as_bytes)
 }
 
 fn valid_request_id(v: &HeaderValue) -> bool {

@@ -31,5 +31,6 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod telemetry;
 pub mod tls;
 pub mod trace;

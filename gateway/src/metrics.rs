@@ -1,7 +1,7 @@
 //! The gateway's metrics. Labels stay low-cardinality: route and upstream names come
 //! from config, endpoints are bounded by config/discovery, status is grouped by class.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec};
 use tollgate_config::metrics as m;
@@ -16,7 +16,14 @@ pub struct Metrics {
     pub ejections: IntCounterVec,
     pub endpoint_healthy: IntGaugeVec,
     pub health_transitions: IntCounterVec,
-    pub in_flight: IntGauge,
+    pub in_flight: IntGaugeVec,
+    pub upstream_response: HistogramVec,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_sent_bytes: IntCounterVec,
+    pub upstream_received_bytes: IntCounterVec,
+    pub upstream_panic: IntGaugeVec,
+    pub connections_open: IntGaugeVec,
+    pub connections_accepted: IntCounterVec,
     pub restart_required: IntGauge,
     pub discovery_errors: IntCounterVec,
     pub no_route: IntCounter,
@@ -31,8 +38,8 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     Metrics {
     requests: m::counter_vec(
         "gateway_requests_total",
-        "Requests by route and response status class",
-        &["route", "status"],
+        "Requests by route, method (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS or other) and response status class",
+        &["route", "method", "status"],
     ),
     duration: m::histogram_vec(
         "gateway_request_duration_seconds",
@@ -75,7 +82,47 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Active health state changes",
         &["upstream", "to"],
     ),
-    in_flight: m::gauge("gateway_in_flight_requests", "Requests being served"),
+    in_flight: m::gauge_vec(
+        "gateway_in_flight_requests",
+        "Requests being served, by listener",
+        &["listener"],
+    ),
+    upstream_response: m::histogram_vec(
+        "gateway_upstream_response_duration_seconds",
+        "Time from sending an attempt to an endpoint to its response head, by upstream (failed attempts included)",
+        &["upstream"],
+        m::latency_buckets(),
+    ),
+    upstream_requests: m::counter_vec(
+        "gateway_upstream_requests_total",
+        "Requests served by an upstream's endpoints, by the endpoint's locality: same_zone, cross_zone, cross_region, unknown (zone not configured)",
+        &["upstream", "locality"],
+    ),
+    upstream_sent_bytes: m::counter_vec(
+        "gateway_upstream_sent_bytes_total",
+        "Bytes of HTTP requests sent to an upstream's endpoints (heads and bodies, every attempt), by the endpoint's locality",
+        &["upstream", "locality"],
+    ),
+    upstream_received_bytes: m::counter_vec(
+        "gateway_upstream_received_bytes_total",
+        "Bytes of HTTP responses received from an upstream's endpoints (heads and bodies), by the endpoint's locality",
+        &["upstream", "locality"],
+    ),
+    upstream_panic: m::gauge_vec(
+        "gateway_upstream_panic",
+        "1 while the upstream's last pick was made in panic mode (no endpoint available)",
+        &["upstream"],
+    ),
+    connections_open: m::gauge_vec(
+        "gateway_connections_open",
+        "Client connections open, by listener",
+        &["listener"],
+    ),
+    connections_accepted: m::counter_vec(
+        "gateway_connections_accepted_total",
+        "Client connections accepted, by listener",
+        &["listener"],
+    ),
     restart_required: m::gauge(
         "gateway_restart_required",
         "1 when the config on disk changes something only a restart applies (listeners, threads)",
@@ -138,48 +185,148 @@ mod tests {
     }
 }
 
+/// Adds one to a gauge (open connections, requests in flight) until dropped.
+#[derive(Debug)]
+pub struct GaugeGuard(IntGauge);
+
+impl GaugeGuard {
+    pub fn new(g: &IntGauge) -> Self {
+        g.inc();
+        Self(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Methods with their own `method` label value; the rest count as `other`.
+const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
+];
+
+fn method_index(m: &http::Method) -> usize {
+    match *m {
+        http::Method::GET => 0,
+        http::Method::HEAD => 1,
+        http::Method::POST => 2,
+        http::Method::PUT => 3,
+        http::Method::DELETE => 4,
+        http::Method::PATCH => 5,
+        http::Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
 /// A route's metric handles, resolved once per snapshot instead of hashing label
 /// values on every request.
 #[derive(Debug, Clone)]
 pub struct RouteMetrics {
-    by_class: Vec<IntCounter>,
+    /// `[method][class]`, created on first use: most routes see few methods.
+    by_method: Arc<[[OnceLock<IntCounter>; 6]; 8]>,
+    route: Arc<str>,
     pub duration: Histogram,
 }
 
 impl RouteMetrics {
     pub fn new(route: &str) -> Self {
-        Self {
-            by_class: CLASSES
-                .iter()
-                .map(|c| METRICS.requests.with_label_values(&[route, c]))
-                .collect(),
+        let m = Self {
+            by_method: Arc::new(Default::default()),
+            route: route.into(),
             duration: METRICS.duration.with_label_values(&[route]),
+        };
+        // The common series exist from the start (at 0), so rates work right away.
+        for class in [1, 4, 5] {
+            m.counter(0, class);
         }
+        m
     }
 
-    pub fn count(&self, status: u16) {
-        if let Some(c) = self.by_class.get(class_index(status)) {
-            c.inc();
-        }
+    fn counter(&self, method: usize, class: usize) -> &IntCounter {
+        self.by_method[method][class].get_or_init(|| {
+            METRICS
+                .requests
+                .with_label_values(&[&*self.route, METHODS[method], CLASSES[class]])
+        })
+    }
+
+    pub fn count(&self, method: &http::Method, status: u16) {
+        self.counter(method_index(method), class_index(status))
+            .inc();
     }
 }
 
-/// An upstream's attempt counters.
+/// An endpoint's place relative to this gateway, as the cross-zone metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locality {
+    SameZone = 0,
+    CrossZone = 1,
+    CrossRegion = 2,
+    /// The gateway's or the endpoint's zone is not configured.
+    Unknown = 3,
+}
+
+impl Locality {
+    pub const LABELS: [&'static str; 4] = ["same_zone", "cross_zone", "cross_region", "unknown"];
+
+    pub fn of(
+        zone: Option<&str>,
+        region: Option<&str>,
+        endpoint_zone: Option<&str>,
+        endpoint_region: Option<&str>,
+    ) -> Self {
+        let other_region = matches!((region, endpoint_region), (Some(a), Some(b)) if a != b);
+        match (zone, endpoint_zone) {
+            _ if other_region => Self::CrossRegion,
+            (Some(a), Some(b)) if a == b => Self::SameZone,
+            (Some(_), Some(_)) => Self::CrossZone,
+            _ => Self::Unknown,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
+}
+
+/// Traffic counters for one (upstream, locality).
+#[derive(Debug, Clone)]
+pub struct LocalityMetrics {
+    pub requests: IntCounter,
+    pub sent_bytes: IntCounter,
+    pub received_bytes: IntCounter,
+}
+
+/// An upstream's metric handles.
 #[derive(Debug, Clone)]
 pub struct UpstreamMetrics {
     pub success: IntCounter,
     pub failure: IntCounter,
+    pub response_time: Histogram,
+    pub panic: IntGauge,
+    pub by_locality: [LocalityMetrics; 4],
 }
 
 impl UpstreamMetrics {
     pub fn new(upstream: &str) -> Self {
+        let attempts = |o: &str| METRICS.upstream_attempts.with_label_values(&[upstream, o]);
+        let locality = |l: &str| LocalityMetrics {
+            requests: METRICS.upstream_requests.with_label_values(&[upstream, l]),
+            sent_bytes: METRICS
+                .upstream_sent_bytes
+                .with_label_values(&[upstream, l]),
+            received_bytes: METRICS
+                .upstream_received_bytes
+                .with_label_values(&[upstream, l]),
+        };
         Self {
-            success: METRICS
-                .upstream_attempts
-                .with_label_values(&[upstream, "success"]),
-            failure: METRICS
-                .upstream_attempts
-                .with_label_values(&[upstream, "failure"]),
+            success: attempts("success"),
+            failure: attempts("failure"),
+            response_time: METRICS.upstream_response.with_label_values(&[upstream]),
+            panic: METRICS.upstream_panic.with_label_values(&[upstream]),
+            by_locality: Locality::LABELS.map(locality),
         }
     }
 }

@@ -32,6 +32,17 @@ use crate::respond;
 use crate::route::Action;
 use crate::state::State;
 
+/// Size of an HTTP/1 message head: its first line (`line` bytes plus the version and
+/// separators) and header fields. Cross-zone byte counts use it; HTTP/2 heads are
+/// smaller on the wire (HPACK), so this errs high there.
+fn head_bytes(line: usize, headers: &http::HeaderMap) -> u64 {
+    let fields: usize = headers
+        .iter()
+        .map(|(n, v)| n.as_str().len() + v.len() + 4)
+        .sum();
+    (line + 13 + fields + 2) as u64
+}
+
 pub struct GatewayProxy {
     pub state: Arc<State>,
 }
@@ -63,7 +74,15 @@ impl ProxyHttp for GatewayProxy {
         }
         let snap = ctx.snap.clone();
         ctx.ids = forwarded::ids(session.req_header());
+        crate::telemetry::start_trace(ctx, session.req_header());
         ctx.client = forwarded::client(session, &snap);
+        if let Some(g) = ctx
+            .client
+            .listener
+            .and_then(|i| snap.listener_in_flight.get(i))
+        {
+            ctx.listener_in_flight = Some(crate::metrics::GaugeGuard::new(g));
+        }
         if let Verdict::Reject(r) = guards::check(session, &snap, &ctx.client) {
             respond::reject(session, ctx, &r).await?;
             return Ok(true);
@@ -128,7 +147,16 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
-        forwarded::upstream_headers(ctx, session.req_header(), upstream_request)
+        forwarded::upstream_headers(ctx, session.req_header(), upstream_request)?;
+        ctx.attempts.head_bytes_sent += head_bytes(
+            upstream_request.method.as_str().len()
+                + upstream_request
+                    .uri
+                    .path_and_query()
+                    .map_or(1, |p| p.as_str().len()),
+            &upstream_request.headers,
+        );
+        Ok(())
     }
 
     async fn upstream_response_filter(
@@ -138,6 +166,10 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        ctx.attempts.head_bytes_received += head_bytes(
+            upstream_response.get_reason_phrase().map_or(3, str::len),
+            &upstream_response.headers,
+        );
         attempts::on_response_status(ctx, status, is_idempotent(session))
     }
 
@@ -228,12 +260,6 @@ impl ProxyHttp for GatewayProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<Ctx>) {
-        attempts::finish(ctx, e);
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
-        let m = ctx
-            .route()
-            .map_or(&ctx.snap.unrouted_metrics, |r| &r.metrics);
-        m.count(status);
-        m.duration.observe(ctx.started.elapsed().as_secs_f64());
+        crate::telemetry::finish(&self.state, session, e, ctx);
     }
 }

@@ -23,6 +23,7 @@ pub async fn reject(
     r: &Rejection,
 ) -> pingora_error::Result<()> {
     ctx.rejected = Some(r.reason);
+    ctx.rejection_detail = Some(r.detail.to_string());
     METRICS.rejected.with_label_values(&[r.reason]).inc();
     let id = ctx.ids.request_id.as_ref();
     let body = body(r, id);

@@ -29,7 +29,13 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let env = EnvOverrides::from_process_env();
     let loaded = gateway::load(path, &env)?;
     let cfg = loaded.config.clone();
-    let state = State::new(path.to_path_buf(), env, loaded)
+    let telemetry = tollgate_config::telemetry::Telemetry::start(
+        &cfg.access_log,
+        crate::state::some_route_logs(&cfg),
+        cfg.tracing.as_ref(),
+    )?;
+    tollgate_config::metrics::publish_build_info("gateway");
+    let state = State::new(path.to_path_buf(), env, loaded, telemetry)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
 
     let admin_addr = tollgate_config::admin::spawn(

@@ -35,6 +35,8 @@ pub struct Snapshot {
     pub routes: Vec<RouteRt>,
     /// Metric handles for requests that matched no route.
     pub unrouted_metrics: RouteMetrics,
+    /// `gateway_in_flight_requests` per listener (same order as `config.listeners`).
+    pub listener_in_flight: Vec<prometheus::IntGauge>,
     /// Fingerprint of the config text.
     pub version: String,
     pub loaded_at_unix: i64,
@@ -146,6 +148,15 @@ impl Snapshot {
             router: Router::new(&config.routes),
             routes,
             unrouted_metrics: RouteMetrics::new("none"),
+            listener_in_flight: config
+                .listeners
+                .iter()
+                .map(|l| {
+                    crate::metrics::METRICS
+                        .in_flight
+                        .with_label_values(&[&l.name])
+                })
+                .collect(),
             upstreams,
             certs,
             rate_limiters,

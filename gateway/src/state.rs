@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use tollgate_config::admin::Health;
 use tollgate_config::gateway::{self, EnvOverrides, GatewayConfig};
-use tollgate_config::metrics::{reload_refused, unix_now, CONFIG_LAST_SUCCESS, CONFIG_RELOADS};
+use tollgate_config::metrics::{reload_refused, CONFIG_RELOADS};
 use tollgate_config::ConfigError;
 
 use crate::metrics::METRICS;
@@ -28,6 +28,8 @@ pub struct State {
     pub last_error: Mutex<Option<String>>,
     /// The config the process started with: what listeners/threads actually are.
     startup: GatewayConfig,
+    /// The access-log writer and span exporter, started with the process.
+    pub telemetry: tollgate_config::telemetry::Telemetry,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +44,7 @@ impl State {
         path: PathBuf,
         env: EnvOverrides,
         loaded: gateway::Loaded,
+        telemetry: tollgate_config::telemetry::Telemetry,
     ) -> Result<Arc<Self>, BuildError> {
         let startup = loaded.config.clone();
         let snapshot = Snapshot::build(loaded, None)?;
@@ -49,8 +52,9 @@ impl State {
         CONFIG_RELOADS
             .with_label_values(&["success", "startup"])
             .inc();
-        CONFIG_LAST_SUCCESS.set(unix_now());
+        tollgate_config::metrics::config_applied();
         Ok(Arc::new(Self {
+            telemetry,
             startup,
             path,
             env,
@@ -84,7 +88,7 @@ impl State {
                 version: current.version.clone(),
             });
         }
-        let restart = restart_needed(&self.startup, &loaded.config);
+        let restart = restart_needed(&self.startup, &loaded.config, &self.telemetry);
         let version = loaded.version.clone();
         // Everything the config names is loaded here, before anything changes: on any
         // error the running snapshot (routes, upstreams, certificates) stays as it is.
@@ -108,7 +112,7 @@ impl State {
         CONFIG_RELOADS
             .with_label_values(&["success", trigger])
             .inc();
-        CONFIG_LAST_SUCCESS.set(unix_now());
+        tollgate_config::metrics::config_applied();
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         METRICS.restart_required.set(i64::from(restart.is_some()));
         match &restart {
@@ -137,12 +141,10 @@ impl State {
 
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        METRICS.in_flight.inc();
     }
 
     pub fn request_finished(&self) {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        METRICS.in_flight.dec();
     }
 
     pub fn in_flight(&self) -> i64 {
@@ -150,10 +152,20 @@ impl State {
     }
 }
 
+/// Whether some route turns the access log on by itself.
+pub fn some_route_logs(c: &GatewayConfig) -> bool {
+    c.routes.iter().any(|r| r.access_log.enabled == Some(true))
+}
+
 /// What a reload cannot apply to a running Pingora server (it cannot add or remove
 /// listening sockets, nor resize its runtimes).
-fn restart_needed(old: &GatewayConfig, new: &GatewayConfig) -> Option<String> {
-    let mut why = Vec::new();
+fn restart_needed(
+    old: &GatewayConfig,
+    new: &GatewayConfig,
+    telemetry: &tollgate_config::telemetry::Telemetry,
+) -> Option<String> {
+    let mut why =
+        telemetry.restart_needed(&new.access_log, some_route_logs(new), new.tracing.as_ref());
     let shapes = |c: &GatewayConfig| {
         c.listeners
             .iter()

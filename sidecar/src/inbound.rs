@@ -131,6 +131,8 @@ async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Resp
     };
     let authority = req.uri().authority().map(|a| a.to_string());
     let (mut parts, body) = req.into_parts();
+    let hop = crate::telemetry::Hop::begin(&mut parts.headers, snap.config.tracing.as_ref());
+    let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     parts.uri = uri;
     parts.version = Version::HTTP_11;
     if !parts.headers.contains_key(header::HOST) {
@@ -139,14 +141,32 @@ async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Resp
         }
     }
     let fwd = Request::from_parts(parts, boxed(body));
+    let mut error = None;
     let resp = match tokio::time::timeout(inbound.timeout, state.app_client.request(fwd)).await {
         Ok(Ok(r)) => r.map(boxed),
         Ok(Err(e)) => {
             tracing::warn!("local app {}: {e}", inbound.forward_to);
+            error = Some(format!("local app unavailable: {e}"));
             text(StatusCode::BAD_GATEWAY, "local app unavailable\n")
         }
-        Err(_) => text(StatusCode::GATEWAY_TIMEOUT, "local app timed out\n"),
+        Err(_) => {
+            error = Some("local app timed out".to_owned());
+            text(StatusCode::GATEWAY_TIMEOUT, "local app timed out\n")
+        }
     };
+    let status = resp.status().as_u16();
+    let mut attrs = crate::telemetry::http_attributes(&method, &path, status);
+    attrs.push(tollgate_config::telemetry::spans::attr(
+        "tollgate.caller",
+        caller,
+    ));
+    hop.end(
+        &state.telemetry,
+        format!("{method} inbound"),
+        tollgate_config::telemetry::spans::Kind::Server,
+        attrs,
+        error.or_else(|| (status >= 500).then(|| format!("status {status}"))),
+    );
     METRICS
         .inbound_requests
         .with_label_values(&[caller, status_class(resp.status().as_u16())])

@@ -18,3 +18,4 @@ pub mod outbound;
 pub mod resilience;
 pub mod server;
 pub mod state;
+pub mod telemetry;

@@ -42,7 +42,10 @@ async fn serve(
     identity: Arc<IdentityStore>,
 ) -> anyhow::Result<()> {
     let cfg = loaded.config.clone();
-    let state = State::new(path.to_path_buf(), loaded, identity.clone());
+    let telemetry =
+        tollgate_config::telemetry::Telemetry::start(&cfg.access_log, false, cfg.tracing.as_ref())?;
+    tollgate_config::metrics::publish_build_info("sidecar");
+    let state = State::new(path.to_path_buf(), loaded, identity.clone(), telemetry);
     crate::metrics::DependencyCollector::register(&state);
     let admin = tollgate_config::admin::spawn(
         cfg.admin_address,

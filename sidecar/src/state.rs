@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use tollgate_config::admin::Health;
-use tollgate_config::metrics::{reload_refused, unix_now, CONFIG_LAST_SUCCESS, CONFIG_RELOADS};
+use tollgate_config::metrics::{reload_refused, unix_now, CONFIG_RELOADS};
 use tollgate_config::sidecar::{self, SidecarConfig};
 use tollgate_config::ConfigError;
 
@@ -33,16 +33,24 @@ pub struct State {
     pub app_client: AppClient,
     reload_lock: Mutex<()>,
     pub last_error: Mutex<Option<String>>,
+    /// The access-log writer and span exporter, started with the process.
+    pub telemetry: tollgate_config::telemetry::Telemetry,
 }
 
 impl State {
-    pub fn new(path: PathBuf, loaded: sidecar::Loaded, identity: Arc<IdentityStore>) -> Arc<Self> {
+    pub fn new(
+        path: PathBuf,
+        loaded: sidecar::Loaded,
+        identity: Arc<IdentityStore>,
+        telemetry: tollgate_config::telemetry::Telemetry,
+    ) -> Arc<Self> {
         CONFIG_RELOADS
             .with_label_values(&["success", "startup"])
             .inc();
-        CONFIG_LAST_SUCCESS.set(unix_now());
+        tollgate_config::metrics::config_applied();
         let deps = build_dependencies(&loaded.config, None, &identity);
         Arc::new(Self {
+            telemetry,
             path,
             snapshot: ArcSwap::from_pointee(Snapshot {
                 config: loaded.config,
@@ -81,6 +89,13 @@ impl State {
         if loaded.config.identity != current.config.identity {
             tracing::warn!("identity file paths changed: restart the sidecar to apply them");
         }
+        let cfg = &loaded.config;
+        for why in self
+            .telemetry
+            .restart_needed(&cfg.access_log, false, cfg.tracing.as_ref())
+        {
+            tracing::warn!("{why}: restart the sidecar to apply it");
+        }
         let deps = build_dependencies(&loaded.config, Some(&current), &self.identity);
         let version = loaded.version.clone();
         self.snapshot.store(Arc::new(Snapshot {
@@ -92,7 +107,7 @@ impl State {
         CONFIG_RELOADS
             .with_label_values(&["success", trigger])
             .inc();
-        CONFIG_LAST_SUCCESS.set(unix_now());
+        tollgate_config::metrics::config_applied();
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
         tracing::info!(trigger, "config version {version} applied");
         Ok(Some(version))

@@ -10,6 +10,7 @@ pub mod balance;
 pub mod gcra;
 pub mod outlier_detection;
 pub mod retry;
+pub mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -39,6 +39,12 @@ pub struct GatewayFile {
     /// The Redis that `store: redis` rate limits share.
     #[serde(default)]
     pub redis: Option<super::ratelimit::RedisFile>,
+    /// One JSON line per request (off by default).
+    #[serde(default)]
+    pub access_log: Option<crate::common::telemetry::AccessLogFile>,
+    /// OpenTelemetry traces over OTLP/HTTP (off when absent).
+    #[serde(default)]
+    pub tracing: Option<crate::common::telemetry::TracingFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -292,6 +298,9 @@ pub struct RouteFile {
     /// Rate-limit policies (names under `rate_limits`) every request must pass, in order.
     #[serde(default)]
     pub rate_limit: super::ratelimit::OneOrMany<String>,
+    /// This route's access logging, over the top-level `access_log`.
+    #[serde(default)]
+    pub access_log: Option<crate::common::telemetry::RouteAccessLogFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -31,6 +31,12 @@ pub struct SidecarFile {
     pub admin: SidecarAdminFile,
     #[serde(default)]
     pub server: SidecarServerFile,
+    /// One JSON line per outbound call (off by default).
+    #[serde(default)]
+    pub access_log: Option<crate::common::telemetry::AccessLogFile>,
+    /// OpenTelemetry traces over OTLP/HTTP (off when absent).
+    #[serde(default)]
+    pub tracing: Option<crate::common::telemetry::TracingFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

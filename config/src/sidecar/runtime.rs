@@ -25,6 +25,8 @@ pub struct SidecarConfig {
     pub threads: usize,
     pub drain_delay: Duration,
     pub grace_period: Duration,
+    pub access_log: crate::common::telemetry::AccessLog,
+    pub tracing: Option<crate::common::telemetry::Tracing>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -381,10 +383,16 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
         Some(n) => n,
         None => 1,
     };
+    let access_log =
+        crate::common::telemetry::validate_access_log(file.access_log.as_ref(), base_dir, &mut p);
+    let tracing =
+        crate::common::telemetry::validate_tracing(file.tracing.as_ref(), "sidecar", &mut p);
     if !p.is_empty() {
         return Err(p);
     }
     Ok(SidecarConfig {
+        access_log,
+        tracing,
         identity,
         inbound,
         dependencies,

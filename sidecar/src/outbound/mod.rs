@@ -168,11 +168,20 @@ impl DependencyRt {
     }
 
     /// Send one call from the app through the stack.
-    pub async fn call(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn call(&self, state: &State, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        parts.extensions.insert(Tried::default());
+        let tried = Tried::default();
+        parts.extensions.insert(tried.clone());
+        let cfg = &state.snapshot.load().config;
+        let hop = crate::telemetry::Hop::begin(&mut parts.headers, cfg.tracing.as_ref());
+        let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
+        let request_id = parts
+            .headers
+            .get(&crate::telemetry::X_REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let req = Request::from_parts(parts, boxed(body));
         let name = self.cfg.name.as_str();
         let gauge = METRICS.in_flight.with_label_values(&[name]);
@@ -187,22 +196,72 @@ impl DependencyRt {
             .outbound_duration
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
-        match result {
+        let (resp, outcome, error) = match result {
             Ok(resp) => {
+                let class = status_class(resp.status().as_u16());
                 METRICS
                     .outbound_requests
-                    .with_label_values(&[name, status_class(resp.status().as_u16())])
+                    .with_label_values(&[name, class])
                     .inc();
-                resp
+                let error = resp
+                    .status()
+                    .is_server_error()
+                    .then(|| resp.status().to_string());
+                (resp, class, error)
             }
             Err(e) => {
                 METRICS
                     .outbound_requests
                     .with_label_values(&[name, e.kind()])
                     .inc();
-                e.to_response(name)
+                (e.to_response(name), e.kind(), Some(e.to_string()))
+            }
+        };
+        let status = resp.status().as_u16();
+        let attempts = tried.0.lock().map_or(0, |v| v.len());
+        let breaker = self.breaker.as_ref().map(|b| b.state().as_str());
+        let mut attrs = crate::telemetry::http_attributes(&method, &path, status);
+        attrs.push(tollgate_config::telemetry::spans::attr(
+            "tollgate.dependency",
+            name,
+        ));
+        attrs.push(tollgate_config::telemetry::spans::attr_int(
+            "tollgate.attempts",
+            attempts as i64,
+        ));
+        if error.is_some() {
+            attrs.push(tollgate_config::telemetry::spans::attr(
+                "error.type",
+                outcome,
+            ));
+        }
+        hop.end(
+            &state.telemetry,
+            format!("{method} {name}"),
+            tollgate_config::telemetry::spans::Kind::Client,
+            attrs,
+            error.clone(),
+        );
+        let failed = error.is_some() || status >= 500;
+        if cfg.access_log.wants(None, failed) {
+            if let Some(w) = &state.telemetry.access_log {
+                let line = crate::telemetry::OutboundLine {
+                    time: tollgate_config::telemetry::access_log::rfc3339_millis(hop.start),
+                    request_id: request_id.as_deref(),
+                    trace_id: hop.trace_id_hex(),
+                    dependency: name,
+                    method: method.as_str(),
+                    path: &path,
+                    status,
+                    outcome,
+                    duration_ms: crate::telemetry::millis(started.elapsed()),
+                    attempts,
+                    breaker,
+                };
+                w.send(serde_json::to_string(&line).unwrap_or_default());
             }
         }
+        resp
     }
 
     /// What `/dependencies` shows.
@@ -310,7 +369,7 @@ where
 async fn route(state: &State, dependency: &str, req: Request<Incoming>) -> Response<Body> {
     let dep = state.snapshot.load().dependencies.get(dependency).cloned();
     match dep {
-        Some(d) => d.call(req).await,
+        Some(d) => d.call(state, req).await,
         None => Response::builder()
             .status(StatusCode::SERVICE_UNAVAILABLE)
             .header("x-sidecar-error", "unknown_dependency")

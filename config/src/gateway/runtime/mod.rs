@@ -45,6 +45,8 @@ pub struct GatewayConfig {
     /// Rate-limit policies by name.
     pub rate_limits: BTreeMap<String, crate::gateway::ratelimit::RateLimitPolicy>,
     pub redis: Option<crate::gateway::ratelimit::RedisConfig>,
+    pub access_log: crate::common::telemetry::AccessLog,
+    pub tracing: Option<crate::common::telemetry::Tracing>,
 }
 
 /// Values taken from the environment rather than the file.
@@ -128,6 +130,10 @@ pub fn validate(
         .redis
         .as_ref()
         .map(|r| crate::gateway::ratelimit::validate_redis(r, &mut p));
+    let access_log =
+        crate::common::telemetry::validate_access_log(file.access_log.as_ref(), base_dir, &mut p);
+    let tracing =
+        crate::common::telemetry::validate_tracing(file.tracing.as_ref(), "gateway", &mut p);
     let routes = validate_routes(&file.routes, &file.upstreams, &file.rate_limits, &mut p);
 
     if !p.is_empty() {
@@ -151,5 +157,7 @@ pub fn validate(
         upstreams,
         rate_limits,
         redis,
+        access_log,
+        tracing,
     })
 }

@@ -25,6 +25,7 @@ pub struct Route {
     pub hsts: Option<String>,
     /// Names of the rate-limit policies the route applies, in order.
     pub rate_limits: Vec<String>,
+    pub access_log: crate::common::telemetry::RouteAccessLog,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -184,6 +185,7 @@ fn validate_route(
         request_timeout,
         retry,
         rate_limits: Vec::new(),
+        access_log: crate::common::telemetry::validate_route_access_log(r.access_log.as_ref()),
     }
 }
 

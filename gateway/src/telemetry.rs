@@ -1,0 +1,285 @@
+//! What a request leaves behind when it ends (`logging`): its metrics, its access-log
+//! line and its spans. Lines and spans are handed to bounded queues with `try_send`:
+//! a Pingora worker never waits for a disk or a collector.
+
+use std::time::SystemTime;
+
+use pingora_error::Error;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+use serde::Serialize;
+use tollgate_config::telemetry::spans::{attr, attr_int, span, Kind};
+use tollgate_config::telemetry::trace_context::{new_span_id, TraceContext};
+
+use crate::attempts;
+use crate::context::Ctx;
+use crate::state::State;
+
+/// Start the request's trace: continue the caller's (its sampling decision too), or
+/// start one sampled at the configured ratio. With tracing off, new traces are marked
+/// sampled for the backends' sake, as before tracing existed; nothing is recorded.
+pub fn start_trace(ctx: &mut Ctx, req: &RequestHeader) {
+    let incoming = crate::forwarded::incoming_traceparent(req);
+    let ratio = ctx
+        .snap
+        .config
+        .tracing
+        .as_ref()
+        .map_or(1.0, |t| t.sample_ratio);
+    ctx.trace = TraceContext::from_header(incoming, ratio);
+    ctx.record_spans = ctx.trace.sampled && ctx.snap.config.tracing.is_some();
+    ctx.span_id = new_span_id();
+}
+
+/// The request ended: count it, log it, record its spans.
+pub fn finish(state: &State, session: &Session, e: Option<&Error>, ctx: &mut Ctx) {
+    attempts::finish(ctx, e);
+    let req = session.req_header();
+    let status = session.response_written().map_or(0, |r| r.status.as_u16());
+    let m = ctx
+        .route()
+        .map_or(&ctx.snap.unrouted_metrics, |r| &r.metrics);
+    m.count(&req.method, status);
+    m.duration.observe(ctx.started.elapsed().as_secs_f64());
+
+    let proxied = ctx.rejected.is_none() && ctx.attempts.tries > 0;
+    let (bytes_in, bytes_out) = (session.body_bytes_read(), session.body_bytes_sent());
+    if let (Some(routed), Some((_, locality))) = (ctx.routed.as_ref(), ctx.attempts.last) {
+        let lm = &routed.upstream.metrics.by_locality[locality as usize];
+        lm.sent_bytes
+            .inc_by(ctx.attempts.head_bytes_sent + bytes_in as u64);
+        let mut received = ctx.attempts.head_bytes_received;
+        if proxied && status != 0 {
+            lm.requests.inc();
+            received += bytes_out as u64;
+        }
+        lm.received_bytes.inc_by(received);
+    }
+
+    let failed = status == 0 || status >= 500 || ctx.rejected.is_some();
+    if let Some(writer) = &state.telemetry.access_log {
+        let route_log = ctx.route().map(|r| &r.config.access_log);
+        if ctx.snap.config.access_log.wants(route_log, failed) {
+            writer.send(access_line(ctx, req, status, bytes_in, bytes_out));
+        }
+    }
+    if ctx.record_spans {
+        if let Some(tracer) = &state.telemetry.tracer {
+            record_spans(tracer, ctx, req, status, e);
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AccessLine<'a> {
+    time: String,
+    request_id: &'a str,
+    trace_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<std::net::IpAddr>,
+    method: &'a str,
+    host: &'a str,
+    path: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    route: &'a str,
+    status: u16,
+    bytes_in: usize,
+    bytes_out: usize,
+    duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint: Option<std::net::SocketAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    zone: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locality: Option<&'static str>,
+    attempts: u32,
+    cross_zone: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejection: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejection_detail: Option<&'a str>,
+}
+
+fn access_line(
+    ctx: &Ctx,
+    req: &RequestHeader,
+    status: u16,
+    bytes_in: usize,
+    bytes_out: usize,
+) -> String {
+    let trace_id = ctx.trace.trace_id_hex();
+    let routed = ctx.routed.as_ref();
+    let last = ctx.attempts.last;
+    let zone = match (routed, last) {
+        (Some(r), Some((addr, _))) => r.upstream.zone_of(addr),
+        _ => None,
+    };
+    let path = if ctx.snap.config.access_log.query {
+        req.uri.path_and_query().map_or("/", |pq| pq.as_str())
+    } else {
+        req.uri.path()
+    };
+    let host = routed.map_or_else(
+        || {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("")
+        },
+        |r| r.host.as_str(),
+    );
+    let line = AccessLine {
+        time: tollgate_config::telemetry::access_log::rfc3339_millis(ctx.started_wall),
+        request_id: ctx
+            .ids
+            .request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+        trace_id: std::str::from_utf8(&trace_id).unwrap_or(""),
+        client: ctx.client.ip,
+        method: req.method.as_str(),
+        host,
+        path,
+        route: ctx.route_name(),
+        status,
+        bytes_in,
+        bytes_out,
+        duration_ms: (ctx.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
+        upstream: routed.map(|r| r.upstream.cfg.name.as_str()),
+        endpoint: last.map(|(a, _)| a),
+        zone: zone.as_deref(),
+        locality: last.map(|(_, l)| l.label()),
+        attempts: ctx.attempts.tries,
+        cross_zone: last.is_some_and(|(_, l)| {
+            matches!(
+                l,
+                crate::metrics::Locality::CrossZone | crate::metrics::Locality::CrossRegion
+            )
+        }),
+        rejection: ctx.rejected,
+        rejection_detail: ctx.rejection_detail.as_deref(),
+    };
+    serde_json::to_string(&line).unwrap_or_default()
+}
+
+/// The server span (the request as the gateway served it) and one client span per
+/// attempt at an endpoint, with OpenTelemetry's HTTP semantic-convention attributes.
+fn record_spans(
+    tracer: &tollgate_config::telemetry::spans::Tracer,
+    ctx: &mut Ctx,
+    req: &RequestHeader,
+    status: u16,
+    e: Option<&Error>,
+) {
+    let end = SystemTime::now();
+    let route = ctx.route_name().to_owned();
+    let method = req.method.as_str().to_owned();
+    let mut attrs = vec![
+        attr("http.request.method", method.clone()),
+        attr("url.path", req.uri.path()),
+        attr("url.scheme", if ctx.client.tls { "https" } else { "http" }),
+        attr(
+            "network.protocol.version",
+            match req.version {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+        ),
+    ];
+    if let Some(r) = &ctx.routed {
+        attrs.push(attr("server.address", r.host.clone()));
+    }
+    if !route.is_empty() {
+        attrs.push(attr("http.route", route.clone()));
+    }
+    if status != 0 {
+        attrs.push(attr_int("http.response.status_code", i64::from(status)));
+    }
+    if let Some(ip) = ctx.client.ip {
+        attrs.push(attr("client.address", ip.to_string()));
+    }
+    if let Some(id) = ctx.ids.request_id.as_ref().and_then(|v| v.to_str().ok()) {
+        attrs.push(attr("http.request.header.x-request-id", id));
+    }
+    if let Some(reason) = ctx.rejected {
+        attrs.push(attr("tollgate.rejection", reason));
+    }
+    let error = if status >= 500 || status == 0 {
+        Some(e.map_or_else(|| format!("status {status}"), ToString::to_string))
+    } else {
+        None
+    };
+    if let Some(err) = &error {
+        attrs.push(attr(
+            "error.type",
+            if status == 0 {
+                err.clone()
+            } else {
+                status.to_string()
+            },
+        ));
+    }
+    let name = if route.is_empty() {
+        method.clone()
+    } else {
+        format!("{method} {route}")
+    };
+    let trace = ctx.trace;
+    tracer.record(span(
+        trace.trace_id,
+        ctx.span_id,
+        trace.parent_span_id,
+        name,
+        Kind::Server,
+        ctx.started_wall,
+        end,
+        attrs,
+        error,
+    ));
+
+    let upstream = ctx.routed.as_ref().map(|r| r.upstream.clone());
+    for (n, a) in std::mem::take(&mut ctx.attempts.spans)
+        .into_iter()
+        .enumerate()
+    {
+        let mut attrs = vec![
+            attr("http.request.method", method.clone()),
+            attr("server.address", a.address.ip().to_string()),
+            attr_int("server.port", i64::from(a.address.port())),
+            attr("tollgate.locality", a.locality.label()),
+        ];
+        if let Some(up) = &upstream {
+            attrs.push(attr("tollgate.upstream", up.cfg.name.clone()));
+            if let Some(z) = up.zone_of(a.address) {
+                attrs.push(attr("tollgate.endpoint.zone", z));
+            }
+        }
+        if n > 0 {
+            attrs.push(attr_int("http.request.resend_count", n as i64));
+        }
+        if a.status != 0 {
+            attrs.push(attr_int("http.response.status_code", i64::from(a.status)));
+        }
+        let error = a
+            .error
+            .or_else(|| (a.status >= 500).then(|| format!("status {}", a.status)));
+        if let Some(err) = &error {
+            attrs.push(attr("error.type", err.clone()));
+        }
+        tracer.record(span(
+            trace.trace_id,
+            a.span_id,
+            ctx.span_id,
+            method.clone(),
+            Kind::Client,
+            a.start,
+            a.end.unwrap_or(end),
+            attrs,
+            error,
+        ));
+    }
+}
