@@ -13,6 +13,7 @@ pub mod faults;
 mod gateway;
 mod gateway_config;
 pub mod load;
+pub mod otlp;
 pub mod pki;
 mod poll;
 mod ports;
