@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Checks everything under deploy/: the Dockerfile, the Kustomize overlays (build,
 # strict schemas, security scan, our own policy checks, the gateway/sidecar configs
-# embedded in ConfigMaps through the real `validate`), the alert rules, and the
-# systemd units. Exits non-zero on any failure.
+# embedded in ConfigMaps through the real `validate`), the alert rules (promtool check
+# and unit tests, the same groups in the PrometheusRule, a runbook per alert), the
+# Grafana dashboard (its queries parse), the systemd units, and last that every metric
+# the rules and the dashboard use is declared in the Rust sources. Exits non-zero on
+# any failure.
 #
 #   bash deploy/check.sh            # as root on Debian 12 (installs what is missing)
 #
@@ -139,8 +142,17 @@ BC_SKIP_MAPPING=TRUE checkov --quiet --compact --skip-download \
   "${files[@]}"
 echo "ok"
 
-step "promtool check rules ($("$PROMTOOL" --version 2>&1 | head -1))"
+step "promtool check rules: rendered PrometheusRules ($("$PROMTOOL" --version 2>&1 | head -1))"
 "$PROMTOOL" check rules "$work"/rules/*.yaml
+
+# ---- alert rules and dashboard ------------------------------------------------------
+step "promtool check rules + test rules: deploy/prometheus/tollgate-rules.yaml"
+"$PROMTOOL" check rules deploy/prometheus/tollgate-rules.yaml
+"$PROMTOOL" test rules deploy/prometheus/tollgate-rules.test.yaml
+
+step "rules = PrometheusRule, runbooks, test coverage; Grafana dashboard"
+python3 deploy/prometheus/check.py rules --promtool "$PROMTOOL" --workdir "$work" \
+  --rendered "$work/rendered/base.yaml"
 
 # ---- systemd ----------------------------------------------------------------------
 step "systemd units ($(systemd-analyze --version | head -1))"
@@ -157,5 +169,9 @@ for unit in "$work"/units/*.service; do
   # Exposure score 0 (locked down) to 10 (unsafe); fail above 2.5.
   systemd-analyze security --offline=yes --threshold=25 "$unit" | tail -1
 done
+
+# Last, so that everything above has run when a metric is missing.
+step "metric names of the rules and the dashboard, declared in the Rust sources"
+python3 deploy/prometheus/check.py metrics
 
 printf '\ndeploy checks passed in %ss\n' "$(( $(date +%s) - start ))"
