@@ -1,5 +1,6 @@
-//! The admin listener both proxies run: `/healthz`, `/readyz`, `/metrics`, plus the
-//! product's own endpoints (`/config`, `/upstreams`, `/dependencies`, `POST /reload`).
+//! The admin listener both proxies run: `/healthz`, `/readyz`, `/metrics`, the status
+//! page (`/`, `/status`), plus the product's own endpoints (`/config`, `/upstreams`,
+//! `/dependencies`, `POST /reload`, ...).
 //!
 //! It runs on its own thread and single-threaded runtime, so it keeps answering
 //! (health probes, metrics scrapes) even when the proxy's workers are saturated.
@@ -15,6 +16,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+
+mod status;
 
 /// Readiness as `/readyz` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +67,8 @@ pub struct AdminResponse {
     pub status: StatusCode,
     pub content_type: &'static str,
     pub body: String,
+    /// Further headers; static, so no request data ever lands in a header.
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 impl AdminResponse {
@@ -72,6 +77,7 @@ impl AdminResponse {
             status,
             content_type: "application/json",
             body: serde_json::to_string_pretty(value).unwrap_or_default() + "\n",
+            headers: &[],
         }
     }
     pub fn text(status: StatusCode, body: impl Into<String>) -> Self {
@@ -79,6 +85,7 @@ impl AdminResponse {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.into(),
+            headers: &[],
         }
     }
 }
@@ -160,7 +167,9 @@ async fn serve(
             status: StatusCode::OK,
             content_type: "text/plain; version=0.0.4",
             body: crate::metrics::encode_text(),
+            headers: &[],
         },
+        (Method::GET | Method::HEAD, "/" | "/status") => status::page(),
         _ => {
             let areq = AdminRequest {
                 method,
@@ -182,6 +191,9 @@ async fn serve(
         .header(http::header::CONTENT_TYPE, resp.content_type);
     if resp.status == StatusCode::SERVICE_UNAVAILABLE {
         builder = builder.header(http::header::RETRY_AFTER, "1");
+    }
+    for (name, value) in resp.headers {
+        builder = builder.header(*name, *value);
     }
     Ok(builder
         .body(Full::new(Bytes::from(resp.body)))

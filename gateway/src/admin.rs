@@ -1,5 +1,6 @@
-//! The gateway's own admin endpoints: `/config`, `/upstreams`, `POST /reload`.
-//! (`/healthz`, `/readyz`, `/metrics` are served by the shared admin listener.)
+//! The gateway's own admin endpoints: `/config`, `/upstreams`, `/certificates`,
+//! `POST /reload`. (`/healthz`, `/readyz`, `/metrics` and the status page are served by
+//! the shared admin listener.)
 
 use std::sync::Arc;
 
@@ -20,6 +21,9 @@ impl AdminHandler for GatewayAdmin {
             (&Method::GET, "/config") => Some(AdminResponse::json(StatusCode::OK, &self.config())),
             (&Method::GET, "/upstreams") => {
                 Some(AdminResponse::json(StatusCode::OK, &self.upstreams()))
+            }
+            (&Method::GET, "/certificates") => {
+                Some(AdminResponse::json(StatusCode::OK, &self.certificates()))
             }
             (&Method::POST, "/reload") => Some(match self.state.reload("api") {
                 Ok(ReloadOutcome::Applied { version }) => AdminResponse::json(
@@ -58,6 +62,37 @@ impl GatewayAdmin {
             "restart_required": lock(&self.state.restart_required),
             "last_reload_error": lock(&self.state.last_error),
         })
+    }
+
+    /// The server certificates in service, from the snapshot's tables: the same
+    /// `not_after` the expiry metric exports (read once, when the files were loaded).
+    fn certificates(&self) -> Value {
+        let snap = self.state.snapshot.load();
+        let now = tollgate_config::metrics::unix_now();
+        let mut listeners: Vec<_> = snap.certs.values().collect();
+        listeners.sort_by(|a, b| a.listener.cmp(&b.listener));
+        let list: Vec<Value> = listeners
+            .into_iter()
+            .flat_map(|lc| {
+                let table = lc.table.load();
+                table
+                    .certs
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "listener": lc.listener,
+                            // The `certificate` label of the expiry metric.
+                            "certificate": c.names.first(),
+                            "names": c.names,
+                            "serial": c.serial,
+                            "not_after": c.not_after_unix,
+                            "days_left": (c.not_after_unix - now).div_euclid(86_400),
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        json!({ "certificates": list })
     }
 
     fn upstreams(&self) -> Value {

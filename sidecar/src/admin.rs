@@ -1,5 +1,6 @@
 //! The sidecar's own admin endpoints: `/config`, `/dependencies`, `/identity`,
-//! `POST /reload`. (`/healthz`, `/readyz`, `/metrics` come from the shared listener.)
+//! `POST /reload`. (`/healthz`, `/readyz`, `/metrics` and the status page, which renders
+//! these endpoints, come from the shared listener.)
 
 use std::sync::Arc;
 
