@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod backend;
+pub mod browser;
 mod bins;
 pub mod faults;
 mod gateway;
