@@ -40,21 +40,8 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# promtool: from Debian's prometheus package, extracted (installing the package would
-# start a Prometheus server).
-PROMTOOL=$(command -v promtool || true)
-if [ -z "$PROMTOOL" ]; then
-  PROMTOOL=$CACHE/promtool/usr/bin/promtool
-  if [ ! -x "$PROMTOOL" ]; then
-    step "extracting promtool from Debian's prometheus package"
-    dl=$(mktemp -d)
-    (cd "$dl" && { apt-get download prometheus >/dev/null 2>&1 \
-      || { apt-get update -qq && apt-get download prometheus >/dev/null; }; })
-    mkdir -p "$CACHE/promtool"
-    dpkg-deb --fsys-tarfile "$dl"/prometheus_*.deb | tar -x -C "$CACHE/promtool" ./usr/bin/promtool
-    rm -rf "$dl"
-  fi
-fi
+# promtool: on the PATH, or extracted from Debian's prometheus package.
+PROMTOOL=$(bash deploy/check/promtool.sh)
 
 # ---- Python tools (PyPI, pinned) ---------------------------------------------
 req=deploy/check/requirements.txt

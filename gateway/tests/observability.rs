@@ -487,3 +487,82 @@ async fn a_dead_collector_costs_spans_not_requests() {
     assert!(otlp.spans().is_empty());
     assert!(gw.log().contains("trace export to"), "{}", gw.log());
 }
+
+/// What clients do every day is not an ERROR: an abandoned TLS handshake and a
+/// connection reset halfway through a request head are counted, not logged.
+#[tokio::test]
+async fn client_noise_is_counted_not_logged_at_error() {
+    use tokio::io::AsyncWriteExt;
+    let ca = TestCa::new("noise-ca").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca
+        .issue(&CertSpec::dns(&["noise.example.com"]))
+        .unwrap()
+        .write(dir.path(), "noise")
+        .unwrap();
+    let app = Backend::builder().spawn().await.unwrap();
+    let tls_addr = free_addr("127.0.0.1");
+    let cfg = GatewayConfig::new()
+        .listener(json!({
+            "name": "https",
+            "address": tls_addr.to_string(),
+            "tls": { "certificates": [{ "cert": cert, "key": key }] },
+        }))
+        .route("r", "u")
+        .upstream("u", &[app.addr()]);
+    let gw = Gateway::start(&cfg.to_yaml()).await.unwrap();
+    for _ in 0..3 {
+        // Not TLS at all, then gone.
+        let mut s = tokio::net::TcpStream::connect(tls_addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        drop(s);
+        // Half a request head, then a reset (SO_LINGER 0), as a crashed client.
+        let mut s = tokio::net::TcpStream::connect(gw.listen).await.unwrap();
+        s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        reset(s);
+    }
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = test_client()
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let n = |k: &str| sum_metric(&text, "gateway_downstream_errors_total", &[("kind", k)]);
+        if n("tls_handshake") >= 3.0 && n("request_read") >= 3.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let n = |k: &str| sum_metric(&text, "gateway_downstream_errors_total", &[("kind", k)]);
+    // At least: the gateway's own readiness probe (a connect, then close) is one more.
+    assert!(n("tls_handshake") >= 3.0, "{}", gw.log());
+    assert_eq!(n("request_read"), 3.0, "{}", gw.log());
+    let log = gw.log();
+    assert!(
+        !log.lines().any(|l| l.contains("ERROR")),
+        "no ERROR line for client behaviour:\n{log}"
+    );
+    // A real request still works and is not counted as noise.
+    assert_eq!(
+        test_client()
+            .get(gw.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+/// Close with an RST (SO_LINGER 0), as a client that crashes or times out does.
+fn reset(s: tokio::net::TcpStream) {
+    s.set_zero_linger().unwrap();
+    drop(s);
+}

@@ -3,7 +3,6 @@
 //! a TLS listener, and a refused reload. The screenshot is kept as a test artifact.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
 use std::time::Duration;
 
 use backends_demo::browser::{artifact_dir, chromium, rendered_text, screenshot};

@@ -1,5 +1,6 @@
-//! Logging setup shared by the binaries: human-readable by default, JSON lines with
-//! `LOG_FORMAT=json`; level from `RUST_LOG` (default `info`).
+//! Telemetry both binaries share: logging (human-readable by default, JSON lines with
+//! `LOG_FORMAT=json`; level from `RUST_LOG`, default `info`), the access-log writer,
+//! spans and their export, W3C trace context.
 
 pub mod access_log;
 pub mod spans;
@@ -13,17 +14,119 @@ use std::time::{Duration, Instant};
 use tracing_subscriber::EnvFilter;
 
 pub fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let show_noise = filter
+        .max_level_hint()
+        .is_some_and(|l| l >= tracing_subscriber::filter::LevelFilter::DEBUG);
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
+    let fmt = if json {
+        fmt.json().boxed()
     } else {
-        builder.try_init()
+        fmt.boxed()
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt.with_filter(ClientNoise { show: show_noise }))
+        .try_init();
+}
+
+/// Pingora logs at ERROR what clients do every day: a TLS handshake abandoned or failed
+/// (scanners, health checkers that only open a connection, browsers that give up), a
+/// connection reset before its request head was complete. At that level such lines
+/// hide real errors. They are counted in `gateway_downstream_errors_total{kind}` and
+/// shown only when `RUST_LOG` enables debug.
+struct ClientNoise {
+    show: bool,
+}
+
+static CLIENT_NOISE: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    crate::metrics::counter_vec(
+        "gateway_downstream_errors_total",
+        "Client-side failures Pingora reports (tls_handshake, tls_handshake_timeout, h2_handshake, request_read), logged only at debug",
+        &["kind"],
+    )
+});
+
+/// The kind of client noise a Pingora ERROR line is, if it is one.
+pub fn client_noise_kind(target: &str, message: &str) -> Option<&'static str> {
+    if !target.starts_with("pingora") {
+        return None;
+    }
+    if message.starts_with("Downstream handshake error") {
+        Some("tls_handshake")
+    } else if message.starts_with("Downstream handshake timeout") {
+        Some("tls_handshake_timeout")
+    } else if message.starts_with("H2 handshake error") {
+        Some("h2_handshake")
+    } else if message.starts_with("Fail to proxy:") && message.contains("downstream session type") {
+        // Only logged when reading a request head failed on a broken connection.
+        Some("request_read")
+    } else {
+        None
+    }
+}
+
+impl<S> tracing_subscriber::layer::Filter<S> for ClientNoise {
+    fn enabled(
+        &self,
+        _: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let meta = event.metadata();
+        // Pingora logs through the `log` crate: such events have target "log" and carry
+        // the real target in a `log.target` field.
+        let bridged = meta.target() == "log";
+        if *meta.level() != tracing::Level::ERROR
+            || !(bridged || meta.target().starts_with("pingora"))
+        {
+            return true;
+        }
+        #[derive(Default)]
+        struct Fields {
+            message: String,
+            target: Option<String>,
+        }
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                match f.name() {
+                    "message" => self.message = format!("{v:?}"),
+                    "log.target" => self.target = Some(format!("{v:?}")),
+                    _ => {}
+                }
+            }
+            fn record_str(&mut self, f: &tracing::field::Field, v: &str) {
+                match f.name() {
+                    "message" => v.clone_into(&mut self.message),
+                    "log.target" => self.target = Some(v.to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        let mut m = Fields::default();
+        event.record(&mut m);
+        let target = m.target.as_deref().unwrap_or(meta.target());
+        match client_noise_kind(target, &m.message) {
+            Some(kind) => {
+                CLIENT_NOISE.with_label_values(&[kind]).inc();
+                self.show
+            }
+            None => true,
+        }
+    }
 }
 
 /// Log a warning at most once per second per key: for conditions that can repeat on
