@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-
 /// Debian's `chromium` (or `$CHROMIUM`). Missing is a failure, not a skip: the page's
 /// script only runs in a browser.
 pub fn chromium() -> PathBuf {

@@ -8,8 +8,8 @@
 #![forbid(unsafe_code)]
 
 mod backend;
-pub mod browser;
 mod bins;
+pub mod browser;
 pub mod faults;
 mod gateway;
 mod gateway_config;
