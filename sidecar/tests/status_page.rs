@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use std::time::Duration;
 
 use backends_demo::browser::{artifact_dir, chromium, rendered_text, screenshot};
