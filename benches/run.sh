@@ -18,6 +18,8 @@
 # Scenarios: http (HTTP/1.1 keep-alive), https (TLS 1.3 keep-alive), handshake (a new
 # TLS handshake per request), h2 (HTTP/2 over TLS, 8 connections x 16 streams),
 # features (the gateway with every feature built so far, vs its plain figure),
+# telemetry (plain HTTP with the access log on at 100% and tracing at 1% sampling,
+# exported to a collector stand-in, vs all off, same rounds),
 # latency (fixed rates $RATES with oha, corrected for coordinated omission), idle
 # ($IDLE idle keep-alive connections: memory per connection).
 #
@@ -33,7 +35,7 @@ RATES=${RATES:-"1000 5000"}
 IDLE=${IDLE:-5000}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-SCENARIOS=${SCENARIOS:-"http https handshake h2 features latency idle sidecar"}
+SCENARIOS=${SCENARIOS:-"http https handshake h2 features telemetry latency idle sidecar"}
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 need=()
@@ -76,6 +78,7 @@ declare -A HTTP=([nginx]=127.0.0.1:18082 [haproxy]=127.0.0.1:18088 [caddy]=127.0
 declare -A TLS=([nginx]=127.0.0.1:18085 [haproxy]=127.0.0.1:18089 [caddy]=127.0.0.1:18091
   [gateway]=127.0.0.1:18086)
 GWF=127.0.0.1:18092           # the gateway with every feature on
+GWT=127.0.0.1:18093           # the plain gateway with access log and tracing on
 ALL=(nginx haproxy caddy bare-pingora gateway)
 # Rows of the HTTP table: every proxy, and an earlier gateway build when BASELINE names one.
 HTTP_ROWS=("${ALL[@]}")
@@ -189,6 +192,16 @@ upstreams:
     outlier_detection: { consecutive_failures: 5 }
 CONF
 target/release/gateway validate "$work/gateway-features.yaml" >/dev/null
+# The plain gateway plus telemetry: every request logged (a JSON line to a file), traces
+# sampled at 1% and exported over OTLP/HTTP to the upstream nginx (it answers 200 to the
+# POSTs, like a collector that keeps up).
+sed -e "s/${HTTP[gateway]}/$GWT/" -e "s/127.0.0.1:18084/127.0.0.1:18096/" \
+  -e "/name: https/,/tls:/d" "$work/gateway.yaml" >"$work/gateway-telemetry.yaml"
+cat >>"$work/gateway-telemetry.yaml" <<CONF
+access_log: { enabled: true, path: $work/access.log }
+tracing: { otlp_endpoint: "http://$UP", sample_ratio: 1% }
+CONF
+target/release/gateway validate "$work/gateway-telemetry.yaml" >/dev/null
 
 on() { taskset -c "$1" "${@:2}"; }
 # Started with taskset directly (not through a function), so $! is the proxy's pid.
@@ -212,9 +225,14 @@ if has features; then
   RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/gateway --config "$work/gateway-features.yaml" 2>"$work/gateway-features.log" & pids+=($!)
   PID[gateway-features]=$!
 fi
+if has telemetry; then
+  RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/gateway --config "$work/gateway-telemetry.yaml" 2>"$work/gateway-telemetry.log" & pids+=($!)
+  PID[gateway-telemetry]=$!
+fi
 for _ in $(seq 50); do
   ok=1
   for p in "${HTTP_ROWS[@]}"; do curl -sf -o /dev/null "http://${HTTP[$p]}/" || ok=0; done
+  if has telemetry; then curl -sf -o /dev/null "http://$GWT/" || ok=0; fi
   ((ok)) && break
   sleep 0.2
 done
@@ -277,6 +295,10 @@ for r in $(seq "$ROUNDS"); do
   if has features; then
     wrk_run "features/gateway-plain-https" "${PID[gateway]}" "https://${TLS[gateway]}/"
     wrk_run "features/gateway-all" "${PID[gateway-features]}" "https://$GWF/" -H "X-Forwarded-For: 203.0.113.9"
+  fi
+  if has telemetry; then
+    wrk_run "telemetry/off" "${PID[gateway]}" "http://${HTTP[gateway]}/"
+    wrk_run "telemetry/on" "${PID[gateway-telemetry]}" "http://$GWT/"
   fi
   if has latency; then
     for rate in $RATES; do for p in "${ALL[@]}"; do latency_run "$rate/$p" "http://${HTTP[$p]}/" "$rate"; done; done
@@ -381,6 +403,20 @@ others=$(awk '/^## (Instructions per request|Sidecar mTLS hop)/ {keep=1} keep' b
     printf "| plain HTTP | %.0f | %.2f | 1.00 |\n" "$(med "${RPS[http/gateway]:-}")" "$plain"
     printf "| plain HTTPS | %.0f | %.2f | %s |\n" "$(med "${RPS[features/gateway-plain-https]}")" "$tls" "$(ratio "$tls" "$plain")"
     printf "| every feature (HTTPS) | %.0f | %.2f | %s |\n" "$(med "${RPS[features/gateway-all]}")" "$all" "$(ratio "$all" "$plain")"
+  fi
+  if has telemetry; then
+    off=$(med "${CPU[telemetry/off]}"); on=$(med "${CPU[telemetry/on]}")
+    lines=$(wc -l <"$work/access.log" 2>/dev/null || echo 0)
+    echo
+    echo "## Telemetry cost (plain HTTP keep-alive, wrk -c$CONNS)"
+    echo
+    echo "Access log on for every request (one JSON line each, to a file: $lines lines written), tracing at 1% sampling"
+    echo "exported over OTLP/HTTP (to the upstream nginx standing in for a collector), vs both off, in the same rounds."
+    echo
+    echo "| gateway | req/s | CPU us/request | vs off |"
+    echo "|---|---:|---:|---:|"
+    printf "| telemetry off | %.0f | %.2f | 1.00 |\n" "$(med "${RPS[telemetry/off]}")" "$off"
+    printf "| access log 100%% + tracing 1%% | %.0f | %.2f | %s |\n" "$(med "${RPS[telemetry/on]}")" "$on" "$(ratio "$on" "$off")"
   fi
   if has latency; then
     echo

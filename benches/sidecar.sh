@@ -5,6 +5,9 @@
 #
 # Fixed request rate with coordinated-omission correction (oha), so p99 means what
 # a client waiting in line would see. Resident memory of each proxy after the load.
+# A second sidecar pair runs with telemetry on (access log of every outbound call to a
+# file, tracing at 1% exported over OTLP/HTTP to the app's nginx standing in for a
+# collector): its CPU per request against the plain pair's is the cost of telemetry.
 #
 #   bash benches/sidecar.sh                 # 1000 req/s for 10 s, 3 rounds
 #   RATE=5000 DURATION=20 bash benches/sidecar.sh
@@ -43,6 +46,8 @@ NA_OUT=127.0.0.1:18212       # nginx A
 NB_IN=127.0.0.1:18213        # nginx B (mTLS)
 HA_OUT=127.0.0.1:18222       # HAProxy A
 HB_IN=127.0.0.1:18223        # HAProxy B (mTLS)
+TA_OUT=127.0.0.1:18232       # sidecar pair with telemetry: A
+TB_IN=127.0.0.1:18233        #                              B
 
 mkdir -p "$work/app" "$work/na" "$work/nb"
 cat >"$work/app/nginx.conf" <<CONF
@@ -102,6 +107,12 @@ inbound:
 admin: { address: 127.0.0.1:18205 }
 CONF
 
+TELEMETRY="tracing: { otlp_endpoint: \"http://$APP\", sample_ratio: 1% }"
+sed -e "s/$A_OUT/$TA_OUT/" -e "s/$B_IN/$TB_IN/" -e "s/18204/18234/" "$work/a.yaml" >"$work/ta.yaml"
+sed -e "s/$B_IN/$TB_IN/" -e "s/18205/18235/" "$work/b.yaml" >"$work/tb.yaml"
+printf '%s\naccess_log: { enabled: true, path: %s }\n' "$TELEMETRY" "$work/ta-access.log" >>"$work/ta.yaml"
+printf '%s\naccess_log: { enabled: true, path: %s }\n' "$TELEMETRY" "$work/tb-access.log" >>"$work/tb.yaml"
+
 cat "$work/certs/a.crt" "$work/certs/a.key" >"$work/certs/a.pem"
 cat "$work/certs/b.crt" "$work/certs/b.key" >"$work/certs/b.pem"
 # The same hop with HAProxy: A speaks HTTP/1.1 over mTLS to B, reusing connections.
@@ -137,27 +148,37 @@ taskset -c 1 haproxy -f "$work/ha.cfg" -db 2>"$work/hb.log" & pids+=($!); hb_pid
 taskset -c 1 haproxy -f "$work/ha-a.cfg" -db 2>"$work/ha.log" & pids+=($!); ha_pid=$!
 RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/b.yaml" 2>"$work/b.log" & pids+=($!); b_pid=$!
 RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/a.yaml" 2>"$work/a.log" & pids+=($!); a_pid=$!
+RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/tb.yaml" 2>"$work/tb.log" & pids+=($!); tb_pid=$!
+RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/ta.yaml" 2>"$work/ta.log" & pids+=($!); ta_pid=$!
 sleep 1
-for u in "http://$APP/" "http://$A_OUT/" "http://$NA_OUT/" "http://$HA_OUT/"; do
+for u in "http://$APP/" "http://$A_OUT/" "http://$NA_OUT/" "http://$HA_OUT/" "http://$TA_OUT/"; do
   curl -sf "$u" >/dev/null || { echo "not answering: $u"; tail "$work"/*.log "$work"/*/error.log; exit 1; }
 done
 
-declare -A P50 P99 P999
-measure() { # name url
-  local out
+declare -A P50 P99 P999 CPU
+# CPU ticks (utime + stime) of the given processes.
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+measure() { # name url [pids whose CPU per request to report]
+  local out t0 t1
+  t0=$(ticks "${@:3}")
   out=$(taskset -c 0 oha -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui --output-format json "$2" 2>/dev/null)
   read -r p50 p99 p999 ok <<<"$(echo "$out" | python3 -c '
 import json,sys
 d=json.load(sys.stdin); p=d["latencyPercentiles"]
 codes=d.get("statusCodeDistribution",{})
 print(p["p50"]*1e6, p["p99"]*1e6, p["p99.9"]*1e6, sum(v for k,v in codes.items() if k=="200"))')"
+  t1=$(ticks "${@:3}")
   printf "  %-14s p50 %8.0f us  p99 %8.0f us  p99.9 %8.0f us  (%s ok)\n" "$1" "$p50" "$p99" "$p999" "$ok"
   P50[$1]+="$p50 "; P99[$1]+="$p99 "; P999[$1]+="$p999 "
+  if (($# > 2)) && ((ok > 0)); then
+    CPU[$1]+="$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$ok" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }') "
+  fi
 }
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS ($RATE req/s, ${DURATION}s)"
   measure direct "http://$APP/"
-  measure sidecars "http://$A_OUT/"
+  measure sidecars "http://$A_OUT/" "$a_pid" "$b_pid"
+  measure sidecars+telemetry "http://$TA_OUT/" "$ta_pid" "$tb_pid"
   measure nginx-pair "http://$NA_OUT/"
   measure haproxy-pair "http://$HA_OUT/"
 done
@@ -183,7 +204,11 @@ before=$(awk '/^## Sidecar mTLS hop/ {exit} {print}' benches/RESULTS.md 2>/dev/n
   echo
   echo "| path | p50 | p99 | p99.9 | added p50 | added p99 |"
   echo "|---|---:|---:|---:|---:|---:|"
-  row direct; row sidecars; row nginx-pair; row haproxy-pair
+  row direct; row sidecars; row nginx-pair; row haproxy-pair; row sidecars+telemetry
+  echo
+  off=$(echo "${CPU[sidecars]}" | median); on=$(echo "${CPU[sidecars+telemetry]}" | median)
+  echo "Telemetry on the hop (sidecars+telemetry: access log of every call on both sides, tracing at 1%): CPU of both"
+  echo "sidecars per request $on us vs $off us without, $(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.2fx", a / b }')."
   echo
   echo "Resident memory after the runs: sidecar A $(rss $a_pid) MiB, sidecar B $(rss $b_pid) MiB; nginx A worker $(nginx_rss "$work/na/pid") MiB, nginx B worker $(nginx_rss "$work/nb/pid") MiB; HAProxy A $(rss $ha_pid) MiB, HAProxy B $(rss $hb_pid) MiB."
 } > "$work/section.md"

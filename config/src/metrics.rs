@@ -86,10 +86,11 @@ pub fn config_applied() {
     CONFIG_GENERATION.inc();
 }
 
-/// `NAME_build_info{version} 1`, the Prometheus convention for what is running.
-pub fn publish_build_info(binary: &str) {
+/// `NAME{version} 1` (`gateway_build_info`, `sidecar_build_info`): the Prometheus
+/// convention for what is running.
+pub fn publish_build_info(name: &str) {
     gauge_vec(
-        &format!("{binary}_build_info"),
+        name,
         "Always 1; the labels say which build is running",
         &["version"],
     )

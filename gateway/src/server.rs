@@ -34,7 +34,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         crate::state::some_route_logs(&cfg),
         cfg.tracing.as_ref(),
     )?;
-    tollgate_config::metrics::publish_build_info("gateway");
+    tollgate_config::metrics::publish_build_info("gateway_build_info");
     let state = State::new(path.to_path_buf(), env, loaded, telemetry)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
 

@@ -44,7 +44,7 @@ async fn serve(
     let cfg = loaded.config.clone();
     let telemetry =
         tollgate_config::telemetry::Telemetry::start(&cfg.access_log, false, cfg.tracing.as_ref())?;
-    tollgate_config::metrics::publish_build_info("sidecar");
+    tollgate_config::metrics::publish_build_info("sidecar_build_info");
     let state = State::new(path.to_path_buf(), loaded, identity.clone(), telemetry);
     crate::metrics::DependencyCollector::register(&state);
     let admin = tollgate_config::admin::spawn(
