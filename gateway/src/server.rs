@@ -29,6 +29,7 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let env = EnvOverrides::from_process_env();
     let loaded = gateway::load(path, &env)?;
     let cfg = loaded.config.clone();
+    tollgate_config::telemetry::set_log_level(cfg.log_level.as_deref());
     let telemetry = tollgate_config::telemetry::Telemetry::start(
         &cfg.access_log,
         crate::state::some_route_logs(&cfg),

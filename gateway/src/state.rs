@@ -105,6 +105,7 @@ impl State {
                 return Err(ConfigError::other(&self.path, e.to_string()));
             }
         };
+        tollgate_config::telemetry::set_log_level(next.config.log_level.as_deref());
         self.snapshot.store(Arc::new(next));
         for c in self.snapshot.load().certs.values() {
             c.publish();

@@ -566,3 +566,52 @@ fn reset(s: tokio::net::TcpStream) {
     s.set_zero_linger().unwrap();
     drop(s);
 }
+
+#[tokio::test]
+async fn the_log_level_comes_from_the_config_and_a_reload_changes_it() {
+    let app = Backend::builder().spawn().await.unwrap();
+    let cfg = GatewayConfig::new()
+        .route("r", "u")
+        .upstream("u", &[app.addr()])
+        .set("server.log_level", "warn");
+    // RUST_LOG, when set, would win over the file.
+    let gw = Gateway::start_with_env(&cfg.to_yaml(), &[("RUST_LOG", "")])
+        .await
+        .unwrap();
+    assert_eq!(
+        test_client()
+            .get(gw.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert!(
+        !gw.log().contains("gateway started"),
+        "warn hides info:\n{}",
+        gw.log()
+    );
+    gw.write_config(&cfg.set("server.log_level", "info").to_yaml())
+        .unwrap();
+    let (status, body) = gw.reload().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        gw.log().contains("applied"),
+        "info shows again:\n{}",
+        gw.log()
+    );
+    // A filter that does not parse is refused like any other bad value.
+    gw.write_config(
+        &GatewayConfig::new()
+            .set("server.log_level", "warn,gateway=loud")
+            .to_yaml(),
+    )
+    .unwrap();
+    let (status, body) = gw.reload().await.unwrap();
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("server.log_level"),
+        "{body}"
+    );
+}

@@ -42,6 +42,7 @@ async fn serve(
     identity: Arc<IdentityStore>,
 ) -> anyhow::Result<()> {
     let cfg = loaded.config.clone();
+    tollgate_config::telemetry::set_log_level(cfg.log_level.as_deref());
     let telemetry =
         tollgate_config::telemetry::Telemetry::start(&cfg.access_log, false, cfg.tracing.as_ref())?;
     tollgate_config::metrics::publish_build_info("sidecar_build_info");

@@ -96,6 +96,7 @@ impl State {
         {
             tracing::warn!("{why}: restart the sidecar to apply it");
         }
+        tollgate_config::telemetry::set_log_level(cfg.log_level.as_deref());
         let deps = build_dependencies(&loaded.config, Some(&current), &self.identity);
         let version = loaded.version.clone();
         self.snapshot.store(Arc::new(Snapshot {

@@ -190,6 +190,9 @@ pub struct ServerFile {
     /// request. Headers the gateway adds are lower-case either way.
     #[serde(default)]
     pub preserve_header_case: bool,
+    /// Log level or filter (`info`, `warn,gateway=debug`); `RUST_LOG` wins when set.
+    #[serde(default)]
+    pub log_level: Option<String>,
 }
 
 /// What a file without a `server:` section gets: the same defaults as each field's.
@@ -202,6 +205,7 @@ impl Default for ServerFile {
             limits: LimitsFile::default(),
             watch_config: true,
             preserve_header_case: false,
+            log_level: None,
         }
     }
 }

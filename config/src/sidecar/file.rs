@@ -307,4 +307,7 @@ pub struct SidecarServerFile {
     /// Worker threads (default 1: a sidecar should stay small).
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Log level or filter (`info`, `warn,sidecar=debug`); `RUST_LOG` wins when set.
+    #[serde(default)]
+    pub log_level: Option<String>,
 }

@@ -27,6 +27,8 @@ pub struct SidecarConfig {
     pub grace_period: Duration,
     pub access_log: crate::common::telemetry::AccessLog,
     pub tracing: Option<crate::common::telemetry::Tracing>,
+    /// `server.log_level`, checked.
+    pub log_level: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -387,10 +389,16 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
         crate::common::telemetry::validate_access_log(file.access_log.as_ref(), base_dir, &mut p);
     let tracing =
         crate::common::telemetry::validate_tracing(file.tracing.as_ref(), "sidecar", &mut p);
+    let log_level = crate::telemetry::validate_log_level(
+        "server.log_level",
+        file.server.log_level.as_deref(),
+        &mut p,
+    );
     if !p.is_empty() {
         return Err(p);
     }
     Ok(SidecarConfig {
+        log_level,
         access_log,
         tracing,
         identity,

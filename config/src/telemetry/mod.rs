@@ -13,14 +13,37 @@ use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
+type FilterHandle = tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+/// The log filter, replaceable at run time (`server.log_level` on reload).
+static FILTER: std::sync::OnceLock<FilterHandle> = std::sync::OnceLock::new();
+/// Client noise is shown (debug enabled somewhere).
+static SHOW_NOISE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn rust_log() -> Option<String> {
+    std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+}
+
+fn show_noise_for(filter: &EnvFilter) {
+    let debug = filter
+        .max_level_hint()
+        .is_some_and(|l| l >= tracing_subscriber::filter::LevelFilter::DEBUG);
+    SHOW_NOISE.store(debug, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Install the process's logger: `RUST_LOG` if set, else `info` until the config's
+/// `server.log_level` is applied with [`set_log_level`].
 pub fn init_logging() {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::Layer;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let show_noise = filter
-        .max_level_hint()
-        .is_some_and(|l| l >= tracing_subscriber::filter::LevelFilter::DEBUG);
+    let filter = rust_log()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    show_noise_for(&filter);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v == "json");
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
@@ -30,10 +53,56 @@ pub fn init_logging() {
     } else {
         fmt.boxed()
     };
-    let _ = tracing_subscriber::registry()
+    let installed = tracing_subscriber::registry()
         .with(filter)
-        .with(fmt.with_filter(ClientNoise { show: show_noise }))
+        .with(fmt.with_filter(ClientNoise))
         .try_init();
+    if installed.is_ok() {
+        let _ = FILTER.set(handle);
+    }
+}
+
+/// Apply the config's `server.log_level` (at startup and on every reload). `RUST_LOG`,
+/// when set, wins: an operator debugging with it is not overridden by a reload.
+pub fn set_log_level(level: Option<&str>) {
+    if rust_log().is_some() {
+        return;
+    }
+    let Some(handle) = FILTER.get() else {
+        return;
+    };
+    let Ok(filter) = EnvFilter::try_new(level.unwrap_or("info")) else {
+        return;
+    };
+    show_noise_for(&filter);
+    let _ = handle.reload(filter);
+}
+
+/// Check a `log_level` the way [`set_log_level`] will read it.
+pub fn validate_log_level(
+    field: &str,
+    level: Option<&str>,
+    p: &mut crate::error::Problems,
+) -> Option<String> {
+    let level = level?.trim();
+    // EnvFilter skips directives it cannot parse; ask for the strict parse.
+    match EnvFilter::builder().parse(level) {
+        Ok(_) if !level.is_empty() => Some(level.to_owned()),
+        Ok(_) => {
+            p.push(
+                field,
+                "must not be empty (e.g. info, or warn,gateway=debug)",
+            );
+            None
+        }
+        Err(e) => {
+            p.push(
+                field,
+                format!("{level:?}: {e} (e.g. info, or warn,gateway=debug)"),
+            );
+            None
+        }
+    }
 }
 
 /// Pingora logs at ERROR what clients do every day: a TLS handshake abandoned or failed
@@ -41,9 +110,7 @@ pub fn init_logging() {
 /// connection reset before its request head was complete. At that level such lines
 /// hide real errors. They are counted in `gateway_downstream_errors_total{kind}` and
 /// shown only when `RUST_LOG` enables debug.
-struct ClientNoise {
-    show: bool,
-}
+struct ClientNoise;
 
 static CLIENT_NOISE: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
     crate::metrics::counter_vec(
@@ -122,7 +189,7 @@ impl<S> tracing_subscriber::layer::Filter<S> for ClientNoise {
         match client_noise_kind(target, &m.message) {
             Some(kind) => {
                 CLIENT_NOISE.with_label_values(&[kind]).inc();
-                self.show
+                SHOW_NOISE.load(std::sync::atomic::Ordering::Relaxed)
             }
             None => true,
         }
@@ -209,5 +276,56 @@ impl Telemetry {
             why.push("tracing changed (other than sample_ratio)");
         }
         why
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn log_levels_are_checked_as_they_will_be_applied() {
+        let mut p = crate::error::Problems::default();
+        assert_eq!(
+            validate_log_level("server.log_level", Some(" warn,gateway=debug "), &mut p),
+            Some("warn,gateway=debug".to_owned())
+        );
+        assert_eq!(validate_log_level("server.log_level", None, &mut p), None);
+        assert!(p.is_empty());
+        // (A bare word is a target name in this syntax: `loud` enables target "loud".)
+        for bad in ["warn,gateway=loud", "gateway=verbose", ""] {
+            let mut p = crate::error::Problems::default();
+            assert_eq!(
+                validate_log_level("server.log_level", Some(bad), &mut p),
+                None
+            );
+            assert!(!p.is_empty(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn pingora_client_noise_is_recognised_and_nothing_else() {
+        let k = |t, m| client_noise_kind(t, m);
+        assert_eq!(
+            k(
+                "pingora_core::services::listening",
+                "Downstream handshake error from 1.2.3.4:5: x"
+            ),
+            Some("tls_handshake")
+        );
+        assert_eq!(
+            k(
+                "pingora_proxy",
+                "Fail to proxy: Downstream ReadError, downstream session type: HTTP/1.1"
+            ),
+            Some("request_read")
+        );
+        // The same words from elsewhere, or a real proxy failure, stay errors.
+        assert_eq!(k("gateway", "Downstream handshake error"), None);
+        assert_eq!(
+            k("pingora_proxy", "Fail to proxy: Upstream ConnectRefused"),
+            None
+        );
     }
 }

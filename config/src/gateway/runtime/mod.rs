@@ -47,6 +47,8 @@ pub struct GatewayConfig {
     pub redis: Option<crate::gateway::ratelimit::RedisConfig>,
     pub access_log: crate::common::telemetry::AccessLog,
     pub tracing: Option<crate::common::telemetry::Tracing>,
+    /// `server.log_level`, checked.
+    pub log_level: Option<String>,
 }
 
 /// Values taken from the environment rather than the file.
@@ -134,6 +136,11 @@ pub fn validate(
         crate::common::telemetry::validate_access_log(file.access_log.as_ref(), base_dir, &mut p);
     let tracing =
         crate::common::telemetry::validate_tracing(file.tracing.as_ref(), "gateway", &mut p);
+    let log_level = crate::telemetry::validate_log_level(
+        "server.log_level",
+        file.server.log_level.as_deref(),
+        &mut p,
+    );
     let routes = validate_routes(&file.routes, &file.upstreams, &file.rate_limits, &mut p);
 
     if !p.is_empty() {
@@ -159,5 +166,6 @@ pub fn validate(
         redis,
         access_log,
         tracing,
+        log_level,
     })
 }
