@@ -190,8 +190,13 @@ RUNS = re.compile(r"(?:^|[\s/])(gateway|sidecar)\s+--config\s+(\S+)")
 def check_pod_security(where, doc, template):
     spec = template.get("spec", {})
     psc = spec.get("securityContext", {}) or {}
-    check(spec.get("automountServiceAccountToken") is False, where,
-          "automountServiceAccountToken must be false (mount a projected token where one is needed)")
+    # Only the gateway reads the API (EndpointSlice discovery); every other pod must not
+    # carry a token.
+    token_ok = spec.get("automountServiceAccountToken") is False or (
+        (template.get("metadata", {}).get("labels", {}) or {}).get("app.kubernetes.io/name") == "gateway"
+        and spec.get("serviceAccountName") == "gateway")
+    check(token_ok, where,
+          "automountServiceAccountToken must be false (only the gateway, which watches EndpointSlices, gets a token)")
     for key in ("hostNetwork", "hostPID", "hostIPC"):
         check(not spec.get(key), where, f"{key} must not be set")
     for v in spec.get("volumes", []) or []:

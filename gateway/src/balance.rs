@@ -289,7 +289,9 @@ impl UpstreamRt {
         tried: &[SocketAddr],
         out: &mut Candidates,
     ) -> bool {
-        let available = |m: &Member| m.state.is_available(now) && !tried.contains(&m.cfg.address);
+        let available = |m: &Member| {
+            m.state.is_available(now) && !m.cfg.draining && !tried.contains(&m.cfg.address)
+        };
         match self.cfg.zone_aware {
             Some(za) => {
                 for tier in [Tier::LocalZone, Tier::LocalRegion, Tier::Remote] {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tollgate_config::gateway::{Endpoint, HealthCheck};
+use tollgate_config::gateway::{DiscoverSource, Endpoint, HealthCheck};
 
 use crate::balance::UpstreamRt;
 use crate::metrics::METRICS;
@@ -34,9 +34,11 @@ pub fn spawn(state: Arc<State>) -> std::io::Result<()> {
         .spawn(move || {
             rt.block_on(async move {
                 let disc = tokio::spawn(discovery_loop(state.clone()));
+                let kube = tokio::spawn(crate::kubernetes::supervise(state.clone()));
                 let certs = tokio::spawn(certificate_loop(state.clone()));
                 health_loop(state).await;
                 disc.abort();
+                kube.abort();
                 certs.abort();
             })
         })?;
@@ -185,11 +187,15 @@ async fn discovery_loop(state: Arc<State>) {
             let Some(d) = up.cfg.discover.clone() else {
                 continue;
             };
+            // Kubernetes discovery is a watch (`discovery::kubernetes`), not a poll.
+            let DiscoverSource::Dns { host, port } = &d.source else {
+                continue;
+            };
             if next_due.get(name).is_some_and(|&t| t > now) {
                 continue;
             }
             next_due.insert(name.clone(), now + d.every.as_millis() as u64);
-            let target = format!("{}:{}", d.host, d.port);
+            let target = format!("{host}:{port}");
             match tokio::net::lookup_host(target).await {
                 Ok(addrs) => {
                     let mut found: Vec<Endpoint> = addrs
@@ -198,6 +204,7 @@ async fn discovery_loop(state: Arc<State>) {
                             zone: d.zone.clone(),
                             region: d.region.clone(),
                             weight: 1,
+                            draining: false,
                         })
                         .collect();
                     found.sort_by_key(|e| e.address);
@@ -210,12 +217,12 @@ async fn discovery_loop(state: Arc<State>) {
                     }
                     let n = found.len();
                     if up.update_discovered(found) {
-                        tracing::info!(upstream = %name, "DNS discovery: {n} endpoints for {}:{}", d.host, d.port);
+                        tracing::info!(upstream = %name, "DNS discovery: {n} endpoints for {host}:{port}");
                     }
                 }
                 Err(e) => {
                     METRICS.discovery_errors.with_label_values(&[name]).inc();
-                    tracing::warn!(upstream = %name, "DNS discovery of {}:{} failed, keeping the last set: {e}", d.host, d.port);
+                    tracing::warn!(upstream = %name, "DNS discovery of {host}:{port} failed, keeping the last set: {e}");
                 }
             }
         }

@@ -21,6 +21,7 @@ pub mod filters;
 pub mod forwarded;
 pub mod guards;
 pub mod health;
+pub mod kubernetes;
 pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;

@@ -223,6 +223,7 @@ mod tests {
             zone: None,
             region: None,
             weight: 1,
+            draining: false,
         }]);
         assert!(up.tls.is_some());
     }

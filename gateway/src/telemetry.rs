@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use pingora_error::Error;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
-use serde::Serialize;
+use tollgate_config::telemetry::access_log::JsonLine;
 use tollgate_config::telemetry::spans::{attr, attr_int, span, Kind};
 use tollgate_config::telemetry::trace_context::{new_span_id, TraceContext};
 
@@ -70,38 +70,8 @@ pub fn finish(state: &State, session: &Session, e: Option<&Error>, ctx: &mut Ctx
     }
 }
 
-#[derive(Serialize)]
-struct AccessLine<'a> {
-    time: String,
-    request_id: &'a str,
-    trace_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client: Option<std::net::IpAddr>,
-    method: &'a str,
-    host: &'a str,
-    path: &'a str,
-    #[serde(skip_serializing_if = "str::is_empty")]
-    route: &'a str,
-    status: u16,
-    bytes_in: usize,
-    bytes_out: usize,
-    duration_ms: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    upstream: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    endpoint: Option<std::net::SocketAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    zone: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    locality: Option<&'static str>,
-    attempts: u32,
-    cross_zone: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rejection: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rejection_detail: Option<&'a str>,
-}
-
+/// The request's access-log line: see docs/configuration.md ("Access log") for the
+/// fields. Written straight into one string (this runs for every logged request).
 fn access_line(
     ctx: &Ctx,
     req: &RequestHeader,
@@ -109,60 +79,65 @@ fn access_line(
     bytes_in: usize,
     bytes_out: usize,
 ) -> String {
+    let mut l = JsonLine::new();
+    l.time("time", ctx.started_wall);
+    if let Some(id) = &ctx.ids.request_id {
+        l.bytes("request_id", id.as_bytes());
+    }
     let trace_id = ctx.trace.trace_id_hex();
+    l.bytes("trace_id", &trace_id);
+    if let Some(ip) = ctx.client.ip {
+        l.display("client", ip);
+    }
+    l.str("method", req.method.as_str());
     let routed = ctx.routed.as_ref();
-    let last = ctx.attempts.last;
-    let zone = match (routed, last) {
-        (Some(r), Some((addr, _))) => r.upstream.zone_of(addr),
-        _ => None,
+    match routed {
+        Some(r) => l.str("host", &r.host),
+        None => l.bytes(
+            "host",
+            req.headers
+                .get(http::header::HOST)
+                .map_or(&b""[..], |h| h.as_bytes()),
+        ),
     };
     let path = if ctx.snap.config.access_log.query {
         req.uri.path_and_query().map_or("/", |pq| pq.as_str())
     } else {
         req.uri.path()
     };
-    let host = routed.map_or_else(
-        || {
-            req.headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("")
-        },
-        |r| r.host.as_str(),
-    );
-    let line = AccessLine {
-        time: tollgate_config::telemetry::access_log::rfc3339_millis(ctx.started_wall),
-        request_id: ctx
-            .ids
-            .request_id
-            .as_ref()
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
-        trace_id: std::str::from_utf8(&trace_id).unwrap_or(""),
-        client: ctx.client.ip,
-        method: req.method.as_str(),
-        host,
-        path,
-        route: ctx.route_name(),
-        status,
-        bytes_in,
-        bytes_out,
-        duration_ms: (ctx.started.elapsed().as_secs_f64() * 1e6).round() / 1e3,
-        upstream: routed.map(|r| r.upstream.cfg.name.as_str()),
-        endpoint: last.map(|(a, _)| a),
-        zone: zone.as_deref(),
-        locality: last.map(|(_, l)| l.label()),
-        attempts: ctx.attempts.tries,
-        cross_zone: last.is_some_and(|(_, l)| {
+    l.str("path", path);
+    let route = ctx.route_name();
+    if !route.is_empty() {
+        l.str("route", route);
+    }
+    l.uint("status", u64::from(status))
+        .uint("bytes_in", bytes_in as u64)
+        .uint("bytes_out", bytes_out as u64)
+        .millis("duration_ms", ctx.started.elapsed());
+    if let Some(r) = routed {
+        l.str("upstream", &r.upstream.cfg.name);
+    }
+    if let Some((addr, locality)) = ctx.attempts.last {
+        l.display("endpoint", addr);
+        if let Some(r) = routed {
+            let set = r.upstream.set.load();
+            l.opt_str("zone", set.find(addr).and_then(|m| m.cfg.zone.as_deref()));
+        }
+        l.str("locality", locality.label());
+    }
+    l.uint("attempts", u64::from(ctx.attempts.tries));
+    l.bool(
+        "cross_zone",
+        ctx.attempts.last.is_some_and(|(_, l)| {
             matches!(
                 l,
                 crate::metrics::Locality::CrossZone | crate::metrics::Locality::CrossRegion
             )
         }),
-        rejection: ctx.rejected,
-        rejection_detail: ctx.rejection_detail.as_deref(),
-    };
-    serde_json::to_string(&line).unwrap_or_default()
+    );
+    l.opt_str("rejection", ctx.rejected);
+    l.opt_str("rejection_detail", ctx.rejection_detail.as_deref());
+    l.finish()
 }
 
 /// The server span (the request as the gateway served it) and one client span per

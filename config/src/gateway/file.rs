@@ -503,15 +503,47 @@ fn default_weight() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct DiscoverFile {
     /// `NAME:PORT` resolved with the system resolver (a Kubernetes headless Service name
-    /// yields one address per ready pod).
-    pub dns: String,
+    /// yields one address per ready pod). Set exactly one of `dns` and `kubernetes`.
+    #[serde(default)]
+    pub dns: Option<String>,
+    /// A Kubernetes Service's EndpointSlices, watched through the API server: each pod
+    /// with its zone and readiness.
+    #[serde(default)]
+    pub kubernetes: Option<KubernetesDiscoverFile>,
+    /// How often DNS is asked again (the Kubernetes watch is pushed to).
     #[serde(default = "default_discover_every")]
     pub every: HumanDuration,
-    /// Zone given to discovered endpoints (DNS does not carry one).
+    /// Zone given to discovered endpoints that come without one (DNS never has one).
     #[serde(default)]
     pub zone: Option<String>,
     #[serde(default)]
     pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesDiscoverFile {
+    /// The Service whose EndpointSlices (label `kubernetes.io/service-name`) are watched.
+    pub service: String,
+    /// Default: the gateway pod's own namespace (in-cluster), or the kubeconfig
+    /// context's.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// The Service port, by name (`http`) or number (the pods' port). Default: the
+    /// slice's only port.
+    #[serde(default)]
+    pub port: Option<PortRefFile>,
+    /// A kubeconfig file (outside a cluster). Default: the pod's service account, or
+    /// `$KUBECONFIG`.
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum PortRefFile {
+    Number(u16),
+    Name(String),
 }
 
 fn default_discover_every() -> HumanDuration {

@@ -78,7 +78,61 @@ fn a_full_config_validates_into_runtime_types() {
     assert!(hc.accepts(204) && hc.accepts(404) && !hc.accepts(301));
     assert_eq!(up.outlier.as_ref().unwrap().max_ejected, 0.3);
     let d = c.upstreams["api-v2"].discover.as_ref().unwrap();
-    assert_eq!((d.host.as_str(), d.port), ("localhost", 9000));
+    assert_eq!(
+        d.source,
+        crate::gateway::DiscoverSource::Dns {
+            host: "localhost".into(),
+            port: 9000
+        }
+    );
+}
+
+#[test]
+fn kubernetes_discovery_is_checked() {
+    let base =
+        "listeners: [{ name: a, address: \"127.0.0.1:1\" }]\nroutes: [{ name: r, upstream: u }]\n";
+    let ok = format!(
+        "{base}upstreams:\n  u:\n    discover: {{ kubernetes: {{ service: web, namespace: shop, port: http, kubeconfig: kube.yaml }} }}\n"
+    );
+    let l = from_str(Path::new("/etc/gw/gw.yaml"), &ok, &EnvOverrides::default()).unwrap();
+    let d = l.config.upstreams["u"].discover.clone().unwrap();
+    assert_eq!(
+        d.source,
+        crate::gateway::DiscoverSource::Kubernetes(crate::gateway::KubernetesDiscover {
+            service: "web".into(),
+            namespace: Some("shop".into()),
+            port: Some(crate::gateway::PortRef::Name("http".into())),
+            kubeconfig: Some("/etc/gw/kube.yaml".into()),
+        })
+    );
+    let numbered = ok.replace("port: http", "port: 8080");
+    let l = from_str(Path::new("gw.yaml"), &numbered, &EnvOverrides::default()).unwrap();
+    let d = l.config.upstreams["u"].discover.clone().unwrap();
+    assert!(matches!(
+        d.source,
+        crate::gateway::DiscoverSource::Kubernetes(k) if k.port == Some(crate::gateway::PortRef::Number(8080))
+    ));
+    for (bad, field) in [
+        (
+            ok.replace("service: web", "service: Web_1"),
+            "discover.kubernetes.service",
+        ),
+        (
+            ok.replace("namespace: shop", "namespace: \"\""),
+            "discover.kubernetes.namespace",
+        ),
+        (
+            ok.replace("port: http", "port: 0"),
+            "discover.kubernetes.port",
+        ),
+        (
+            ok.replace("discover: {", "discover: { dns: \"web:80\","),
+            "exactly one of `dns` and `kubernetes`",
+        ),
+    ] {
+        let e = from_str(Path::new("gw.yaml"), &bad, &EnvOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains(field), "{bad}\n{e}");
+    }
 }
 
 #[test]

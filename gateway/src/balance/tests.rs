@@ -14,6 +14,7 @@ fn ep(last: u8, zone: &str, weight: u32) -> Endpoint {
         zone: Some(zone.into()),
         region: None,
         weight,
+        draining: false,
     }
 }
 

@@ -13,7 +13,7 @@ use crate::common::outlier_detection::{validate_outlier, Outlier};
 use crate::common::{parse_socket_addr, resolve_path};
 use crate::error::Problems;
 use crate::gateway::file::{
-    BalanceFile, DiscoverFile, EndpointFile, HashOnFile, HealthCheckFile, UpstreamFile,
+    BalanceFile, DiscoverFile, EndpointFile, HashOnFile, HealthCheckFile, PortRefFile, UpstreamFile,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -61,15 +61,37 @@ pub struct Endpoint {
     pub zone: Option<String>,
     pub region: Option<String>,
     pub weight: u32,
+    /// Terminating but still serving (Kubernetes): no new requests while other
+    /// endpoints are available, used as a last resort otherwise.
+    pub draining: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discover {
-    pub host: String,
-    pub port: u16,
+    pub source: DiscoverSource,
     pub every: Duration,
     pub zone: Option<String>,
     pub region: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiscoverSource {
+    Dns { host: String, port: u16 },
+    Kubernetes(KubernetesDiscover),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct KubernetesDiscover {
+    pub service: String,
+    pub namespace: Option<String>,
+    pub port: Option<PortRef>,
+    pub kubeconfig: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PortRef {
+    Number(u16),
+    Name(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +150,7 @@ pub(super) fn validate_upstream(
     let discover = u
         .discover
         .as_ref()
-        .and_then(|d| validate_discover(&at, d, p));
+        .and_then(|d| validate_discover(&at, d, base_dir, p));
     let health_check = u
         .health_check
         .as_ref()
@@ -227,6 +249,7 @@ fn validate_endpoints(at: &str, files: &[EndpointFile], p: &mut Problems) -> Vec
                     zone: e.zone.clone(),
                     region: e.region.clone(),
                     weight: e.weight,
+                    draining: false,
                 });
             }
             Err(err) => p.push(
@@ -238,17 +261,74 @@ fn validate_endpoints(at: &str, files: &[EndpointFile], p: &mut Problems) -> Vec
     endpoints
 }
 
-fn validate_discover(at: &str, d: &DiscoverFile, p: &mut Problems) -> Option<Discover> {
-    let (host, port) = match d.dns.rsplit_once(':') {
-        Some((h, port)) if !h.is_empty() => match port.parse::<u16>() {
-            Ok(port) if port > 0 => (h.to_owned(), port),
+fn validate_discover(
+    at: &str,
+    d: &DiscoverFile,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<Discover> {
+    let source = match (&d.dns, &d.kubernetes) {
+        (Some(dns), None) => match dns.rsplit_once(':') {
+            Some((h, port)) if !h.is_empty() => match port.parse::<u16>() {
+                Ok(port) if port > 0 => DiscoverSource::Dns {
+                    host: h.to_owned(),
+                    port,
+                },
+                _ => {
+                    p.push(format!("{at}.discover.dns"), "port must be 1..65535");
+                    return None;
+                }
+            },
             _ => {
-                p.push(format!("{at}.discover.dns"), "port must be 1..65535");
+                p.push(format!("{at}.discover.dns"), "expected NAME:PORT");
                 return None;
             }
         },
+        (None, Some(k)) => {
+            let kat = format!("{at}.discover.kubernetes");
+            let name_ok = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 63
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            };
+            if !name_ok(&k.service) {
+                p.push(
+                    format!("{kat}.service"),
+                    "must be a Service name: lower-case letters, digits and -",
+                );
+            }
+            if let Some(ns) = k.namespace.as_deref().filter(|n| !name_ok(n)) {
+                p.push(
+                    format!("{kat}.namespace"),
+                    format!("{ns:?} is not a namespace name"),
+                );
+            }
+            let port = match &k.port {
+                Some(PortRefFile::Number(0)) => {
+                    p.push(format!("{kat}.port"), "must be 1..65535 or a port name");
+                    None
+                }
+                Some(PortRefFile::Number(n)) => Some(PortRef::Number(*n)),
+                Some(PortRefFile::Name(n)) if n.trim().is_empty() => {
+                    p.push(format!("{kat}.port"), "must not be empty");
+                    None
+                }
+                Some(PortRefFile::Name(n)) => Some(PortRef::Name(n.trim().to_owned())),
+                None => None,
+            };
+            DiscoverSource::Kubernetes(KubernetesDiscover {
+                service: k.service.clone(),
+                namespace: k.namespace.clone(),
+                port,
+                kubeconfig: k.kubeconfig.as_deref().map(|c| resolve_path(base_dir, c)),
+            })
+        }
         _ => {
-            p.push(format!("{at}.discover.dns"), "expected NAME:PORT");
+            p.push(
+                format!("{at}.discover"),
+                "set exactly one of `dns` and `kubernetes`",
+            );
             return None;
         }
     };
@@ -256,8 +336,7 @@ fn validate_discover(at: &str, d: &DiscoverFile, p: &mut Problems) -> Option<Dis
         p.push(format!("{at}.discover.every"), "must be at least 100ms");
     }
     Some(Discover {
-        host,
-        port,
+        source,
         every: d.every.get(),
         zone: d.zone.clone(),
         region: d.region.clone(),
