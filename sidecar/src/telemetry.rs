@@ -7,7 +7,6 @@
 use std::time::{Instant, SystemTime};
 
 use http::{HeaderMap, HeaderName};
-use serde::Serialize;
 use tollgate_config::common::telemetry::Tracing;
 use tollgate_config::telemetry::spans::{attr, attr_int, span, Kind};
 use tollgate_config::telemetry::trace_context::{new_span_id, TraceContext};
@@ -44,6 +43,11 @@ impl Hop {
         }
     }
 
+    /// This call's span is recorded (tracing on and the trace sampled).
+    pub fn recording(&self) -> bool {
+        self.record
+    }
+
     /// Record the span (when sampled).
     pub fn end(
         &self,
@@ -70,10 +74,6 @@ impl Hop {
             ));
         }
     }
-
-    pub fn trace_id_hex(&self) -> String {
-        String::from_utf8_lossy(&self.trace.trace_id_hex()).into_owned()
-    }
 }
 
 /// HTTP semantic-convention attributes of a call.
@@ -90,27 +90,4 @@ pub fn http_attributes(
         v.push(attr_int("http.response.status_code", i64::from(status)));
     }
     v
-}
-
-/// One outbound call, as the access log shows it.
-#[derive(Serialize)]
-pub struct OutboundLine<'a> {
-    pub time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<&'a str>,
-    pub trace_id: String,
-    pub dependency: &'a str,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    /// Status class, or the sidecar's own error kind (breaker_open, timeout, ...).
-    pub outcome: &'a str,
-    pub duration_ms: f64,
-    pub attempts: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub breaker: Option<&'static str>,
-}
-
-pub fn millis(d: std::time::Duration) -> f64 {
-    (d.as_secs_f64() * 1e6).round() / 1e3
 }

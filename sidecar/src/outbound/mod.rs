@@ -174,14 +174,25 @@ impl DependencyRt {
         strip_hop_by_hop(&mut parts.headers);
         let tried = Tried::default();
         parts.extensions.insert(tried.clone());
-        let cfg = &state.snapshot.load().config;
-        let hop = crate::telemetry::Hop::begin(&mut parts.headers, cfg.tracing.as_ref());
-        let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
-        let request_id = parts
-            .headers
-            .get(&crate::telemetry::X_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        // What the span and the access-log line need, taken only when one may be written.
+        let (hop, details) = {
+            let snap = state.snapshot.load();
+            let hop =
+                crate::telemetry::Hop::begin(&mut parts.headers, snap.config.tracing.as_ref());
+            let details = (snap.config.access_log.enabled || hop.recording()).then(|| {
+                let request_id = parts
+                    .headers
+                    .get(&crate::telemetry::X_REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                (
+                    parts.method.clone(),
+                    parts.uri.path().to_owned(),
+                    request_id,
+                )
+            });
+            (hop, details)
+        };
         let req = Request::from_parts(parts, boxed(body));
         let name = self.cfg.name.as_str();
         let gauge = METRICS.in_flight.with_label_values(&[name]);
@@ -217,48 +228,44 @@ impl DependencyRt {
                 (e.to_response(name), e.kind(), Some(e.to_string()))
             }
         };
-        let status = resp.status().as_u16();
-        let attempts = tried.0.lock().map_or(0, |v| v.len());
-        let breaker = self.breaker.as_ref().map(|b| b.state().as_str());
-        let mut attrs = crate::telemetry::http_attributes(&method, &path, status);
-        attrs.push(tollgate_config::telemetry::spans::attr(
-            "tollgate.dependency",
-            name,
-        ));
-        attrs.push(tollgate_config::telemetry::spans::attr_int(
-            "tollgate.attempts",
-            attempts as i64,
-        ));
-        if error.is_some() {
-            attrs.push(tollgate_config::telemetry::spans::attr(
-                "error.type",
-                outcome,
-            ));
-        }
-        hop.end(
-            &state.telemetry,
-            format!("{method} {name}"),
-            tollgate_config::telemetry::spans::Kind::Client,
-            attrs,
-            error.clone(),
-        );
-        let failed = error.is_some() || status >= 500;
-        if cfg.access_log.wants(None, failed) {
-            if let Some(w) = &state.telemetry.access_log {
-                let line = crate::telemetry::OutboundLine {
-                    time: tollgate_config::telemetry::access_log::rfc3339_millis(hop.start),
-                    request_id: request_id.as_deref(),
-                    trace_id: hop.trace_id_hex(),
-                    dependency: name,
-                    method: method.as_str(),
-                    path: &path,
-                    status,
-                    outcome,
-                    duration_ms: crate::telemetry::millis(started.elapsed()),
-                    attempts,
-                    breaker,
-                };
-                w.send(serde_json::to_string(&line).unwrap_or_default());
+        if let Some((method, path, request_id)) = details {
+            let status = resp.status().as_u16();
+            let attempts = tried.0.lock().map_or(0, |v| v.len());
+            if hop.recording() {
+                use tollgate_config::telemetry::spans::{attr, attr_int, Kind};
+                let mut attrs = crate::telemetry::http_attributes(&method, &path, status);
+                attrs.push(attr("tollgate.dependency", name));
+                attrs.push(attr_int("tollgate.attempts", attempts as i64));
+                if error.is_some() {
+                    attrs.push(attr("error.type", outcome));
+                }
+                let span_name = format!("{method} {name}");
+                hop.end(
+                    &state.telemetry,
+                    span_name,
+                    Kind::Client,
+                    attrs,
+                    error.clone(),
+                );
+            }
+            let failed = error.is_some() || status >= 500;
+            let log = state.telemetry.access_log.as_ref();
+            if let Some(w) =
+                log.filter(|_| state.snapshot.load().config.access_log.wants(None, failed))
+            {
+                let mut l = tollgate_config::telemetry::access_log::JsonLine::new();
+                l.time("time", hop.start)
+                    .opt_str("request_id", request_id.as_deref())
+                    .bytes("trace_id", &hop.trace.trace_id_hex())
+                    .str("dependency", name)
+                    .str("method", method.as_str())
+                    .str("path", &path)
+                    .uint("status", u64::from(status))
+                    .str("outcome", outcome)
+                    .millis("duration_ms", started.elapsed())
+                    .uint("attempts", attempts as u64)
+                    .opt_str("breaker", self.breaker.as_ref().map(|b| b.state().as_str()));
+                w.send(l.finish());
             }
         }
         resp
