@@ -183,21 +183,42 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     out
 }
 
-/// [`rfc3339_millis`] into `out`, without allocating.
+/// [`rfc3339_millis`] into `out`, without allocating or going through `fmt`.
 pub fn write_rfc3339_millis(out: &mut String, t: SystemTime) {
-    use std::fmt::Write;
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, day) = civil_from_days(days as i64);
-    let _ = write!(
-        out,
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis()
-    );
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (at..at + width).rev() {
+            b[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y.clamp(0, 9999) as u64);
+    put(5, 2, u64::from(m));
+    put(8, 2, u64::from(day));
+    put(11, 2, rem / 3600);
+    put(14, 2, rem / 60 % 60);
+    put(17, 2, rem % 60);
+    put(20, 3, u64::from(d.subsec_millis()));
+    out.push_str(std::str::from_utf8(&b).unwrap_or("1970-01-01T00:00:00.000Z"));
+}
+
+/// Decimal digits of `v` into `out`, without going through `fmt`.
+fn push_u64(out: &mut String, mut v: u64) {
+    let mut b = [0u8; 20];
+    let mut i = b.len();
+    loop {
+        i -= 1;
+        b[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    out.push_str(std::str::from_utf8(&b[i..]).unwrap_or("0"));
 }
 
 /// One JSON object, written straight into a `String` (an access-log line is built for
@@ -261,18 +282,26 @@ impl JsonLine {
     }
 
     pub fn uint(&mut self, k: &str, v: u64) -> &mut Self {
-        use std::fmt::Write;
         self.key(k);
-        let _ = write!(self.buf, "{v}");
+        push_u64(&mut self.buf, v);
         self
     }
 
     /// Milliseconds with microsecond precision.
     pub fn millis(&mut self, k: &str, d: std::time::Duration) -> &mut Self {
-        use std::fmt::Write;
         self.key(k);
-        let us = d.as_micros();
-        let _ = write!(self.buf, "{}.{:03}", us / 1000, us % 1000);
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        push_u64(&mut self.buf, us / 1000);
+        let frac = us % 1000;
+        self.buf.push('.');
+        self.buf.push_str(if frac < 10 {
+            "00"
+        } else if frac < 100 {
+            "0"
+        } else {
+            ""
+        });
+        push_u64(&mut self.buf, frac);
         self
     }
 
@@ -347,6 +376,8 @@ mod tests {
             .uint("status", 200)
             .bool("cross_zone", true)
             .millis("duration_ms", Duration::from_micros(1_234_567))
+            .millis("short", Duration::from_micros(5_007))
+            .uint("zero", 0)
             .display("client", std::net::IpAddr::from([10, 0, 0, 1]))
             .bytes("id", b"\xffab")
             .opt_str("absent", None)
@@ -357,6 +388,8 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["cross_zone"], true);
         assert_eq!(v["duration_ms"], 1234.567);
+        assert_eq!(v["short"], 5.007);
+        assert_eq!(v["zero"], 0);
         assert_eq!(v["client"], "10.0.0.1");
         assert_eq!(v["id"], "\u{fffd}ab");
         assert!(v.get("absent").is_none());
