@@ -6,7 +6,7 @@
 //!
 //! The exporter runs on its own thread with a single-threaded tokio runtime (the
 //! "background runtime"): batches of up to [`BATCH`] spans, sent every
-//! `export_interval`, each POST bounded by `export_timeout`.
+//! `export_interval` (sooner when a batch fills), each POST bounded by `export_timeout`.
 
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -23,7 +23,6 @@ use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prometheus::{IntCounter, IntCounterVec};
 use prost::Message;
-use tokio::sync::mpsc;
 
 use crate::common::telemetry::Tracing;
 
@@ -52,14 +51,16 @@ static METRICS: LazyLock<SpanMetrics> = LazyLock::new(|| {
 /// Where finished spans go. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Tracer {
-    tx: mpsc::Sender<Span>,
+    tx: std::sync::mpsc::SyncSender<Span>,
 }
 
 impl Tracer {
     /// Start the exporter thread.
     pub fn spawn(cfg: &Tracing) -> std::io::Result<Self> {
         LazyLock::force(&METRICS);
-        let (tx, rx) = mpsc::channel(cfg.max_queue);
+        // A std channel drained on a timer, not a tokio one: `try_send` never wakes the
+        // exporter (a wake-up per span cost ~1% of the gateway's CPU at 1% sampling).
+        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.max_queue);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -78,7 +79,7 @@ impl Tracer {
     }
 }
 
-async fn export_loop(cfg: Tracing, mut rx: mpsc::Receiver<Span>) {
+async fn export_loop(cfg: Tracing, rx: std::sync::mpsc::Receiver<Span>) {
     let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
     let resource = Resource {
         attributes: vec![
@@ -94,47 +95,61 @@ async fn export_loop(cfg: Tracing, mut rx: mpsc::Receiver<Span>) {
         version: env!("CARGO_PKG_VERSION").into(),
         ..Default::default()
     };
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut tick = tokio::time::interval(cfg.export_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Woken by time only: every export_interval, or every 50 ms while spans keep
+    // arriving, whatever is queued goes out in batches of up to BATCH.
+    let poll = cfg
+        .export_interval
+        .min(std::time::Duration::from_millis(50));
+    let mut waited = std::time::Duration::ZERO;
+    let mut batch: Vec<Span> = Vec::with_capacity(BATCH);
     loop {
-        // A span waits at most one interval; a full batch goes at once.
-        let room = BATCH - batch.len();
-        let closed = tokio::select! {
-            got = rx.recv_many(&mut batch, room) => {
-                if got != 0 && batch.len() < BATCH {
-                    continue;
+        tokio::time::sleep(poll).await;
+        waited += poll;
+        let mut closed = false;
+        loop {
+            match rx.try_recv() {
+                Ok(span) => batch.push(span),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    closed = true;
+                    break;
                 }
-                got == 0
             }
-            _ = tick.tick() => false,
-        };
-        if !batch.is_empty() {
-            let spans = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
-            let n = spans.len() as u64;
-            let req = ExportTraceServiceRequest {
-                resource_spans: vec![ResourceSpans {
-                    resource: Some(resource.clone()),
-                    scope_spans: vec![ScopeSpans {
-                        scope: Some(scope.clone()),
-                        spans,
-                        ..Default::default()
-                    }],
+            if batch.len() >= BATCH {
+                break;
+            }
+        }
+        if batch.is_empty() || (batch.len() < BATCH && waited < cfg.export_interval && !closed) {
+            if closed {
+                return;
+            }
+            continue;
+        }
+        waited = std::time::Duration::ZERO;
+        let spans = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+        let n = spans.len() as u64;
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(resource.clone()),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(scope.clone()),
+                    spans,
                     ..Default::default()
                 }],
-            };
-            match export(&client, &cfg, req.encode_to_vec()).await {
-                Ok(()) => METRICS.exported.inc_by(n),
-                Err(e) => {
-                    METRICS.failed.inc_by(n);
-                    crate::telemetry::warn_every(
-                        "otlp_export",
-                        format_args!(
-                            "trace export to {} failed, {n} spans lost: {e}",
-                            cfg.traces_url
-                        ),
-                    );
-                }
+                ..Default::default()
+            }],
+        };
+        match export(&client, &cfg, req.encode_to_vec()).await {
+            Ok(()) => METRICS.exported.inc_by(n),
+            Err(e) => {
+                METRICS.failed.inc_by(n);
+                crate::telemetry::warn_every(
+                    "otlp_export",
+                    format_args!(
+                        "trace export to {} failed, {n} spans lost: {e}",
+                        cfg.traces_url
+                    ),
+                );
             }
         }
         if closed {
