@@ -459,6 +459,10 @@ others=$(awk '/^## (Instructions per request|Sidecar mTLS hop)/ {keep=1} keep' b
     echo "| every feature: CPU/request <= 1.5x plain | $(ratio "$f" "$g")x | $(verdict "$(ratio "$f" "$g")" 1.5) |"
     echo "| p99 at $last_rate req/s <= nginx | $(ratio "$gp" "$np")x ($(printf %.0f "$gp") vs $(printf %.0f "$np") us) | $(verdict "$(ratio "$gp" "$np")" 1) |"
   fi
+  if has telemetry; then
+    t=$(ratio "$(med "${CPU[telemetry/on]}")" "$(med "${CPU[telemetry/off]}")")
+    echo "| access log (every request) + tracing 1%: CPU/request <= 1.05x off | ${t}x | $(verdict "$t" 1.05) |"
+  fi
   echo
   echo "Resident memory at the end: nginx worker $(rssmib "${PID[nginx]}") MiB, HAProxy $(rssmib "${PID[haproxy]}") MiB, Caddy $(rssmib "${PID[caddy]}") MiB, bare Pingora $(rssmib "${PID[bare-pingora]}") MiB, gateway $(rssmib "${PID[gateway]}") MiB."
   if [ -n "$others" ]; then echo; echo "$others"; fi

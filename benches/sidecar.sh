@@ -22,6 +22,7 @@ CONNS=${CONNS:-16}
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v haproxy >/dev/null || need+=(haproxy)
+command -v wrk >/dev/null || need+=(wrk)
 command -v python3 >/dev/null || need+=(python3)
 command -v cmake >/dev/null || need+=(cmake)
 if ((${#need[@]})); then
@@ -158,27 +159,35 @@ done
 declare -A P50 P99 P999 CPU
 # CPU ticks (utime + stime) of the given processes.
 ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
-measure() { # name url [pids whose CPU per request to report]
-  local out t0 t1
+# CPU per request of the given processes under a closed-loop load (wrk -c16, 5 s): at
+# a fixed low rate idle wake-ups dominate and the clock's 10 ms ticks are too coarse.
+cpu_run() { # name url pids...
+  local t0 t1 out n
   t0=$(ticks "${@:3}")
+  out=$(taskset -c 0 wrk -t1 -c16 -d5s "$2")
+  t1=$(ticks "${@:3}")
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  CPU[$1]+="$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$n" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }') "
+  printf "  %-18s %s requests, %s us CPU/request (both sidecars)\n" "$1" "$n" "$(echo "${CPU[$1]}" | awk '{print $NF}')"
+}
+measure() { # name url
+  local out
   out=$(taskset -c 0 oha -z "${DURATION}s" -q "$RATE" -c "$CONNS" --latency-correction --no-tui --output-format json "$2" 2>/dev/null)
   read -r p50 p99 p999 ok <<<"$(echo "$out" | python3 -c '
 import json,sys
 d=json.load(sys.stdin); p=d["latencyPercentiles"]
 codes=d.get("statusCodeDistribution",{})
 print(p["p50"]*1e6, p["p99"]*1e6, p["p99.9"]*1e6, sum(v for k,v in codes.items() if k=="200"))')"
-  t1=$(ticks "${@:3}")
   printf "  %-14s p50 %8.0f us  p99 %8.0f us  p99.9 %8.0f us  (%s ok)\n" "$1" "$p50" "$p99" "$p999" "$ok"
   P50[$1]+="$p50 "; P99[$1]+="$p99 "; P999[$1]+="$p999 "
-  if (($# > 2)) && ((ok > 0)); then
-    CPU[$1]+="$(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v n="$ok" 'BEGIN { printf "%.2f", t / hz / n * 1e6 }') "
-  fi
 }
 for r in $(seq "$ROUNDS"); do
   echo "round $r/$ROUNDS ($RATE req/s, ${DURATION}s)"
   measure direct "http://$APP/"
-  measure sidecars "http://$A_OUT/" "$a_pid" "$b_pid"
-  measure sidecars+telemetry "http://$TA_OUT/" "$ta_pid" "$tb_pid"
+  measure sidecars "http://$A_OUT/"
+  measure sidecars+telemetry "http://$TA_OUT/"
+  cpu_run sidecars "http://$A_OUT/" "$a_pid" "$b_pid"
+  cpu_run sidecars+telemetry "http://$TA_OUT/" "$ta_pid" "$tb_pid"
   measure nginx-pair "http://$NA_OUT/"
   measure haproxy-pair "http://$HA_OUT/"
 done
@@ -207,8 +216,9 @@ before=$(awk '/^## Sidecar mTLS hop/ {exit} {print}' benches/RESULTS.md 2>/dev/n
   row direct; row sidecars; row nginx-pair; row haproxy-pair; row sidecars+telemetry
   echo
   off=$(echo "${CPU[sidecars]}" | median); on=$(echo "${CPU[sidecars+telemetry]}" | median)
-  echo "Telemetry on the hop (sidecars+telemetry: access log of every call on both sides, tracing at 1%): CPU of both"
-  echo "sidecars per request $on us vs $off us without, $(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.2fx", a / b }')."
+  echo "Telemetry on the hop (sidecars+telemetry: access log of every outbound call, tracing at 1% on both sidecars),"
+  echo "closed-loop load (wrk -c16, 5 s per round): CPU of both sidecars per request $on us vs $off us without,"
+  echo "$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.2fx", a / b }')."
   echo
   echo "Resident memory after the runs: sidecar A $(rss $a_pid) MiB, sidecar B $(rss $b_pid) MiB; nginx A worker $(nginx_rss "$work/na/pid") MiB, nginx B worker $(nginx_rss "$work/nb/pid") MiB; HAProxy A $(rss $ha_pid) MiB, HAProxy B $(rss $hb_pid) MiB."
 } > "$work/section.md"
