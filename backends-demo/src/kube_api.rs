@@ -16,8 +16,6 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
@@ -61,19 +59,9 @@ impl FakeKubeApi {
             watches: AtomicU64::new(0),
         });
         let s = shared.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let s = s.clone();
-                        async move { Ok::<_, Infallible>(handle(&s, req)) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
+        let task = crate::serve_in_process(listener, move |req| {
+            let s = s.clone();
+            async move { handle(&s, req) }
         });
         Ok(Self { addr, shared, task })
     }

@@ -31,3 +31,34 @@ pub use poll::{http_get_ok, test_client, wait_until};
 pub use ports::{free_addr, free_port};
 pub use process::Proc;
 pub use redis::Redis;
+
+/// Serve HTTP/1.1 and HTTP/2 on `listener` inside this process (test doubles: the OTLP
+/// receiver, the fake Kubernetes API), until the returned task is aborted.
+pub(crate) fn serve_in_process<F, Fut, B>(
+    listener: tokio::net::TcpListener,
+    handle: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn(http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = http::Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let fut = handle(req);
+                    async move { Ok::<_, std::convert::Infallible>(fut.await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                .await;
+            });
+        }
+    })
+}

@@ -12,8 +12,6 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
@@ -77,19 +75,9 @@ impl OtlpReceiver {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::default());
         let s = shared.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((tcp, _)) = listener.accept().await {
-                let s = s.clone();
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let s = s.clone();
-                        async move { Ok::<_, std::convert::Infallible>(handle(&s, req).await) }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
-                });
-            }
+        let task = crate::serve_in_process(listener, move |req| {
+            let s = s.clone();
+            async move { handle(&s, req).await }
         });
         Ok(Self { addr, shared, task })
     }

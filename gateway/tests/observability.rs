@@ -30,6 +30,18 @@ async fn wait_for_lines(path: &Path, n: usize) -> Vec<Value> {
     );
 }
 
+/// The process's `/metrics` text.
+async fn metrics_text(p: &backends_demo::ProxyProc) -> String {
+    test_client()
+        .get(p.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// `promtool`: `$PROMTOOL`, on the PATH, or where `.ci/test` and `deploy/check.sh`
 /// extract it from Debian's prometheus package.
 fn promtool() -> PathBuf {
@@ -189,14 +201,7 @@ async fn one_access_log_line_per_request_and_metrics_by_route_method_and_zone() 
         .unwrap()
         .contains("no route"));
 
-    let text = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&gw).await;
     let m = |name: &str, labels: &[(&str, &str)]| sum_metric(&text, name, labels);
     assert_eq!(
         m(
@@ -421,27 +426,13 @@ async fn one_trace_from_the_gateway_through_two_sidecars_to_the_backend() {
     assert!(spans
         .iter()
         .all(|s| s.trace_id() != "0af7651916cd43dd8448eb211c80319c"));
-    let text = test_client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&gw).await;
     assert_eq!(
         sum_metric(&text, "trace_spans_total", &[("result", "exported")]),
         4.0
     );
     check_metrics(&text);
-    let text = test_client()
-        .get(a.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&a).await;
     assert_eq!(sum_metric(&text, "sidecar_build_info", &[]), 1.0);
     check_metrics(&text);
 }
@@ -463,14 +454,7 @@ async fn a_dead_collector_costs_spans_not_requests() {
     let metric = |text: &str, r: &str| sum_metric(text, "trace_spans_total", &[("result", r)]);
     let mut text = String::new();
     for _ in 0..200 {
-        text = c
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = metrics_text(&gw).await;
         if metric(&text, "failed") + metric(&text, "dropped") >= 100.0 {
             break;
         }
@@ -526,14 +510,7 @@ async fn client_noise_is_counted_not_logged_at_error() {
     }
     let mut text = String::new();
     for _ in 0..200 {
-        text = test_client()
-            .get(gw.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        text = metrics_text(&gw).await;
         let n = |k: &str| sum_metric(&text, "gateway_downstream_errors_total", &[("kind", k)]);
         if n("tls_handshake") >= 3.0 && n("request_read") >= 3.0 {
             break;
