@@ -84,6 +84,11 @@ pub static CONFIG_GENERATION: LazyLock<IntGauge> = LazyLock::new(|| {
 pub fn config_applied() {
     CONFIG_LAST_SUCCESS.set(unix_now());
     CONFIG_GENERATION.inc();
+    // The failure series exist from the start, at 0, so an alert on their increase
+    // sees the first refused reload too.
+    for trigger in ["file", "signal", "api"] {
+        CONFIG_RELOADS.with_label_values(&["failure", trigger]);
+    }
 }
 
 /// `NAME{version} 1` (`gateway_build_info`, `sidecar_build_info`): the Prometheus

@@ -262,6 +262,11 @@ async fn one_access_log_line_per_request_and_metrics_by_route_method_and_zone() 
     assert_eq!(m("access_log_lines_total", &[("result", "written")]), 11.0);
     assert_eq!(m("access_log_lines_total", &[("result", "dropped")]), 0.0);
     assert_eq!(m("config_generation", &[]), 1.0);
+    // A refused reload is visible as an increase from 0, not as a new series.
+    assert!(
+        text.contains("config_reloads_total{result=\"failure\",trigger=\"file\"} 0"),
+        "{text}"
+    );
     assert_eq!(
         m(
             "gateway_build_info",
