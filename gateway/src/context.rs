@@ -41,6 +41,8 @@ pub struct Ctx {
     pub record_spans: bool,
     /// `gateway_in_flight_requests` of the request's listener, while it runs.
     pub listener_in_flight: Option<crate::metrics::GaugeGuard>,
+    /// The route's concurrency slot, held until the request ends.
+    pub concurrency_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     _in_flight: RequestGuard,
 }
 
@@ -65,6 +67,7 @@ impl Ctx {
             span_id: 0,
             record_spans: false,
             listener_in_flight: None,
+            concurrency_slot: None,
             _in_flight: RequestGuard(state.clone()),
         }
     }

@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod attempts;
 pub mod balance;
+pub mod concurrency;
 pub mod connection;
 pub mod context;
 pub mod filters;

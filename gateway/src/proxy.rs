@@ -114,6 +114,21 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
 
+        if let Some(limit) = &route.concurrency {
+            match limit.acquire().await {
+                Some(slot) => ctx.concurrency_slot = Some(slot),
+                None => {
+                    let detail = format!(
+                        "route {} has {} requests in flight, its limit",
+                        route.config.name, limit.cfg.max
+                    );
+                    let r = Rejection::new(503, "concurrency_limited", detail)
+                        .retry_after(std::time::Duration::from_secs(1));
+                    respond::reject(session, ctx, &r).await?;
+                    return Ok(true);
+                }
+            }
+        }
         match &route.action {
             Action::Forward(forward) => {
                 let Some(upstream) = forward.pick().cloned() else {

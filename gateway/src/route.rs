@@ -18,6 +18,8 @@ pub struct RouteRt {
     pub filters: Filters,
     pub action: Action,
     pub metrics: RouteMetrics,
+    /// `concurrency`, when set.
+    pub concurrency: Option<Arc<crate::concurrency::ConcurrencyLimit>>,
 }
 
 /// What a route does with a request its filters let through.
@@ -38,6 +40,7 @@ impl RouteRt {
         route: &Route,
         upstreams: &HashMap<String, Arc<UpstreamRt>>,
         limiters: &HashMap<String, Arc<RateLimiter>>,
+        previous: Option<&RouteRt>,
     ) -> Result<Self, BuildError> {
         let action = match &route.action {
             RouteAction::Forward(targets) => {
@@ -69,6 +72,12 @@ impl RouteRt {
             filters: Filters::build(route, limiters),
             action,
             metrics: RouteMetrics::new(&route.name),
+            concurrency: route.concurrency.map(|c| {
+                crate::concurrency::ConcurrencyLimit::build(
+                    c,
+                    previous.and_then(|p| p.concurrency.as_ref()),
+                )
+            }),
             config: route.clone(),
         })
     }

@@ -142,7 +142,10 @@ impl Snapshot {
         let routes = config
             .routes
             .iter()
-            .map(|r| RouteRt::build(r, &upstreams, &rate_limiters))
+            .map(|r| {
+                let prev = previous.and_then(|p| p.routes.iter().find(|x| x.config.name == r.name));
+                RouteRt::build(r, &upstreams, &rate_limiters, prev)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Snapshot {
             router: Router::new(&config.routes),

@@ -101,7 +101,13 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
             tokio::spawn(async move { c.get(url).send().await.map(|r| r.status().as_u16()) })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Every call has reached the app (on a loaded machine 100 ms was not always
+    // enough for the five to get through both sidecars before the signal).
+    wait_until(Duration::from_secs(5), || async {
+        m.app.stats().await.is_ok_and(|s| s.in_flight >= 5)
+    })
+    .await
+    .expect("five calls in flight at the app");
     m.a.proc().signal("TERM").unwrap();
     m.b.proc().signal("TERM").unwrap();
     for h in calls {

@@ -305,6 +305,27 @@ pub struct RouteFile {
     /// This route's access logging, over the top-level `access_log`.
     #[serde(default)]
     pub access_log: Option<crate::common::telemetry::RouteAccessLogFile>,
+    /// At most this many of the route's requests in flight at once (per gateway);
+    /// the next ones wait in a bounded queue, then get 503.
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyFile {
+    /// Requests in flight at once.
+    pub max: u32,
+    /// Requests that may wait for a slot (default 0: refuse at once).
+    #[serde(default)]
+    pub queue: u32,
+    /// How long a queued request waits before it is refused.
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout: HumanDuration,
+}
+
+fn default_queue_timeout() -> HumanDuration {
+    HumanDuration::from_secs(1)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -394,3 +394,31 @@ fn server_defaults_are_the_same_with_or_without_the_section() {
         with.max_request_header_bytes
     );
 }
+
+#[test]
+fn route_concurrency_limits_are_checked() {
+    let base = "listeners: [{ name: a, address: \"127.0.0.1:1\" }]\nupstreams: { u: { endpoints: [{ address: \"127.0.0.1:2\" }] } }\n";
+    let ok = format!(
+        "{base}routes: [{{ name: r, upstream: u, concurrency: {{ max: 10, queue: 5 }} }}]\n"
+    );
+    let l = from_str(Path::new("gw.yaml"), &ok, &EnvOverrides::default()).unwrap();
+    let c = l.config.routes[0].concurrency.unwrap();
+    assert_eq!(
+        (c.max, c.queue, c.queue_timeout),
+        (10, 5, std::time::Duration::from_secs(1))
+    );
+    for (bad, field) in [
+        (ok.replace("max: 10", "max: 0"), "concurrency.max"),
+        (
+            ok.replace("queue: 5", "queue: 5, queue_timeout: 0"),
+            "concurrency.queue_timeout",
+        ),
+        (
+            ok.replace("queue: 5", "queue: 5, queue_timeout: 2m"),
+            "concurrency.queue_timeout",
+        ),
+    ] {
+        let e = from_str(Path::new("gw.yaml"), &bad, &EnvOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains(field), "{bad}\n{e}");
+    }
+}

@@ -26,6 +26,15 @@ pub struct Route {
     /// Names of the rate-limit policies the route applies, in order.
     pub rate_limits: Vec<String>,
     pub access_log: crate::common::telemetry::RouteAccessLog,
+    pub concurrency: Option<Concurrency>,
+}
+
+/// `routes[i].concurrency`, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concurrency {
+    pub max: u32,
+    pub queue: u32,
+    pub queue_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -186,6 +195,29 @@ fn validate_route(
         retry,
         rate_limits: Vec::new(),
         access_log: crate::common::telemetry::validate_route_access_log(r.access_log.as_ref()),
+        concurrency: r.concurrency.as_ref().map(|c| {
+            if !(1..=1_000_000).contains(&c.max) {
+                p.push(
+                    format!("{at}.concurrency.max"),
+                    "must be between 1 and 1000000",
+                );
+            }
+            if c.queue > 1_000_000 {
+                p.push(format!("{at}.concurrency.queue"), "must be at most 1000000");
+            }
+            let t = c.queue_timeout.get();
+            if t.is_zero() || t > Duration::from_secs(60) {
+                p.push(
+                    format!("{at}.concurrency.queue_timeout"),
+                    "must be above 0 and at most 60s",
+                );
+            }
+            Concurrency {
+                max: c.max.max(1),
+                queue: c.queue,
+                queue_timeout: t,
+            }
+        }),
     }
 }
 
