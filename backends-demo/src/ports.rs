@@ -1,9 +1,19 @@
 //! Free ports picked at run time, so tests never hard-code one.
 //!
-//! The port is free when we look; another process may take it before the caller binds.
-//! Callers that spawn servers retry on "address in use" (see [`crate::Backend`]).
+//! A port is free when we look; something else may take it before the caller binds.
+//! Binding port 0 would hand out a port from the kernel's ephemeral range, the same
+//! range every outgoing connection of every other test takes its local port from, and
+//! under a parallel test run one of those connections took a sidecar's listener port
+//! between the pick and the bind ("Address already in use"). So ports are picked below
+//! the ephemeral range, where only listeners live, starting at a per-process random
+//! offset so that concurrent test processes walk different parts of it.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+/// Lowest port handed out: above the well-known and most registered service ports.
+const FLOOR: u16 = 12_000;
 
 /// A TCP port free on 127.0.0.1 right now.
 pub fn free_port() -> u16 {
@@ -15,11 +25,45 @@ pub fn free_port() -> u16 {
 ///
 /// Panics when `ip` is not an address or cannot be bound: in a test that is the failure.
 pub fn free_addr(ip: &str) -> SocketAddr {
+    if let Some((low, len)) = listener_range() {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let start = *process_offset();
+        for _ in 0..len.min(512) {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = low + ((start + n) % len) as u16;
+            if let Ok(l) = TcpListener::bind((ip, port)) {
+                if let Ok(a) = l.local_addr() {
+                    return a;
+                }
+            }
+        }
+    }
     let listener = TcpListener::bind((ip, 0))
         .unwrap_or_else(|e| panic!("cannot bind {ip}:0 to find a free port: {e}"));
     listener
         .local_addr()
         .unwrap_or_else(|e| panic!("cannot read the port bound on {ip}: {e}"))
+}
+
+/// `[FLOOR, start of the ephemeral range)` as (first port, count), when it is usable.
+fn listener_range() -> Option<(u16, u32)> {
+    static RANGE: OnceLock<Option<(u16, u32)>> = OnceLock::new();
+    *RANGE.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+        let ephemeral_low: u16 = text.split_whitespace().next()?.parse().ok()?;
+        let len = u32::from(ephemeral_low.checked_sub(FLOOR)?);
+        (len >= 1_000).then_some((FLOOR, len))
+    })
+}
+
+fn process_offset() -> &'static u32 {
+    static OFFSET: OnceLock<u32> = OnceLock::new();
+    OFFSET.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish() as u32
+    })
 }
 
 #[cfg(test)]
@@ -32,5 +76,20 @@ mod tests {
         assert_eq!(a.ip().to_string(), "127.0.2.1");
         assert_ne!(a.port(), 0);
         assert_ne!(free_port(), 0);
+    }
+
+    #[test]
+    fn ports_come_from_below_the_ephemeral_range_and_do_not_repeat() {
+        let Some((low, len)) = listener_range() else {
+            return; // no such range on this kernel: port 0 is used instead
+        };
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        for p in &ports {
+            assert!((low..low + len as u16).contains(p), "{p} outside {low}+{len}");
+        }
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len(), "a port was handed out twice: {ports:?}");
     }
 }
