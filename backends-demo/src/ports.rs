@@ -85,11 +85,18 @@ mod tests {
         };
         let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
         for p in &ports {
-            assert!((low..low + len as u16).contains(p), "{p} outside {low}+{len}");
+            assert!(
+                (low..low + len as u16).contains(p),
+                "{p} outside {low}+{len}"
+            );
         }
         let mut unique = ports.clone();
         unique.sort_unstable();
         unique.dedup();
-        assert_eq!(unique.len(), ports.len(), "a port was handed out twice: {ports:?}");
+        assert_eq!(
+            unique.len(),
+            ports.len(),
+            "a port was handed out twice: {ports:?}"
+        );
     }
 }

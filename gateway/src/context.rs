@@ -43,6 +43,8 @@ pub struct Ctx {
     pub listener_in_flight: Option<crate::metrics::GaugeGuard>,
     /// The route's concurrency slot, held until the request ends.
     pub concurrency_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The request is the first of its idempotency key: its answer is captured.
+    pub idempotency: Option<Box<crate::idempotency::Pending>>,
     _in_flight: RequestGuard,
 }
 
@@ -68,6 +70,7 @@ impl Ctx {
             record_spans: false,
             listener_in_flight: None,
             concurrency_slot: None,
+            idempotency: None,
             _in_flight: RequestGuard(state.clone()),
         }
     }

@@ -22,6 +22,7 @@ pub mod filters;
 pub mod forwarded;
 pub mod guards;
 pub mod health;
+pub mod idempotency;
 pub mod kubernetes;
 pub mod metrics;
 pub mod proxy;

@@ -32,6 +32,8 @@ pub struct Metrics {
     pub redis_errors: IntCounterVec,
     pub redis_available: IntGauge,
     pub connections_closed: IntCounterVec,
+    pub idempotency: IntCounterVec,
+    pub faults_injected: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -140,20 +142,30 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     ),
     redis_duration: m::histogram_vec(
         "gateway_redis_call_duration_seconds",
-        "Time of each rate-limit call to Redis, errors and timeouts included",
+        "Time of each call to Redis (rate limits, idempotency keys), errors and timeouts included",
         &[],
         m::latency_buckets(),
     )
     .with_label_values::<&str>(&[]),
     redis_errors: m::counter_vec(
         "gateway_redis_errors_total",
-        "Failed rate-limit calls to Redis by kind (timeout, error)",
+        "Failed calls to Redis (rate limits, idempotency keys) by kind (timeout, error)",
         &["kind"],
     ),
     connections_closed: m::counter_vec(
         "gateway_connections_closed_total",
         "Connections the gateway closed to protect itself, by reason (request_head_timeout, per_client_limit)",
         &["reason"],
+    ),
+    idempotency: m::counter_vec(
+        "gateway_idempotency_requests_total",
+        "Requests with an Idempotency-Key on routes that handle them, by route and result: forwarded (first of its key), replayed (answered from the stored response), conflict (409, the first still in flight), mismatch (422, same key, other request), missing_key (400), store_error (Redis could not answer); stored and not_stored count what happened to forwarded responses",
+        &["route", "result"],
+    ),
+    faults_injected: m::counter_vec(
+        "gateway_faults_injected_total",
+        "Requests delayed or aborted by a route's fault injection, by route and kind (delay, abort)",
+        &["route", "kind"],
     ),
     redis_available: m::gauge(
         "gateway_redis_available",

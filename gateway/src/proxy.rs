@@ -28,6 +28,7 @@ use crate::context::{Ctx, Routed};
 use crate::filters::{Rejection, RequestView, Verdict};
 use crate::forwarded::{self, X_REQUEST_ID};
 use crate::guards;
+use crate::idempotency::Begin;
 use crate::respond;
 use crate::route::Action;
 use crate::state::State;
@@ -114,6 +115,37 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
 
+        if let Some(fault) = &route.fault {
+            let injected = fault.cfg.decide(&session.req_header().headers);
+            if let Some(delay) = injected.delay {
+                fault.delayed.inc();
+                tokio::time::sleep(delay).await;
+            }
+            if let Some(status) = injected.abort {
+                fault.aborted.inc();
+                let r = Rejection::new(
+                    status,
+                    "fault_injected",
+                    "fault injected by the route's `fault` setting",
+                );
+                respond::reject(session, ctx, &r).await?;
+                return Ok(true);
+            }
+        }
+        if let Some(idem) = &route.idempotency {
+            match idem.begin(session, &ctx.client, &route.config.name).await? {
+                Begin::Skip => {}
+                Begin::Forward(pending) => ctx.idempotency = Some(pending),
+                Begin::Replay(stored) => {
+                    respond::replay(session, ctx, &stored).await?;
+                    return Ok(true);
+                }
+                Begin::Reject(r) => {
+                    respond::reject(session, ctx, &r).await?;
+                    return Ok(true);
+                }
+            }
+        }
         if let Some(limit) = &route.concurrency {
             match limit.acquire().await {
                 Some(slot) => ctx.concurrency_slot = Some(slot),
@@ -194,6 +226,10 @@ impl ProxyHttp for GatewayProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
+        if let Some(p) = &mut ctx.idempotency {
+            // As the backend sent it, before this gateway adds its own headers.
+            p.on_head(upstream_response);
+        }
         if let Some(id) = &ctx.ids.request_id {
             forwarded::response_header(ctx, upstream_response, X_REQUEST_ID, id.clone())?;
         }
@@ -205,6 +241,30 @@ impl ProxyHttp for GatewayProxy {
             }
             None => Ok(()),
         }
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<Option<std::time::Duration>> {
+        if ctx.idempotency.is_some() {
+            let Some(idem) = ctx.route().and_then(|r| r.idempotency.clone()) else {
+                return Ok(None);
+            };
+            if let Some(p) = &mut ctx.idempotency {
+                p.on_body(body.as_ref(), idem.cfg.max_response_bytes);
+            }
+            if end_of_stream {
+                if let Some(p) = ctx.idempotency.take() {
+                    // Sent to Redis before this last chunk goes out.
+                    tokio::spawn(idem.finish(*p, true));
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn suppress_proxy_warn_log(
@@ -276,5 +336,11 @@ impl ProxyHttp for GatewayProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Box<Ctx>) {
         crate::telemetry::finish(&self.state, session, e, ctx);
+        if let Some(pending) = ctx.idempotency.take() {
+            // The answer never completed (its last chunk would have finished it).
+            if let Some(idem) = ctx.route().and_then(|r| r.idempotency.clone()) {
+                idem.finish(*pending, false).await;
+            }
+        }
     }
 }

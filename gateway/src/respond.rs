@@ -50,6 +50,28 @@ pub async fn reject(
     session.write_response_body(Some(body), true).await
 }
 
+/// Answer the request with a response stored for its idempotency key, marked as a
+/// replay and carrying this request's id.
+pub async fn replay(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    stored: &crate::idempotency::Stored,
+) -> pingora_error::Result<()> {
+    let mut resp = ResponseHeader::build(stored.status, Some(stored.headers.len() + 3))?;
+    for (name, value) in &stored.headers {
+        resp.append_header(name.clone(), value.clone())?;
+    }
+    resp.insert_header(CONTENT_LENGTH, stored.body.len())?;
+    resp.insert_header(crate::idempotency::REPLAYED, "true")?;
+    if let Some(id) = &ctx.ids.request_id {
+        resp.insert_header(X_REQUEST_ID, id.clone())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(stored.body.clone()), true)
+        .await
+}
+
 /// Whole seconds, rounded up (HTTP's delay-seconds).
 pub fn ceil_secs(d: std::time::Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)

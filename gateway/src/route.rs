@@ -20,6 +20,17 @@ pub struct RouteRt {
     pub metrics: RouteMetrics,
     /// `concurrency`, when set.
     pub concurrency: Option<Arc<crate::concurrency::ConcurrencyLimit>>,
+    /// `idempotency`, when set (validation guarantees the Redis it needs).
+    pub idempotency: Option<Arc<crate::idempotency::IdempotencyRt>>,
+    pub fault: Option<Fault>,
+}
+
+/// `fault`, with its counters.
+#[derive(Debug)]
+pub struct Fault {
+    pub cfg: tollgate_config::common::fault::Fault,
+    pub delayed: prometheus::IntCounter,
+    pub aborted: prometheus::IntCounter,
 }
 
 /// What a route does with a request its filters let through.
@@ -40,6 +51,7 @@ impl RouteRt {
         route: &Route,
         upstreams: &HashMap<String, Arc<UpstreamRt>>,
         limiters: &HashMap<String, Arc<RateLimiter>>,
+        redis: Option<&Arc<crate::ratelimit::redis::RedisStore>>,
         previous: Option<&RouteRt>,
     ) -> Result<Self, BuildError> {
         let action = match &route.action {
@@ -68,7 +80,32 @@ impl RouteRt {
                 })
             }
         };
+        let idempotency = match (&route.idempotency, redis) {
+            (None, _) => None,
+            (Some(cfg), Some(redis)) => Some(Arc::new(crate::idempotency::IdempotencyRt::build(
+                cfg.clone(),
+                &route.name,
+                redis.clone(),
+            ))),
+            (Some(_), None) => {
+                return Err(BuildError::Route {
+                    route: route.name.clone(),
+                    reason: "idempotency needs a top-level redis".into(),
+                })
+            }
+        };
+        let counter = |kind: &str| {
+            crate::metrics::METRICS
+                .faults_injected
+                .with_label_values(&[route.name.as_str(), kind])
+        };
         Ok(Self {
+            idempotency,
+            fault: route.fault.clone().map(|cfg| Fault {
+                cfg,
+                delayed: counter("delay"),
+                aborted: counter("abort"),
+            }),
             filters: Filters::build(route, limiters),
             action,
             metrics: RouteMetrics::new(&route.name),

@@ -144,7 +144,7 @@ impl Snapshot {
             .iter()
             .map(|r| {
                 let prev = previous.and_then(|p| p.routes.iter().find(|x| x.config.name == r.name));
-                RouteRt::build(r, &upstreams, &rate_limiters, prev)
+                RouteRt::build(r, &upstreams, &rate_limiters, redis.as_ref(), prev)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Snapshot {

@@ -7,6 +7,7 @@
 //! syntax and error messages must be the same in both files.
 
 pub mod balance;
+pub mod fault;
 pub mod gcra;
 pub mod outlier_detection;
 pub mod retry;

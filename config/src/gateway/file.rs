@@ -309,6 +309,12 @@ pub struct RouteFile {
     /// the next ones wait in a bounded queue, then get 503.
     #[serde(default)]
     pub concurrency: Option<ConcurrencyFile>,
+    /// Idempotency-Key handling: retried writes answered from a stored response.
+    #[serde(default)]
+    pub idempotency: Option<super::idempotency::IdempotencyFile>,
+    /// Fault injection for game days: delay and/or abort a share of requests.
+    #[serde(default)]
+    pub fault: Option<crate::common::fault::FaultFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

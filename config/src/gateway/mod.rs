@@ -1,6 +1,7 @@
 //! The gateway's configuration: file types, validation, loading.
 
 pub mod file;
+pub mod idempotency;
 pub mod ratelimit;
 pub mod runtime;
 #[cfg(test)]
@@ -9,6 +10,7 @@ mod tests;
 use std::path::Path;
 
 pub use file::GatewayFile;
+pub use idempotency::{Idempotency, InFlight};
 pub use ratelimit::{
     HeadersMode, KeyPart, OnStoreError, OneOrMany, RateLimitPolicy, RedisConfig, StoreFile,
 };

@@ -188,7 +188,7 @@ pub struct RateLimitPolicy {
 const KEY_HELP: &str =
     "expected client_ip, route, method, path, header:NAME, cookie:NAME or query:NAME";
 
-fn parse_key_part(s: &str) -> Result<KeyPart, String> {
+pub(crate) fn parse_key_part(s: &str) -> Result<KeyPart, String> {
     let s = s.trim();
     let (kind, arg) = match s.split_once(':') {
         Some((k, a)) => (k.trim(), Some(a.trim())),

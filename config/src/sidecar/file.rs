@@ -138,7 +138,7 @@ pub struct DependencyFile {
     pub rate_limit: Option<Rate>,
     /// Fault injection for chaos tests.
     #[serde(default)]
-    pub fault: Option<FaultFile>,
+    pub fault: Option<crate::common::fault::FaultFile>,
 }
 
 fn default_resolve_every() -> HumanDuration {
@@ -254,24 +254,6 @@ fn default_max_open_for() -> HumanDuration {
 }
 fn default_probes() -> u32 {
     3
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FaultFile {
-    /// Delay this share of calls by `delay`.
-    #[serde(default)]
-    pub delay: Option<HumanDuration>,
-    #[serde(default)]
-    pub delay_percent: Percent,
-    /// Answer this share of calls with `abort_status` without calling the dependency.
-    #[serde(default)]
-    pub abort_status: Option<u16>,
-    #[serde(default)]
-    pub abort_percent: Percent,
-    /// Only calls carrying this header are eligible.
-    #[serde(default)]
-    pub only_with_header: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

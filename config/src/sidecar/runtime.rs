@@ -132,14 +132,7 @@ pub struct Breaker {
     pub observe_only: bool,
 }
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct Fault {
-    pub delay: Option<Duration>,
-    pub delay_fraction: f64,
-    pub abort_status: Option<u16>,
-    pub abort_fraction: f64,
-    pub only_with_header: Option<HeaderName>,
-}
+pub use crate::common::fault::Fault;
 
 fn addr(s: &str, field: String, p: &mut Problems) -> Option<SocketAddr> {
     parse_socket_addr(s)
@@ -316,37 +309,10 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
             .outlier_detection
             .as_ref()
             .map(|o| validate_outlier(&format!("{at}.outlier_detection"), o, &mut p));
-        let fault = d.fault.as_ref().and_then(|f| {
-            if f.abort_status.is_none() && f.abort_percent.fraction() > 0.0 {
-                p.push(format!("{at}.fault.abort_percent"), "needs `abort_status`");
-            }
-            if f.delay.is_none() && f.delay_percent.fraction() > 0.0 {
-                p.push(format!("{at}.fault.delay_percent"), "needs `delay`");
-            }
-            if f.abort_status.is_some_and(|s| !(200..600).contains(&s)) {
-                p.push(
-                    format!("{at}.fault.abort_status"),
-                    "must be a status code 200..599",
-                );
-            }
-            let only_with_header = match &f.only_with_header {
-                None => None,
-                Some(h) => match HeaderName::from_bytes(h.as_bytes()) {
-                    Ok(h) => Some(h),
-                    Err(_) => {
-                        p.push(format!("{at}.fault.only_with_header"), "not a header name");
-                        return None;
-                    }
-                },
-            };
-            Some(Fault {
-                delay: f.delay.map(|d| d.get()),
-                delay_fraction: f.delay_percent.fraction(),
-                abort_status: f.abort_status,
-                abort_fraction: f.abort_percent.fraction(),
-                only_with_header,
-            })
-        });
+        let fault = d
+            .fault
+            .as_ref()
+            .and_then(|f| crate::common::fault::validate_fault(&format!("{at}.fault"), f, &mut p));
         if d.hedge_after.is_some_and(|h| h.get().is_zero()) {
             p.push(format!("{at}.hedge_after"), "must be above 0");
         }

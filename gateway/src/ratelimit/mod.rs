@@ -230,40 +230,53 @@ impl RateLimiter {
     }
 
     fn key_with(&self, view: &RequestView<'_>, mut h: impl Hasher) -> Option<u64> {
-        for (i, part) in self.policy.key.iter().enumerate() {
-            h.write_usize(i);
-            let value: Option<&[u8]> = match part {
-                KeyPart::ClientIp => {
-                    match view.client.ip {
-                        Some(ip) => ip.hash(&mut h),
-                        None if self.policy.count_missing => {}
-                        None => return None,
-                    }
-                    continue;
-                }
-                KeyPart::Route => Some(view.route.as_bytes()),
-                KeyPart::Method => Some(view.req.method.as_str().as_bytes()),
-                KeyPart::Path => Some(view.req.uri.path().as_bytes()),
-                KeyPart::Header(name) => view.req.headers.get(name).map(HeaderValue::as_bytes),
-                KeyPart::Cookie(name) => cookie(view.req, name),
-                KeyPart::Query(name) => query_arg(view.req, name),
-            };
-            match value {
-                Some(v) => {
-                    h.write_usize(v.len());
-                    h.write(v);
-                }
-                None if self.policy.count_missing => h.write_u8(0xff),
-                None => return None,
-            }
-        }
-        Some(h.finish())
+        hash_key(&self.policy.key, self.policy.count_missing, view, &mut h).then(|| h.finish())
     }
 
     /// Keys the store tracks now (admin and tests).
     pub fn tracked_keys(&self) -> usize {
         self.store.len()
     }
+}
+
+/// Feed the request's values of `parts` into `h`, each one framed (index, length) so
+/// that different values never hash alike by concatenation. False when a part is
+/// missing and `count_missing` is not set (the request has no key). Rate limits and
+/// idempotency keys both key requests this way.
+pub fn hash_key(
+    parts: &[KeyPart],
+    count_missing: bool,
+    view: &RequestView<'_>,
+    h: &mut impl Hasher,
+) -> bool {
+    for (i, part) in parts.iter().enumerate() {
+        h.write_usize(i);
+        let value: Option<&[u8]> = match part {
+            KeyPart::ClientIp => {
+                match view.client.ip {
+                    Some(ip) => ip.hash(h),
+                    None if count_missing => {}
+                    None => return false,
+                }
+                continue;
+            }
+            KeyPart::Route => Some(view.route.as_bytes()),
+            KeyPart::Method => Some(view.req.method.as_str().as_bytes()),
+            KeyPart::Path => Some(view.req.uri.path().as_bytes()),
+            KeyPart::Header(name) => view.req.headers.get(name).map(HeaderValue::as_bytes),
+            KeyPart::Cookie(name) => cookie(view.req, name),
+            KeyPart::Query(name) => query_arg(view.req, name),
+        };
+        match value {
+            Some(v) => {
+                h.write_usize(v.len());
+                h.write(v);
+            }
+            None if count_missing => h.write_u8(0xff),
+            None => return false,
+        }
+    }
+    true
 }
 
 /// `RateLimit-Policy: "NAME";q=BURST;w=SECONDS` (draft-ietf-httpapi-ratelimit-headers):

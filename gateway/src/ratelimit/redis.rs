@@ -128,22 +128,39 @@ impl RedisStore {
 
     /// One GCRA step for `key` in Redis.
     pub async fn check(&self, key: &str, gcra: &Gcra) -> Result<Decision, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut call = self.script.key(key);
+        call.arg(micros(gcra.interval()))
+            .arg(micros(gcra.tolerance()));
+        let (allowed, retry_us, remaining, reset_us) = self
+            .guarded(call.invoke_async::<(i64, i64, i64, i64)>(&mut conn))
+            .await?;
+        Ok(Decision {
+            allowed: allowed == 1,
+            retry_after: from_micros(retry_us),
+            remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
+            reset_after: from_micros(reset_us),
+        })
+    }
+
+    /// A connection handle for one call (cheap: the connection is multiplexed).
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Run `call` (built on [`Self::connection`]) under the store's deadline and
+    /// breaker, timing it: every Redis call goes through here.
+    pub async fn guarded<T>(
+        &self,
+        call: impl std::future::Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
         let now_ms = self.origin.elapsed().as_millis() as u64;
         let open_until = self.open_until_ms.load(Ordering::Relaxed);
         if open_until > now_ms {
             return Err(StoreError::BreakerOpen);
         }
         let started = Instant::now();
-        let mut conn = self.conn.clone();
-        let mut call = self.script.key(key);
-        call.arg(micros(gcra.interval()))
-            .arg(micros(gcra.tolerance()));
-        let result = match tokio::time::timeout(
-            self.config.timeout,
-            call.invoke_async::<(i64, i64, i64, i64)>(&mut conn),
-        )
-        .await
-        {
+        let result = match tokio::time::timeout(self.config.timeout, call).await {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => Err(StoreError::Redis(e)),
             Err(_) => Err(StoreError::Timeout(self.config.timeout)),
@@ -152,14 +169,9 @@ impl RedisStore {
             .redis_duration
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok((allowed, retry_us, remaining, reset_us)) => {
+            Ok(v) => {
                 self.succeeded(open_until);
-                Ok(Decision {
-                    allowed: allowed == 1,
-                    retry_after: from_micros(retry_us),
-                    remaining: u32::try_from(remaining.max(0)).unwrap_or(u32::MAX),
-                    reset_after: from_micros(reset_us),
-                })
+                Ok(v)
             }
             Err(e) => {
                 self.failed(now_ms, &e);

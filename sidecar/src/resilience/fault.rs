@@ -23,11 +23,6 @@ use super::ResponseFuture;
 use crate::body::Body;
 use crate::error::ProxyError;
 
-/// Whether a call falls in the share `fraction` (`0.0..=1.0`).
-fn roll(fraction: f64) -> bool {
-    fraction >= 1.0 || (fraction > 0.0 && rand::random::<f64>() < fraction)
-}
-
 #[derive(Debug, Clone)]
 pub struct FaultLayer {
     fault: Arc<Fault>,
@@ -75,19 +70,8 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let f = &self.fault;
-        let eligible = f
-            .only_with_header
-            .as_ref()
-            .is_none_or(|h| req.headers().contains_key(h));
-        let (delay, abort) = if eligible {
-            (
-                f.delay.filter(|d| !d.is_zero() && roll(f.delay_fraction)),
-                f.abort_status.filter(|_| roll(f.abort_fraction)),
-            )
-        } else {
-            (None, None)
-        };
+        let tollgate_config::common::fault::Injected { delay, abort } =
+            self.fault.decide(req.headers());
         if let Some(status) = abort {
             tracing::debug!(status, ?delay, "fault injected: abort");
         } else if delay.is_some() {

@@ -141,7 +141,13 @@ pub fn validate(
         file.server.log_level.as_deref(),
         &mut p,
     );
-    let routes = validate_routes(&file.routes, &file.upstreams, &file.rate_limits, &mut p);
+    let routes = validate_routes(
+        &file.routes,
+        &file.upstreams,
+        &file.rate_limits,
+        file.redis.is_some(),
+        &mut p,
+    );
 
     if !p.is_empty() {
         return Err(p);

@@ -27,6 +27,8 @@ pub struct Route {
     pub rate_limits: Vec<String>,
     pub access_log: crate::common::telemetry::RouteAccessLog,
     pub concurrency: Option<Concurrency>,
+    pub idempotency: Option<crate::gateway::Idempotency>,
+    pub fault: Option<crate::common::fault::Fault>,
 }
 
 /// `routes[i].concurrency`, checked.
@@ -126,6 +128,7 @@ pub(super) fn validate_routes(
     files: &[RouteFile],
     upstreams: &BTreeMap<String, UpstreamFile>,
     rate_limits: &BTreeMap<String, RateLimitFile>,
+    has_redis: bool,
     p: &mut Problems,
 ) -> Vec<Route> {
     let mut names = HashSet::new();
@@ -145,6 +148,19 @@ pub(super) fn validate_routes(
             }
             let mut route = validate_route(&at, r, upstreams, p);
             route.rate_limits = route_policies(&at, &r.rate_limit, rate_limits, p);
+            route.idempotency = r.idempotency.as_ref().map(|f| {
+                crate::gateway::idempotency::validate_idempotency(
+                    &format!("{at}.idempotency"),
+                    f,
+                    has_redis,
+                    route.request_timeout,
+                    p,
+                )
+            });
+            route.fault = r
+                .fault
+                .as_ref()
+                .and_then(|f| crate::common::fault::validate_fault(&format!("{at}.fault"), f, p));
             route
         })
         .collect()
@@ -195,6 +211,8 @@ fn validate_route(
         retry,
         rate_limits: Vec::new(),
         access_log: crate::common::telemetry::validate_route_access_log(r.access_log.as_ref()),
+        idempotency: None,
+        fault: None,
         concurrency: r.concurrency.as_ref().map(|c| {
             if !(1..=1_000_000).contains(&c.max) {
                 p.push(
