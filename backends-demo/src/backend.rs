@@ -27,6 +27,8 @@ pub struct Stats {
     pub requests: u64,
     /// Normal requests being handled right now (hung ones included).
     pub in_flight: u64,
+    /// The most normal requests ever handled at once.
+    pub peak_in_flight: u64,
 }
 
 /// How to start a [`Backend`]: `Backend::builder().zone("b").id("b1").ip("127.0.2.1")`.

@@ -30,6 +30,9 @@ pub enum Action {
 pub struct Faults {
     /// Delay before every normal request is answered (faulted or not).
     pub latency: Option<Duration>,
+    /// Added delay per other request in flight: a backend that slows down as load
+    /// grows, as a saturated one does (`load_latency=5ms`: 10 others, +50 ms).
+    pub load_latency: Option<Duration>,
     /// What the faulted share of requests gets.
     pub action: Option<Action>,
     /// The share of normal requests that get `action`, in `0.0..=1.0`.
@@ -40,6 +43,7 @@ impl Default for Faults {
     fn default() -> Self {
         Self {
             latency: None,
+            load_latency: None,
             action: None,
             rate: 1.0,
         }
@@ -85,6 +89,7 @@ impl Faults {
         let mut status = None;
         let mut rate = None;
         let mut latency = None;
+        let mut load_latency = None;
         let mut hang = None;
         let mut reset = None;
         for (key, value) in pairs(query) {
@@ -94,11 +99,16 @@ impl Faults {
                 "latency" => latency
                     .replace(parse_duration(value).map_err(|e| bad(format!("latency: {e}")))?)
                     .is_some(),
+                "load_latency" => load_latency
+                    .replace(
+                        parse_duration(value).map_err(|e| bad(format!("load_latency: {e}")))?,
+                    )
+                    .is_some(),
                 "hang" => hang.replace(parse_bool(key, value)?).is_some(),
                 "reset" => reset.replace(parse_bool(key, value)?).is_some(),
                 _ => {
                     return Err(bad(format!(
-                        "unknown knob {key:?}: expected status, rate, latency, hang or reset"
+                        "unknown knob {key:?}: expected status, rate, latency, load_latency, hang or reset"
                     )))
                 }
             };
@@ -124,6 +134,7 @@ impl Faults {
         }
         Ok(Self {
             latency: latency.filter(|d: &Duration| !d.is_zero()),
+            load_latency: load_latency.filter(|d: &Duration| !d.is_zero()),
             action,
             rate: rate.unwrap_or(1.0),
         })
@@ -131,7 +142,7 @@ impl Faults {
 
     /// No knob set: requests are answered as if faults did not exist.
     pub fn is_none(&self) -> bool {
-        self.latency.is_none() && self.action.is_none()
+        self.latency.is_none() && self.load_latency.is_none() && self.action.is_none()
     }
 
     /// Roll the dice for one request: its action, if it falls in the faulted share.
@@ -228,6 +239,7 @@ impl Knobs {
             },
             rate: f.rate,
             latency: f.latency.map(format_duration),
+            load_latency: f.load_latency.map(format_duration),
             hang: f.action == Some(Action::Hang),
             reset: f.action == Some(Action::Reset),
             healthy: self.healthy(),
@@ -241,6 +253,7 @@ pub struct KnobsView {
     pub status: Option<u16>,
     pub rate: f64,
     pub latency: Option<String>,
+    pub load_latency: Option<String>,
     pub hang: bool,
     pub reset: bool,
     pub healthy: bool,
@@ -290,6 +303,10 @@ mod tests {
         assert_eq!(parse("hang").action, Some(Action::Hang));
         assert_eq!(parse("reset=1&rate=0.25").action, Some(Action::Reset));
         assert_eq!(parse("latency=2s").latency, Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse("load_latency=5ms").load_latency,
+            Some(Duration::from_millis(5))
+        );
     }
 
     #[test]

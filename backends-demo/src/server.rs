@@ -71,6 +71,7 @@ pub struct State {
     knobs: Knobs,
     requests: AtomicU64,
     in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
 }
 
 impl State {
@@ -83,6 +84,7 @@ impl State {
             knobs: Knobs::default(),
             requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            peak_in_flight: AtomicU64::new(0),
         }))
     }
 
@@ -248,6 +250,7 @@ fn control(state: &State, method: &Method, path: &str, query: &str) -> Resp {
             &serde_json::json!({
                 "requests": state.requests.load(Ordering::Relaxed),
                 "in_flight": state.in_flight.load(Ordering::Relaxed),
+                "peak_in_flight": state.peak_in_flight.load(Ordering::Relaxed),
             }),
         ),
         (&Method::POST, "/_crash") => {
@@ -285,6 +288,9 @@ impl Drop for InFlight<'_> {
 async fn normal(state: &State, req: Request<Incoming>) -> Result<Resp, ResetConnection> {
     state.requests.fetch_add(1, Ordering::Relaxed);
     let _in_flight = InFlight::enter(&state.in_flight);
+    state
+        .peak_in_flight
+        .fetch_max(state.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
     let faults = state.knobs.faults();
     let action = faults.as_ref().and_then(Faults::roll);
 
@@ -292,6 +298,10 @@ async fn normal(state: &State, req: Request<Incoming>) -> Result<Resp, ResetConn
     let body_bytes = count_body(body).await.map_err(|_| ResetConnection)?;
     if let Some(latency) = faults.and_then(|f| f.latency) {
         tokio::time::sleep(latency).await;
+    }
+    if let Some(per) = faults.and_then(|f| f.load_latency) {
+        let others = state.in_flight.load(Ordering::Relaxed).saturating_sub(1);
+        tokio::time::sleep(per * u32::try_from(others).unwrap_or(u32::MAX)).await;
     }
     match action {
         None => {}

@@ -135,6 +135,10 @@ pub struct UpstreamRt {
     pub metrics: UpstreamMetrics,
     /// TLS to the endpoints, when configured.
     pub tls: Option<Arc<crate::tls::PeerTls>>,
+    /// `concurrency`: requests in flight to the upstream, from every route.
+    pub concurrency: Option<Arc<crate::concurrency::ConcurrencyLimit>>,
+    /// `adaptive_concurrency`.
+    pub adaptive: Option<Arc<crate::adaptive::AdaptiveLimit>>,
     rr: AtomicUsize,
 }
 
@@ -198,6 +202,19 @@ impl UpstreamRt {
         };
         Ok(Self {
             tls,
+            concurrency: cfg.concurrency.map(|c| {
+                crate::concurrency::ConcurrencyLimit::build(
+                    c,
+                    previous.and_then(|p| p.concurrency.as_ref()),
+                )
+            }),
+            adaptive: cfg.adaptive_concurrency.map(|a| {
+                crate::adaptive::AdaptiveLimit::build(
+                    a,
+                    &cfg.name,
+                    previous.and_then(|p| p.adaptive.as_ref()),
+                )
+            }),
             metrics: UpstreamMetrics::new(&cfg.name),
             cfg,
             set: ArcSwap::from_pointee(set),

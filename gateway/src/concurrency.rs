@@ -13,6 +13,8 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tollgate_config::gateway::Concurrency;
 
+use crate::filters::Rejection;
+
 #[derive(Debug)]
 pub struct ConcurrencyLimit {
     pub cfg: Concurrency,
@@ -62,6 +64,47 @@ impl ConcurrencyLimit {
         self.cfg.max - self.slots.available_permits() as u32
     }
 }
+
+/// Take the upstream's concurrency slot and adaptive-limit place for the request,
+/// or say why not (503, without reaching a backend).
+pub async fn upstream_slots(
+    ctx: &mut crate::context::Ctx,
+    upstream: &crate::balance::UpstreamRt,
+) -> Option<Rejection> {
+    let name = &upstream.cfg.name;
+    if let Some(limit) = &upstream.concurrency {
+        match limit.acquire().await {
+            Some(slot) => ctx.upstream_slot = Some(slot),
+            None => {
+                let detail = format!(
+                    "upstream {name} has {} requests in flight, its limit",
+                    limit.cfg.max
+                );
+                return Some(
+                    Rejection::new(503, "concurrency_limited", detail).retry_after(RETRY_AFTER),
+                );
+            }
+        }
+    }
+    if let Some(adaptive) = &upstream.adaptive {
+        match adaptive.try_acquire() {
+            Some(p) => ctx.adaptive = Some(p),
+            None => {
+                let detail = format!(
+                    "upstream {name} is at its adaptive concurrency limit ({})",
+                    adaptive.limit()
+                );
+                return Some(
+                    Rejection::new(503, "adaptive_concurrency_limited", detail)
+                        .retry_after(RETRY_AFTER),
+                );
+            }
+        }
+    }
+    None
+}
+
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 #[cfg(test)]
 mod tests {

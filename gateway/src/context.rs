@@ -45,6 +45,9 @@ pub struct Ctx {
     pub concurrency_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The request is the first of its idempotency key: its answer is captured.
     pub idempotency: Option<Box<crate::idempotency::Pending>>,
+    /// The upstream's concurrency slot and adaptive-limit place, held until the end.
+    pub upstream_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    pub adaptive: Option<crate::adaptive::AdaptivePermit>,
     _in_flight: RequestGuard,
 }
 
@@ -71,6 +74,8 @@ impl Ctx {
             listener_in_flight: None,
             concurrency_slot: None,
             idempotency: None,
+            upstream_slot: None,
+            adaptive: None,
             _in_flight: RequestGuard(state.clone()),
         }
     }

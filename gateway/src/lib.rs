@@ -12,6 +12,7 @@
 //! It does not own the config schema (the `tollgate-config` crate).
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 pub mod admin;
 pub mod attempts;
 pub mod balance;

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     pub idempotency: IntCounterVec,
     pub faults_injected: IntCounterVec,
+    pub adaptive_limit: IntGaugeVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -166,6 +167,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "gateway_faults_injected_total",
         "Requests delayed or aborted by a route's fault injection, by route and kind (delay, abort)",
         &["route", "kind"],
+    ),
+    adaptive_limit: m::gauge_vec(
+        "gateway_upstream_adaptive_concurrency_limit",
+        "The adaptive concurrency limit of each upstream that has one: requests in flight beyond it are answered 503",
+        &["upstream"],
     ),
     redis_available: m::gauge(
         "gateway_redis_available",

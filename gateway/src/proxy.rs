@@ -166,6 +166,10 @@ impl ProxyHttp for GatewayProxy {
                 let Some(upstream) = forward.pick().cloned() else {
                     return Error::e_explain(ErrorType::InternalError, "route has no upstream");
                 };
+                if let Some(r) = crate::concurrency::upstream_slots(ctx, &upstream).await {
+                    respond::reject(session, ctx, &r).await?;
+                    return Ok(true);
+                }
                 ctx.routed = Some(Routed {
                     host,
                     upstream,
@@ -213,6 +217,9 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        if let Some(p) = ctx.adaptive.as_ref().filter(|_| status < 500) {
+            p.answered();
+        }
         ctx.attempts.head_bytes_received += head_bytes(
             upstream_response.get_reason_phrase().map_or(3, str::len),
             &upstream_response.headers,

@@ -458,6 +458,62 @@ pub struct UpstreamFile {
     /// Connect to the endpoints over TLS.
     #[serde(default)]
     pub tls: Option<UpstreamTlsFile>,
+    /// At most this many requests in flight to the upstream at once (per gateway),
+    /// whatever route they come from; then a bounded queue, then 503.
+    #[serde(default)]
+    pub concurrency: Option<ConcurrencyFile>,
+    /// A limit on requests in flight that follows the upstream's latency: it shrinks
+    /// when latency rises above the minimum seen, so a slow backend sheds load before
+    /// it falls over. Off by default.
+    #[serde(default)]
+    pub adaptive_concurrency: Option<AdaptiveConcurrencyFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptiveConcurrencyFile {
+    /// The limit never goes below this (default 3), nor above `max_limit` (default 1000).
+    #[serde(default = "default_min_limit")]
+    pub min_limit: u32,
+    #[serde(default = "default_max_limit")]
+    pub max_limit: u32,
+    /// Latency tolerated above the minimum round-trip time before the limit shrinks
+    /// (default 25%).
+    #[serde(default = "default_buffer")]
+    pub buffer: crate::units::Percent,
+    /// How often the limit is recomputed from the latencies seen (default 100ms).
+    #[serde(default = "default_sample_interval")]
+    pub interval: HumanDuration,
+    /// How often the minimum round-trip time is measured again, with the limit held at
+    /// `min_limit` for `min_rtt_samples` requests (default 30s and 25).
+    #[serde(default = "default_min_rtt_interval")]
+    pub min_rtt_interval: HumanDuration,
+    #[serde(default = "default_min_rtt_samples")]
+    pub min_rtt_samples: u32,
+}
+
+fn default_min_limit() -> u32 {
+    3
+}
+
+fn default_max_limit() -> u32 {
+    1000
+}
+
+fn default_buffer() -> crate::units::Percent {
+    crate::units::Percent::new_const(25.0)
+}
+
+fn default_sample_interval() -> HumanDuration {
+    HumanDuration::from_millis(100)
+}
+
+fn default_min_rtt_interval() -> HumanDuration {
+    HumanDuration::from_millis(30_000)
+}
+
+fn default_min_rtt_samples() -> u32 {
+    25
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -31,6 +31,8 @@ fn upstream(balance: Balance, zone_aware: Option<f64>, eps: Vec<Endpoint>) -> Up
             health_check: None,
             outlier: None,
             tls: None,
+            concurrency: None,
+            adaptive_concurrency: None,
         },
         Some("a".into()),
         None,

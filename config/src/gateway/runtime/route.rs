@@ -213,29 +213,36 @@ fn validate_route(
         access_log: crate::common::telemetry::validate_route_access_log(r.access_log.as_ref()),
         idempotency: None,
         fault: None,
-        concurrency: r.concurrency.as_ref().map(|c| {
-            if !(1..=1_000_000).contains(&c.max) {
-                p.push(
-                    format!("{at}.concurrency.max"),
-                    "must be between 1 and 1000000",
-                );
-            }
-            if c.queue > 1_000_000 {
-                p.push(format!("{at}.concurrency.queue"), "must be at most 1000000");
-            }
-            let t = c.queue_timeout.get();
-            if t.is_zero() || t > Duration::from_secs(60) {
-                p.push(
-                    format!("{at}.concurrency.queue_timeout"),
-                    "must be above 0 and at most 60s",
-                );
-            }
-            Concurrency {
-                max: c.max.max(1),
-                queue: c.queue,
-                queue_timeout: t,
-            }
-        }),
+        concurrency: r
+            .concurrency
+            .as_ref()
+            .map(|c| validate_concurrency(&format!("{at}.concurrency"), c, p)),
+    }
+}
+
+/// `concurrency` of a route or an upstream.
+pub(super) fn validate_concurrency(
+    at: &str,
+    c: &crate::gateway::file::ConcurrencyFile,
+    p: &mut Problems,
+) -> Concurrency {
+    if !(1..=1_000_000).contains(&c.max) {
+        p.push(format!("{at}.max"), "must be between 1 and 1000000");
+    }
+    if c.queue > 1_000_000 {
+        p.push(format!("{at}.queue"), "must be at most 1000000");
+    }
+    let t = c.queue_timeout.get();
+    if t.is_zero() || t > Duration::from_secs(60) {
+        p.push(
+            format!("{at}.queue_timeout"),
+            "must be above 0 and at most 60s",
+        );
+    }
+    Concurrency {
+        max: c.max.max(1),
+        queue: c.queue,
+        queue_timeout: t,
     }
 }
 

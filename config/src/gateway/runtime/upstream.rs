@@ -26,6 +26,20 @@ pub struct Upstream {
     pub health_check: Option<HealthCheck>,
     pub outlier: Option<Outlier>,
     pub tls: Option<UpstreamTls>,
+    pub concurrency: Option<super::route::Concurrency>,
+    pub adaptive_concurrency: Option<AdaptiveConcurrency>,
+}
+
+/// `adaptive_concurrency`, checked.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdaptiveConcurrency {
+    pub min_limit: u32,
+    pub max_limit: u32,
+    /// Latency tolerated above the minimum, as a fraction (0.25).
+    pub buffer: f64,
+    pub interval: Duration,
+    pub min_rtt_interval: Duration,
+    pub min_rtt_samples: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,10 +183,50 @@ pub(super) fn validate_upstream(
             verify: t.verify,
         }
     });
+    let concurrency = u
+        .concurrency
+        .as_ref()
+        .map(|c| super::route::validate_concurrency(&format!("{at}.concurrency"), c, p));
+    let adaptive_concurrency = u.adaptive_concurrency.as_ref().map(|a| {
+        let at = format!("{at}.adaptive_concurrency");
+        if a.min_limit == 0 || a.min_limit > a.max_limit || a.max_limit > 1_000_000 {
+            p.push(
+                format!("{at}.min_limit"),
+                "need 1 <= min_limit <= max_limit <= 1000000",
+            );
+        }
+        let interval = a.interval.get();
+        if interval < Duration::from_millis(10) || interval > Duration::from_secs(60) {
+            p.push(format!("{at}.interval"), "must be between 10ms and 60s");
+        }
+        let min_rtt_interval = a.min_rtt_interval.get();
+        if min_rtt_interval < interval * 10 {
+            p.push(
+                format!("{at}.min_rtt_interval"),
+                "must be at least ten intervals",
+            );
+        }
+        if a.min_rtt_samples == 0 || a.min_rtt_samples > 10_000 {
+            p.push(
+                format!("{at}.min_rtt_samples"),
+                "must be between 1 and 10000",
+            );
+        }
+        AdaptiveConcurrency {
+            min_limit: a.min_limit.max(1),
+            max_limit: a.max_limit.max(a.min_limit.max(1)),
+            buffer: a.buffer.fraction(),
+            interval,
+            min_rtt_interval,
+            min_rtt_samples: a.min_rtt_samples.max(1),
+        }
+    });
     if p.len() != before {
         return None;
     }
     Some(Upstream {
+        concurrency,
+        adaptive_concurrency,
         name: name.to_owned(),
         balance,
         zone_aware,
