@@ -3,14 +3,22 @@
 //! TLS handshake (client certificate required, chained to the trust bundle) ->
 //! caller's SPIFFE id from its certificate -> allow-list (optionally per path prefix),
 //! 403 otherwise -> the verified identity in a header (any copy from outside removed)
-//! -> the local app over plain HTTP on loopback.
+//! -> the local app over plain HTTP on loopback, HTTP/1.1 or cleartext HTTP/2 (h2c)
+//! per `app_protocol`.
+//!
+//! `app_protocol: auto` gives the app the HTTP version the *calling app* used, not the
+//! one between the sidecars (HTTP/2 by default, whatever the app spoke): the caller's
+//! sidecar says "HTTP/2" in [`ORIG_PROTO`] when its app spoke HTTP/2, and a gRPC call
+//! (HTTP/2 only, by its spec) goes as h2c even without it (a caller that is not one of
+//! our sidecars). Everything else goes as HTTP/1.1, as before `app_protocol` existed,
+//! so an HTTP/1.1-only app behind a sidecar keeps working.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Request, Response, StatusCode, Uri, Version};
+use http::{header, HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -18,21 +26,68 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tollgate_config::sidecar::AppProtocol;
 
 use crate::body::{boxed, full, Body};
 use crate::identity::peer_spiffe_id;
 use crate::metrics::{status_class, METRICS};
+use crate::resilience::grpc;
 use crate::state::State;
 
-pub type AppClient = Client<HttpConnector, Body>;
+/// Set by the calling sidecar to `HTTP/2` when its app spoke HTTP/2; removed before the
+/// request reaches the app.
+pub const ORIG_PROTO: HeaderName = HeaderName::from_static("x-sidecar-orig-proto");
+pub const ORIG_PROTO_HTTP2: &str = "HTTP/2";
+
+/// Pools to the local app, one per HTTP version.
+pub struct AppClient {
+    http1: Client<HttpConnector, Body>,
+    /// HTTP/2 with prior knowledge over plain TCP: one connection multiplexes the calls.
+    h2c: Client<HttpConnector, Body>,
+}
+
+impl AppClient {
+    async fn request(
+        &self,
+        req: Request<Body>,
+    ) -> Result<Response<Incoming>, hyper_util::client::legacy::Error> {
+        if req.version() == Version::HTTP_2 {
+            self.h2c.request(req).await
+        } else {
+            self.http1.request(req).await
+        }
+    }
+}
 
 pub fn app_client() -> AppClient {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.set_connect_timeout(Some(Duration::from_secs(1)));
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(http)
+    let build = |http2: bool| {
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .http2_only(http2)
+            .build(http.clone())
+    };
+    AppClient {
+        http1: build(false),
+        h2c: build(true),
+    }
+}
+
+/// The HTTP version the app gets a request in (see the module doc for `auto`).
+pub fn app_version(protocol: AppProtocol, headers: &HeaderMap) -> Version {
+    let caller_spoke_http2 = || {
+        headers
+            .get(&ORIG_PROTO)
+            .is_some_and(|v| v.as_bytes() == ORIG_PROTO_HTTP2.as_bytes())
+    };
+    match protocol {
+        AppProtocol::Http1 => Version::HTTP_11,
+        AppProtocol::H2c => Version::HTTP_2,
+        AppProtocol::Auto if caller_spoke_http2() || grpc::is_grpc(headers) => Version::HTTP_2,
+        AppProtocol::Auto => Version::HTTP_11,
+    }
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,8 +189,9 @@ async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Resp
     let hop = crate::telemetry::Hop::begin(&mut parts.headers, snap.config.tracing.as_ref());
     let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    if !parts.headers.contains_key(header::HOST) {
+    parts.version = app_version(inbound.app_protocol, &parts.headers);
+    parts.headers.remove(&ORIG_PROTO);
+    if parts.version == Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
         if let Some(a) = authority.and_then(|a| http::HeaderValue::from_str(&a).ok()) {
             parts.headers.insert(header::HOST, a);
         }
@@ -180,4 +236,36 @@ fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
         .body(full(body))
         .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    HeaderName::from_static(k),
+                    http::HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn auto_keeps_the_calling_apps_version() {
+        let grpc = headers(&[("content-type", "application/grpc")]);
+        let marked = headers(&[("x-sidecar-orig-proto", "HTTP/2")]);
+        let plain = headers(&[("content-type", "application/json")]);
+        let web = headers(&[("content-type", "application/grpc-web")]);
+        assert_eq!(app_version(AppProtocol::Auto, &grpc), Version::HTTP_2);
+        assert_eq!(app_version(AppProtocol::Auto, &marked), Version::HTTP_2);
+        // HTTP/1.1 callers (and grpc-web, which is HTTP/1.1-friendly) as before.
+        assert_eq!(app_version(AppProtocol::Auto, &plain), Version::HTTP_11);
+        assert_eq!(app_version(AppProtocol::Auto, &web), Version::HTTP_11);
+        assert_eq!(app_version(AppProtocol::Http1, &grpc), Version::HTTP_11);
+        assert_eq!(app_version(AppProtocol::H2c, &plain), Version::HTTP_2);
+    }
 }

@@ -45,6 +45,27 @@ pub struct Inbound {
     pub allow: Vec<AllowRule>,
     pub identity_header: HeaderName,
     pub timeout: Duration,
+    pub app_protocol: AppProtocol,
+}
+
+/// The HTTP version spoken to the local app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppProtocol {
+    /// The calling app's version (see the sidecar crate's `inbound` module).
+    Auto,
+    Http1,
+    /// Cleartext HTTP/2 with prior knowledge.
+    H2c,
+}
+
+impl AppProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Http1 => "http1",
+            Self::H2c => "h2c",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +235,11 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
             allow,
             identity_header,
             timeout: i.timeout.get(),
+            app_protocol: match i.app_protocol {
+                AppProtocolFile::Auto => AppProtocol::Auto,
+                AppProtocolFile::Http1 => AppProtocol::Http1,
+                AppProtocolFile::H2c => AppProtocol::H2c,
+            },
         })
     });
 

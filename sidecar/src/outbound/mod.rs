@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -45,6 +45,7 @@ use self::client::MtlsConnector;
 use crate::body::{boxed, full, Body};
 use crate::error::ProxyError;
 use crate::identity::IdentityStore;
+use crate::inbound::{ORIG_PROTO, ORIG_PROTO_HTTP2};
 use crate::metrics::{status_class, METRICS};
 use crate::resilience::{
     BreakerLayer, Bulkhead, BulkheadLayer, CircuitBreaker, FaultLayer, HedgeLayer, HedgePolicy,
@@ -172,6 +173,13 @@ impl DependencyRt {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        // Tell the peer's sidecar which HTTP version our app spoke (`app_protocol: auto`).
+        parts.headers.remove(&ORIG_PROTO);
+        if parts.version == http::Version::HTTP_2 {
+            parts
+                .headers
+                .insert(ORIG_PROTO, HeaderValue::from_static(ORIG_PROTO_HTTP2));
+        }
         let tried = Tried::default();
         parts.extensions.insert(tried.clone());
         // What the span and the access-log line need, taken only when one may be written.
@@ -313,9 +321,15 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap) {
         header::TRANSFER_ENCODING,
         header::UPGRADE,
         header::PROXY_AUTHORIZATION,
-        header::TE,
     ] {
         h.remove(name);
+    }
+    // `te: trailers` is the one TE HTTP/2 allows, and gRPC servers refuse a call
+    // without it ("the client understands trailers": the status travels in them).
+    if h.get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        h.remove(header::TE);
     }
     h.remove("keep-alive");
     h.remove("proxy-connection");
