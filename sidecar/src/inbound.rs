@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -28,7 +27,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tollgate_config::sidecar::AppProtocol;
 
-use crate::body::{boxed, full, Body};
+use crate::body::{boxed, Body};
+use crate::error::Reply;
 use crate::identity::peer_spiffe_id;
 use crate::metrics::{status_class, METRICS};
 use crate::resilience::grpc;
@@ -140,12 +140,32 @@ pub async fn serve_conn(state: Arc<State>, tcp: TcpStream, peer: SocketAddr) {
     let _ = watcher.watch(conn.into_owned()).await;
 }
 
+/// An answer of the sidecar's own, in the caller's protocol (HTTP or gRPC).
+fn reply(grpc_call: bool, status: StatusCode, kind: &'static str, message: &str) -> Response<Body> {
+    let grpc_code = match status {
+        StatusCode::GATEWAY_TIMEOUT => grpc::code::DEADLINE_EXCEEDED,
+        StatusCode::SERVICE_UNAVAILABLE => grpc::code::UNAVAILABLE,
+        other => grpc::code_of_http_status(other.as_u16()),
+    };
+    Reply {
+        status,
+        grpc_code,
+        kind,
+        message,
+        retry_after: None,
+    }
+    .into_response(grpc_call)
+}
+
 async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Response<Body> {
     let snap = state.snapshot.load();
+    let grpc_call = grpc::is_grpc(req.headers());
     let Some(inbound) = snap.config.inbound.as_ref() else {
-        return text(
+        return reply(
+            grpc_call,
             StatusCode::SERVICE_UNAVAILABLE,
-            "inbound is not configured\n",
+            "inbound_not_configured",
+            "inbound is not configured",
         );
     };
     if !inbound.allows(caller, req.uri().path()) {
@@ -157,10 +177,12 @@ async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Resp
             .inbound_refused
             .with_label_values(&["not_allowed"])
             .inc();
-        return text(
+        return reply(
+            grpc_call,
             StatusCode::FORBIDDEN,
-            format!(
-                "caller {caller} is not allowed to call {}\n",
+            "not_allowed",
+            &format!(
+                "caller {caller} is not allowed to call {}",
                 req.uri().path()
             ),
         );
@@ -182,7 +204,12 @@ async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Resp
         .path_and_query(pq)
         .build();
     let Ok(uri) = uri else {
-        return text(StatusCode::BAD_REQUEST, "bad request target\n");
+        return reply(
+            grpc_call,
+            StatusCode::BAD_REQUEST,
+            "bad_target",
+            "bad request target",
+        );
     };
     let authority = req.uri().authority().map(|a| a.to_string());
     let (mut parts, body) = req.into_parts();
@@ -196,21 +223,40 @@ async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Resp
             parts.headers.insert(header::HOST, a);
         }
     }
+    // A gRPC call's deadline: the sooner of the caller's and ours, passed on to the app.
+    let timeout = match grpc::timeout(&parts.headers).filter(|_| grpc_call) {
+        Some(t) => t.min(inbound.timeout),
+        None => inbound.timeout,
+    };
+    if grpc_call {
+        parts
+            .headers
+            .insert(grpc::GRPC_TIMEOUT, grpc::encode_timeout(timeout));
+    }
     let fwd = Request::from_parts(parts, boxed(body));
     let mut error = None;
-    let resp = match tokio::time::timeout(inbound.timeout, state.app_client.request(fwd)).await {
-        Ok(Ok(r)) => r.map(boxed),
+    let (resp, status) = match tokio::time::timeout(timeout, state.app_client.request(fwd)).await {
+        Ok(Ok(r)) => {
+            let status = r.status();
+            (r.map(boxed), status)
+        }
         Ok(Err(e)) => {
             tracing::warn!("local app {}: {e}", inbound.forward_to);
             error = Some(format!("local app unavailable: {e}"));
-            text(StatusCode::BAD_GATEWAY, "local app unavailable\n")
+            let status = StatusCode::BAD_GATEWAY;
+            let message = "local app unavailable";
+            let r = reply(grpc_call, status, "app_unavailable", message);
+            (r, status)
         }
         Err(_) => {
             error = Some("local app timed out".to_owned());
-            text(StatusCode::GATEWAY_TIMEOUT, "local app timed out\n")
+            let status = StatusCode::GATEWAY_TIMEOUT;
+            let r = reply(grpc_call, status, "app_timeout", "local app timed out");
+            (r, status)
         }
     };
-    let status = resp.status().as_u16();
+    // The HTTP status of our own answers, even when a gRPC caller got it as a 200.
+    let status = status.as_u16();
     let mut attrs = crate::telemetry::http_attributes(&method, &path, status);
     attrs.push(tollgate_config::telemetry::spans::attr(
         "tollgate.caller",
@@ -225,17 +271,9 @@ async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Resp
     );
     METRICS
         .inbound_requests
-        .with_label_values(&[caller, status_class(resp.status().as_u16())])
+        .with_label_values(&[caller, status_class(status)])
         .inc();
     resp
-}
-
-fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(full(body))
-        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
 }
 
 #[cfg(test)]

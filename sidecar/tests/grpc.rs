@@ -238,3 +238,110 @@ async fn unary_server_streaming_and_bidi_calls_through_two_sidecars() {
         assert_eq!(o.details(), "no such thing: order 7");
     }
 }
+
+/// Before: "Received http2 header with status: 503", which says nothing of why.
+#[tokio::test]
+async fn an_open_breaker_is_unavailable_with_its_reason() {
+    let m = GrpcMesh::start(
+        "",
+        "    circuit_breaker: { failure_rate: 50%, min_requests: 3, open_for: 30s, max_open_for: 60s }",
+    )
+    .await;
+    // The server's own UNAVAILABLE goes through until the breaker has seen enough.
+    for _ in 0..3 {
+        let o = m.call("unary", "/demo.Down/Get", &[]).await;
+        assert_eq!(o.code, "UNAVAILABLE", "{o:?}\n{}", m.logs());
+        assert_eq!(o.details(), "down for good", "{o:?}");
+    }
+    let o = m.call("unary", "/demo.Down/Get", &[]).await;
+    assert_eq!(o.code, "UNAVAILABLE", "{o:?}");
+    assert_eq!(o.details(), "app: circuit breaker open", "{o:?}");
+    assert_eq!(o.trailing["x-sidecar-error"], "circuit_open", "{o:?}");
+    let pushback: u64 = o.trailing["grpc-retry-pushback-ms"].parse().unwrap();
+    assert!((25_000..=30_000).contains(&pushback), "{o:?}");
+    assert_eq!(
+        m.server.calls("/demo.Down/Get").await,
+        3,
+        "refused calls never left"
+    );
+}
+
+#[tokio::test]
+async fn a_full_bulkhead_is_resource_exhausted() {
+    let m = GrpcMesh::start("", "    max_concurrent: 1").await;
+    let out = m.out;
+    let slow =
+        tokio::spawn(
+            async move { call(out, "unary", "/demo.Echo/Slow", &["--payload", "3000"]).await },
+        );
+    // The slow call holds the only slot once the server has it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while m.server.calls("/demo.Echo/Slow").await == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "{}", m.logs());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let o = m
+        .call("unary", "/demo.Echo/Unary", &["--payload", "x"])
+        .await;
+    assert_eq!(o.code, "RESOURCE_EXHAUSTED", "{o:?}\n{}", m.logs());
+    assert_eq!(
+        o.details(),
+        "app: bulkhead full: 1 calls already in flight",
+        "{o:?}"
+    );
+    assert_eq!(m.server.calls("/demo.Echo/Unary").await, 0);
+    assert_eq!(slow.await.unwrap().code, "OK");
+}
+
+/// `app_protocol: http1` is what the inbound side spoke before: a gRPC server cannot
+/// answer it, and the caller is told so in gRPC, not with a bare 502.
+#[tokio::test]
+async fn app_protocol_http1_cannot_reach_a_grpc_server_and_says_so() {
+    let m = GrpcMesh::start("  app_protocol: http1", "").await;
+    let o = m
+        .call("unary", "/demo.Echo/Unary", &["--payload", "x"])
+        .await;
+    assert_eq!(o.code, "UNAVAILABLE", "{o:?}\n{}", m.logs());
+    assert_eq!(o.details(), "local app unavailable", "{o:?}");
+    assert_eq!(o.trailing["x-sidecar-error"], "app_unavailable", "{o:?}");
+}
+
+/// The seconds the server saw left of the call's deadline when it arrived.
+fn time_remaining(o: &Outcome) -> f64 {
+    let j: serde_json::Value = serde_json::from_str(&o.responses[0]).unwrap();
+    j["time_remaining"].as_f64().unwrap()
+}
+
+/// The call's deadline is the sooner of the caller's `grpc-timeout` and the
+/// dependency's timeout; the server is told the time left of it, and a deadline that
+/// passes in the mesh is DEADLINE_EXCEEDED (before: an HTTP 504, UNAVAILABLE to grpcio).
+#[tokio::test]
+async fn the_sooner_deadline_is_enforced_and_passed_on() {
+    let m = GrpcMesh::start("", "    timeout: 1s").await;
+    let slow = |ms: &'static str, timeout: &'static str| {
+        let out = m.out;
+        async move {
+            call(
+                out,
+                "unary",
+                "/demo.Echo/Slow",
+                &["--payload", ms, "--timeout", timeout],
+            )
+            .await
+        }
+    };
+    // The dependency's timeout is the sooner: the server hears of 1s, not 30s.
+    let o = slow("0", "30").await;
+    assert_eq!(o.code, "OK", "{o:?}\n{}", m.logs());
+    let left = time_remaining(&o);
+    assert!(left > 0.5 && left <= 1.0, "{left} {o:?}");
+    // The caller's is the sooner: passed on, less what the hops took.
+    let o = slow("0", "0.6").await;
+    assert_eq!(o.code, "OK", "{o:?}");
+    let left = time_remaining(&o);
+    assert!(left > 0.2 && left <= 0.6, "{left} {o:?}");
+    // A server slower than the deadline: DEADLINE_EXCEEDED long before the client's own.
+    let o = slow("5000", "30").await;
+    assert_eq!(o.code, "DEADLINE_EXCEEDED", "{o:?}\n{}", m.logs());
+    assert!(o.seconds < 4.0, "{o:?}");
+}
