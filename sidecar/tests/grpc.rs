@@ -80,6 +80,7 @@ struct Outcome {
     code: String,
     details: Option<String>,
     responses: Vec<String>,
+    initial: HashMap<String, String>,
     trailing: HashMap<String, String>,
     seconds: f64,
 }
@@ -344,4 +345,30 @@ async fn the_sooner_deadline_is_enforced_and_passed_on() {
     let o = slow("5000", "30").await;
     assert_eq!(o.code, "DEADLINE_EXCEEDED", "{o:?}\n{}", m.logs());
     assert!(o.seconds < 4.0, "{o:?}");
+}
+
+/// gRPC's own retry policy, per method: UNAVAILABLE is retried for the methods listed,
+/// never for the others (every gRPC call is a POST; only the user knows which are safe).
+#[tokio::test]
+async fn a_listed_method_is_retried_on_unavailable_and_an_unlisted_one_is_not() {
+    let m = GrpcMesh::start(
+        "",
+        r#"    retry: { attempts: 3, backoff: 1ms..5ms, grpc_methods: ["/demo.Flaky/Get", "/demo.Down/*"] }"#,
+    )
+    .await;
+    // Listed: the first call's UNAVAILABLE is retried, the client sees the second's OK.
+    let o = m.call("unary", "/demo.Flaky/Get", &[]).await;
+    assert_eq!(o.code, "OK", "{o:?}\n{}", m.logs());
+    assert_eq!(o.initial["x-sidecar-retries"], "1", "{o:?}");
+    assert_eq!(m.server.calls("/demo.Flaky/Get").await, 2);
+    // Unlisted: the client gets the UNAVAILABLE, the server was called once.
+    let o = m.call("unary", "/demo.Flaky/Put", &[]).await;
+    assert_eq!(o.code, "UNAVAILABLE", "{o:?}");
+    assert_eq!(o.details(), "first call of /demo.Flaky/Put fails");
+    assert_eq!(m.server.calls("/demo.Flaky/Put").await, 1);
+    // Listed by service: tried `attempts` times, then the last answer goes back.
+    let o = m.call("unary", "/demo.Down/Put", &[]).await;
+    assert_eq!(o.code, "UNAVAILABLE", "{o:?}");
+    assert_eq!(o.details(), "down for good");
+    assert_eq!(m.server.calls("/demo.Down/Put").await, 3);
 }

@@ -196,6 +196,12 @@ pub struct RetryPolicyFile {
     /// larger ones are not retried.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// gRPC methods safe to repeat, `/package.Service/Method` or `/package.Service/*`:
+    /// retried on UNAVAILABLE (as gRPC's own retry policy does) and on the `on:`
+    /// conditions, like an idempotent request. Other gRPC calls (all POSTs) are
+    /// retried only when they provably never reached the dependency.
+    #[serde(default)]
+    pub grpc_methods: Vec<String>,
 }
 
 fn default_attempts() -> u32 {

@@ -10,7 +10,10 @@ use http::HeaderName;
 use super::file::*;
 use crate::common::outlier_detection::validate_outlier;
 pub use crate::common::outlier_detection::Outlier;
-use crate::common::retry::{validate_attempts, validate_retry_on, RetryConditions};
+pub use crate::common::retry::GrpcMethods;
+use crate::common::retry::{
+    validate_attempts, validate_grpc_methods, validate_retry_on, RetryConditions,
+};
 use crate::common::{parse_socket_addr, resolve_path};
 use crate::error::Problems;
 use crate::units::{parse_duration, Rate};
@@ -132,6 +135,8 @@ pub struct Retry {
     pub on_connect_failure: bool,
     pub on_timeout: bool,
     pub max_body_bytes: usize,
+    /// gRPC methods that may be retried (on UNAVAILABLE, and as idempotent requests).
+    pub grpc_methods: GrpcMethods,
 }
 
 impl Retry {
@@ -480,5 +485,6 @@ fn validate_retry(at: &str, r: &RetryPolicyFile, p: &mut Problems) -> Retry {
         on_connect_failure: connect_failure,
         on_timeout: timeout,
         max_body_bytes: r.max_body_bytes,
+        grpc_methods: validate_grpc_methods(&format!("{rat}.grpc_methods"), &r.grpc_methods, p),
     }
 }

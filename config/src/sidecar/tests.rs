@@ -144,3 +144,19 @@ fn a_bad_app_protocol_names_line_field_and_valid_values() {
         "{e}"
     );
 }
+
+#[test]
+fn grpc_methods_are_checked_with_the_form_to_write() {
+    let src = "identity: { cert: a, key: b, trust_bundle: c }\nproxy: { listen: 127.0.0.1:3 }\noutbound:\n  x:\n    endpoints: [\"10.0.0.1:1\"]\n    server_identity: spiffe://td/x\n    retry: { grpc_methods: [/shop.Orders/Get, shop.Orders/*] }\n";
+    let e = from_str(Path::new("s.yaml"), src).unwrap_err().to_string();
+    assert!(
+        e.contains("outbound.x.retry.grpc_methods[1]: \"shop.Orders/*\" is not a gRPC method: write /package.Service/Method, or /package.Service/* for all its methods"),
+        "{e}"
+    );
+    assert!(!e.contains("grpc_methods[0]"), "{e}");
+    let ok = src.replace("shop.Orders/*", "/shop.Stock/*");
+    let c = from_str(Path::new("s.yaml"), &ok).unwrap().config;
+    let m = &c.dependencies["x"].retry.as_ref().unwrap().grpc_methods;
+    assert!(m.matches("/shop.Orders/Get") && m.matches("/shop.Stock/Reserve"));
+    assert!(!m.matches("/shop.Orders/Put"));
+}

@@ -255,6 +255,7 @@ fn retry_cfg(on_5xx: bool) -> Retry {
         on_connect_failure: false,
         on_timeout: false,
         max_body_bytes: 1024,
+        grpc_methods: Default::default(),
     }
 }
 
@@ -352,4 +353,95 @@ fn grpc_timeout_parses_every_unit_and_refuses_malformed_values() {
         h.insert("grpc-timeout", encode_timeout(d));
         assert!(timeout(&h).unwrap() <= d);
     }
+}
+
+fn grpc_call(path: &'static str) -> http::Request<Body> {
+    let mut r = request(Method::POST, full("\0\0\0\0\x01q"));
+    *r.uri_mut() = http::Uri::from_static(path);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    r
+}
+
+fn listing(methods: &[&str], on_5xx: bool) -> Retry {
+    let mut p = tollgate_config::error::Problems::default();
+    let methods: Vec<String> = methods.iter().map(|m| (*m).to_owned()).collect();
+    Retry {
+        grpc_methods: tollgate_config::common::retry::validate_grpc_methods("m", &methods, &mut p),
+        on_reset: true,
+        ..retry_cfg(on_5xx)
+    }
+}
+
+fn deadline_exceeded_trailers_only() -> Response<Body> {
+    grpc_head(Some("4"), empty())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_method_is_retried_on_unavailable_and_an_unlisted_one_is_not() {
+    // Listed: retried on UNAVAILABLE, even without `5xx` in the conditions.
+    let cfg = listing(&["/shop.Orders/Get", "/shop.Stock/*"], false);
+    for path in ["http://d/shop.Orders/Get", "http://d/shop.Stock/Reserve"] {
+        let fake = Fake::new([
+            Step::Respond(unavailable_trailers_only),
+            Step::Respond(ok_in_trailers),
+        ]);
+        let svc = RetryLayer::new(Arc::new(RetryPolicy::new(&cfg))).layer(fake.service());
+        let r = call(&svc, grpc_call(path)).await.unwrap();
+        assert_eq!(head(&r), GrpcHead::InTrailers, "{path}");
+        assert_eq!(fake.calls(), 2, "{path}");
+        assert_eq!(fake.bodies()[1], &b"\0\0\0\0\x01q"[..], "request replayed");
+    }
+    // Unlisted, or not a gRPC call: not retried.
+    let fake = Fake::new([Step::Respond(unavailable_trailers_only)]);
+    let svc = RetryLayer::new(Arc::new(RetryPolicy::new(&cfg))).layer(fake.service());
+    call(&svc, grpc_call("http://d/shop.Orders/Put"))
+        .await
+        .unwrap();
+    assert_eq!(fake.calls(), 1);
+    let mut not_grpc = grpc_call("http://d/shop.Orders/Get");
+    not_grpc.headers_mut().remove(header::CONTENT_TYPE);
+    call(&svc, not_grpc).await.unwrap();
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_method_is_retried_on_unavailable_only_of_the_grpc_statuses() {
+    let fake = Fake::new([
+        Step::Respond(deadline_exceeded_trailers_only),
+        Step::Respond(ok_in_trailers),
+    ]);
+    let svc = RetryLayer::new(Arc::new(RetryPolicy::new(&listing(
+        &["/shop.Orders/Get"],
+        true,
+    ))))
+    .layer(fake.service());
+    let r = call(&svc, grpc_call("http://d/shop.Orders/Get"))
+        .await
+        .unwrap();
+    assert_eq!(head(&r), GrpcHead::Status(4));
+    assert_eq!(fake.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_method_is_retried_on_the_conditions_like_an_idempotent_call() {
+    let fake = Fake::new([
+        Step::Fail(crate::error::ProxyError::Reset("eof".into())),
+        Step::Respond(ok_in_trailers),
+    ]);
+    let cfg = listing(&["/shop.Orders/Get"], false);
+    let svc = RetryLayer::new(Arc::new(RetryPolicy::new(&cfg))).layer(fake.service());
+    call(&svc, grpc_call("http://d/shop.Orders/Get"))
+        .await
+        .unwrap();
+    assert_eq!(fake.calls(), 2);
+    // The same reset of an unlisted method: it may have been processed.
+    let fake = Fake::new([Step::Fail(crate::error::ProxyError::Reset("eof".into()))]);
+    let svc = RetryLayer::new(Arc::new(RetryPolicy::new(&cfg))).layer(fake.service());
+    assert!(call(&svc, grpc_call("http://d/shop.Orders/Put"))
+        .await
+        .is_err());
+    assert_eq!(fake.calls(), 1);
 }
