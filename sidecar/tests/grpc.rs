@@ -318,7 +318,7 @@ fn time_remaining(o: &Outcome) -> f64 {
 /// passes in the mesh is DEADLINE_EXCEEDED (before: an HTTP 504, UNAVAILABLE to grpcio).
 #[tokio::test]
 async fn the_sooner_deadline_is_enforced_and_passed_on() {
-    let m = GrpcMesh::start("", "    timeout: 1s").await;
+    let m = GrpcMesh::start("", "    timeout: 2s").await;
     let slow = |ms: &'static str, timeout: &'static str| {
         let out = m.out;
         async move {
@@ -331,20 +331,21 @@ async fn the_sooner_deadline_is_enforced_and_passed_on() {
             .await
         }
     };
-    // The dependency's timeout is the sooner: the server hears of 1s, not 30s.
+    // The dependency's timeout is the sooner: the server hears of 2s, not 30s.
+    // (Margins of a second for the hops on a loaded machine.)
     let o = slow("0", "30").await;
     assert_eq!(o.code, "OK", "{o:?}\n{}", m.logs());
     let left = time_remaining(&o);
-    assert!(left > 0.5 && left <= 1.0, "{left} {o:?}");
+    assert!(left > 1.0 && left <= 2.0, "{left} {o:?}");
     // The caller's is the sooner: passed on, less what the hops took.
-    let o = slow("0", "0.6").await;
+    let o = slow("0", "1.5").await;
     assert_eq!(o.code, "OK", "{o:?}");
     let left = time_remaining(&o);
-    assert!(left > 0.2 && left <= 0.6, "{left} {o:?}");
+    assert!(left > 0.5 && left <= 1.5, "{left} {o:?}");
     // A server slower than the deadline: DEADLINE_EXCEEDED long before the client's own.
-    let o = slow("5000", "30").await;
+    let o = slow("8000", "30").await;
     assert_eq!(o.code, "DEADLINE_EXCEEDED", "{o:?}\n{}", m.logs());
-    assert!(o.seconds < 4.0, "{o:?}");
+    assert!(o.seconds < 6.0, "{o:?}");
 }
 
 /// gRPC's own retry policy, per method: UNAVAILABLE is retried for the methods listed,
