@@ -158,6 +158,65 @@ pub fn validate_retry_on(at: &str, on: &[RetryOnFile], p: &mut Problems) -> Retr
     out
 }
 
+/// One entry of a retry policy's `grpc_methods`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum GrpcMethod {
+    /// `/package.Service/Method`
+    Exact(String),
+    /// `/package.Service/*`, kept as its prefix `/package.Service/`.
+    Service(String),
+}
+
+/// The gRPC methods a retry policy may retry, as gRPC's own retry policy names them
+/// (per method, or every method of a service). A gRPC call is a POST whatever it
+/// does, so its HTTP method says nothing of whether repeating it is safe: the user says
+/// so here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GrpcMethods(Vec<GrpcMethod>);
+
+impl GrpcMethods {
+    /// Whether the request path `/package.Service/Method` is listed.
+    pub fn matches(&self, path: &str) -> bool {
+        self.0.iter().any(|m| match m {
+            GrpcMethod::Exact(p) => p == path,
+            GrpcMethod::Service(prefix) => path
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|method| !method.is_empty() && !method.contains('/')),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Check `grpc_methods`; `at` is its field path (`outbound.x.retry.grpc_methods`).
+pub fn validate_grpc_methods(at: &str, methods: &[String], p: &mut Problems) -> GrpcMethods {
+    let name_ok =
+        |s: &str| !s.is_empty() && !s.contains(['/', '*']) && !s.contains(char::is_whitespace);
+    let mut out = Vec::new();
+    for (i, m) in methods.iter().enumerate() {
+        let parsed = m
+            .strip_prefix('/')
+            .and_then(|rest| rest.split_once('/'))
+            .and_then(|(service, method)| match method {
+                "*" if name_ok(service) => Some(GrpcMethod::Service(format!("/{service}/"))),
+                _ if name_ok(service) && name_ok(method) => Some(GrpcMethod::Exact(m.clone())),
+                _ => None,
+            });
+        match parsed {
+            Some(g) => out.push(g),
+            None => p.push(
+                format!("{at}[{i}]"),
+                format!(
+                    "{m:?} is not a gRPC method: write /package.Service/Method, or /package.Service/* for all its methods"
+                ),
+            ),
+        }
+    }
+    GrpcMethods(out)
+}
+
 /// Check a policy's `attempts` (total tries, the first included); `field` is its path.
 pub fn validate_attempts(field: &str, attempts: u32, p: &mut Problems) {
     if !(1..=MAX_RETRY_ATTEMPTS).contains(&attempts) {
@@ -219,6 +278,45 @@ mod tests {
                 vec![c.into()]
             );
         }
+    }
+
+    #[test]
+    fn grpc_methods_match_a_method_or_a_whole_service() {
+        let mut p = Problems::default();
+        let m = validate_grpc_methods(
+            "r.grpc_methods",
+            &["/shop.Orders/Get".into(), "/shop.Stock/*".into()],
+            &mut p,
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert!(m.matches("/shop.Orders/Get"));
+        assert!(!m.matches("/shop.Orders/Put"));
+        assert!(!m.matches("/shop.Orders/GetMore"));
+        assert!(m.matches("/shop.Stock/Reserve"));
+        assert!(!m.matches("/shop.Stock/"));
+        assert!(!m.matches("/shop.Stock/a/b"));
+        assert!(!m.matches("/shop.StockX/Reserve"));
+        assert!(!GrpcMethods::default().matches("/shop.Orders/Get"));
+    }
+
+    #[test]
+    fn a_bad_grpc_method_says_how_to_write_one() {
+        let mut p = Problems::default();
+        let bad: Vec<String> = [
+            "shop.Orders/Get",
+            "/shop.Orders",
+            "/shop.Orders/",
+            "/*/Get",
+            "/shop.Orders/Ge*",
+            "/a/b/c",
+            "*",
+            "",
+        ]
+        .map(String::from)
+        .to_vec();
+        let m = validate_grpc_methods("r.grpc_methods", &bad, &mut p);
+        assert!(m.is_empty());
+        assert_eq!(p.len(), bad.len(), "{p:?}");
     }
 
     #[test]

@@ -68,6 +68,21 @@ pub struct InboundFile {
     /// Longest wait for the local app's answer.
     #[serde(default = "default_inbound_timeout")]
     pub timeout: HumanDuration,
+    /// How the local app is spoken to: `http1`, `h2c` (cleartext HTTP/2 with prior
+    /// knowledge, what gRPC servers speak) or `auto` (default): the HTTP version the
+    /// calling app used, so gRPC and other HTTP/2 callers reach the app as h2c and
+    /// HTTP/1.1 callers as HTTP/1.1.
+    #[serde(default)]
+    pub app_protocol: AppProtocolFile,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AppProtocolFile {
+    #[default]
+    Auto,
+    Http1,
+    H2c,
 }
 
 fn default_identity_header() -> String {
@@ -181,6 +196,12 @@ pub struct RetryPolicyFile {
     /// larger ones are not retried.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// gRPC methods safe to repeat, `/package.Service/Method` or `/package.Service/*`:
+    /// retried on UNAVAILABLE (as gRPC's own retry policy does) and on the `on:`
+    /// conditions, like an idempotent request. Other gRPC calls (all POSTs) are
+    /// retried only when they provably never reached the dependency.
+    #[serde(default)]
+    pub grpc_methods: Vec<String>,
 }
 
 fn default_attempts() -> u32 {

@@ -10,7 +10,10 @@ use http::HeaderName;
 use super::file::*;
 use crate::common::outlier_detection::validate_outlier;
 pub use crate::common::outlier_detection::Outlier;
-use crate::common::retry::{validate_attempts, validate_retry_on, RetryConditions};
+pub use crate::common::retry::GrpcMethods;
+use crate::common::retry::{
+    validate_attempts, validate_grpc_methods, validate_retry_on, RetryConditions,
+};
 use crate::common::{parse_socket_addr, resolve_path};
 use crate::error::Problems;
 use crate::units::{parse_duration, Rate};
@@ -45,6 +48,27 @@ pub struct Inbound {
     pub allow: Vec<AllowRule>,
     pub identity_header: HeaderName,
     pub timeout: Duration,
+    pub app_protocol: AppProtocol,
+}
+
+/// The HTTP version spoken to the local app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppProtocol {
+    /// The calling app's version (see the sidecar crate's `inbound` module).
+    Auto,
+    Http1,
+    /// Cleartext HTTP/2 with prior knowledge.
+    H2c,
+}
+
+impl AppProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Http1 => "http1",
+            Self::H2c => "h2c",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,6 +135,8 @@ pub struct Retry {
     pub on_connect_failure: bool,
     pub on_timeout: bool,
     pub max_body_bytes: usize,
+    /// gRPC methods that may be retried (on UNAVAILABLE, and as idempotent requests).
+    pub grpc_methods: GrpcMethods,
 }
 
 impl Retry {
@@ -207,6 +233,11 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
             allow,
             identity_header,
             timeout: i.timeout.get(),
+            app_protocol: match i.app_protocol {
+                AppProtocolFile::Auto => AppProtocol::Auto,
+                AppProtocolFile::Http1 => AppProtocol::Http1,
+                AppProtocolFile::H2c => AppProtocol::H2c,
+            },
         })
     });
 
@@ -420,5 +451,6 @@ fn validate_retry(at: &str, r: &RetryPolicyFile, p: &mut Problems) -> Retry {
         on_connect_failure: connect_failure,
         on_timeout: timeout,
         max_body_bytes: r.max_body_bytes,
+        grpc_methods: validate_grpc_methods(&format!("{rat}.grpc_methods"), &r.grpc_methods, p),
     }
 }

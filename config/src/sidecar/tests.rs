@@ -114,3 +114,49 @@ fn addresses_and_outlier_detection_are_checked_as_in_the_gateway() {
         "{e}"
     );
 }
+
+#[test]
+fn app_protocol_defaults_to_auto_and_takes_http1_or_h2c() {
+    let c = from_str(Path::new("s.yaml"), GOOD).unwrap().config;
+    assert_eq!(c.inbound.unwrap().app_protocol, AppProtocol::Auto);
+    for (written, want) in [
+        ("http1", AppProtocol::Http1),
+        ("h2c", AppProtocol::H2c),
+        ("auto", AppProtocol::Auto),
+    ] {
+        let src = GOOD.replace(
+            "  forward_to: 127.0.0.1:8080\n",
+            &format!("  forward_to: 127.0.0.1:8080\n  app_protocol: {written}\n"),
+        );
+        let c = from_str(Path::new("s.yaml"), &src).unwrap().config;
+        assert_eq!(c.inbound.unwrap().app_protocol, want, "{written}");
+    }
+}
+
+#[test]
+fn a_bad_app_protocol_names_line_field_and_valid_values() {
+    let src = "identity: { cert: a, key: b, trust_bundle: c }\ninbound:\n  listen: 127.0.0.1:1\n  forward_to: 127.0.0.1:2\n  app_protocol: http2\n";
+    let e = from_str(Path::new("s.yaml"), src).unwrap_err().to_string();
+    assert!(e.starts_with("s.yaml:5:"), "{e}");
+    assert!(e.contains("inbound.app_protocol"), "{e}");
+    assert!(
+        e.contains("unknown variant `http2`, expected one of `auto`, `http1`, `h2c`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn grpc_methods_are_checked_with_the_form_to_write() {
+    let src = "identity: { cert: a, key: b, trust_bundle: c }\nproxy: { listen: 127.0.0.1:3 }\noutbound:\n  x:\n    endpoints: [\"10.0.0.1:1\"]\n    server_identity: spiffe://td/x\n    retry: { grpc_methods: [/shop.Orders/Get, shop.Orders/*] }\n";
+    let e = from_str(Path::new("s.yaml"), src).unwrap_err().to_string();
+    assert!(
+        e.contains("outbound.x.retry.grpc_methods[1]: \"shop.Orders/*\" is not a gRPC method: write /package.Service/Method, or /package.Service/* for all its methods"),
+        "{e}"
+    );
+    assert!(!e.contains("grpc_methods[0]"), "{e}");
+    let ok = src.replace("shop.Orders/*", "/shop.Stock/*");
+    let c = from_str(Path::new("s.yaml"), &ok).unwrap().config;
+    let m = &c.dependencies["x"].retry.as_ref().unwrap().grpc_methods;
+    assert!(m.matches("/shop.Orders/Get") && m.matches("/shop.Stock/Reserve"));
+    assert!(!m.matches("/shop.Orders/Put"));
+}

@@ -17,6 +17,8 @@ use tollgate_config::sidecar::HostPort;
 use super::client::{classify, PeerClient};
 use crate::body::{boxed, Body};
 use crate::error::ProxyError;
+use crate::resilience::grpc;
+use crate::resilience::timeout::Deadline;
 
 /// Endpoints this call already tried (carried in request extensions across retries).
 #[derive(Clone, Default, Debug)]
@@ -175,6 +177,13 @@ impl tower::Service<Request<Body>> for Balance {
                 .path_and_query(pq)
                 .build()
                 .map_err(|e| ProxyError::Other(format!("bad request target: {e}")))?;
+            // A gRPC call's deadline goes on as the time left of it, this try included.
+            if let Some(deadline) = req.extensions().get::<Deadline>().copied() {
+                if grpc::is_grpc(req.headers()) {
+                    let left = grpc::encode_timeout(deadline.remaining());
+                    req.headers_mut().insert(grpc::GRPC_TIMEOUT, left);
+                }
+            }
             *req.version_mut() = if this.http2 {
                 Version::HTTP_2
             } else {
@@ -184,8 +193,7 @@ impl tower::Service<Request<Body>> for Balance {
                 Ok(resp) => {
                     // gRPC carries UNAVAILABLE & co. in a 200; a trailers-only answer
                     // says so at the head, which is all an endpoint verdict waits for.
-                    let ok = resp.status().as_u16() < 500
-                        && !crate::resilience::grpc::failed_at_head(&resp);
+                    let ok = resp.status().as_u16() < 500 && !grpc::failed_at_head(&resp);
                     this.endpoints.record(&ep, ok);
                     Ok(resp.map(boxed))
                 }

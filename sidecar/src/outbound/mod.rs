@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{header, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -42,13 +42,14 @@ use tower::{ServiceBuilder, ServiceExt};
 
 use self::balance::{Balance, Endpoints, Tried};
 use self::client::MtlsConnector;
-use crate::body::{boxed, full, Body};
-use crate::error::ProxyError;
+use crate::body::{boxed, Body};
+use crate::error::{ProxyError, Reply};
 use crate::identity::IdentityStore;
+use crate::inbound::{ORIG_PROTO, ORIG_PROTO_HTTP2};
 use crate::metrics::{status_class, METRICS};
 use crate::resilience::{
-    BreakerLayer, Bulkhead, BulkheadLayer, CircuitBreaker, FaultLayer, HedgeLayer, HedgePolicy,
-    RateLimitLayer, RateLimiter, RetryLayer, RetryPolicy, TimeoutLayer,
+    grpc, BreakerLayer, Bulkhead, BulkheadLayer, CircuitBreaker, FaultLayer, HedgeLayer,
+    HedgePolicy, RateLimitLayer, RateLimiter, RetryLayer, RetryPolicy, TimeoutLayer,
 };
 use crate::state::State;
 
@@ -150,7 +151,7 @@ impl DependencyRt {
             .option_layer(cfg.fault.clone().map(FaultLayer::new))
             .option_layer(rate_limit.clone().map(RateLimitLayer::new))
             .option_layer(breaker.clone().map(BreakerLayer::new))
-            .layer(TimeoutLayer::new(cfg.timeout))
+            .layer(TimeoutLayer::call_deadline(cfg.timeout))
             .option_layer(retry.clone().map(RetryLayer::new))
             .option_layer(hedge.clone().map(HedgeLayer::new))
             .layer(TimeoutLayer::new(cfg.per_try_timeout))
@@ -171,7 +172,15 @@ impl DependencyRt {
     pub async fn call(&self, state: &State, req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
         let (mut parts, body) = req.into_parts();
+        let grpc_call = grpc::is_grpc(&parts.headers);
         strip_hop_by_hop(&mut parts.headers);
+        // Tell the peer's sidecar which HTTP version our app spoke (`app_protocol: auto`).
+        parts.headers.remove(&ORIG_PROTO);
+        if parts.version == http::Version::HTTP_2 {
+            parts
+                .headers
+                .insert(ORIG_PROTO, HeaderValue::from_static(ORIG_PROTO_HTTP2));
+        }
         let tried = Tried::default();
         parts.extensions.insert(tried.clone());
         // What the span and the access-log line need, taken only when one may be written.
@@ -225,7 +234,11 @@ impl DependencyRt {
                     .outbound_requests
                     .with_label_values(&[name, e.kind()])
                     .inc();
-                (e.to_response(name), e.kind(), Some(e.to_string()))
+                (
+                    e.to_response(name, grpc_call),
+                    e.kind(),
+                    Some(e.to_string()),
+                )
             }
         };
         if let Some((method, path, request_id)) = details {
@@ -313,9 +326,15 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap) {
         header::TRANSFER_ENCODING,
         header::UPGRADE,
         header::PROXY_AUTHORIZATION,
-        header::TE,
     ] {
         h.remove(name);
+    }
+    // `te: trailers` is the one TE HTTP/2 allows, and gRPC servers refuse a call
+    // without it ("the client understands trailers": the status travels in them).
+    if h.get(header::TE)
+        .is_some_and(|v| !v.as_bytes().eq_ignore_ascii_case(b"trailers"))
+    {
+        h.remove(header::TE);
     }
     h.remove("keep-alive");
     h.remove("proxy-connection");
@@ -377,11 +396,14 @@ async fn route(state: &State, dependency: &str, req: Request<Incoming>) -> Respo
     let dep = state.snapshot.load().dependencies.get(dependency).cloned();
     match dep {
         Some(d) => d.call(state, req).await,
-        None => Response::builder()
-            .status(StatusCode::SERVICE_UNAVAILABLE)
-            .header("x-sidecar-error", "unknown_dependency")
-            .body(full(format!("no dependency named {dependency:?}\n")))
-            .unwrap_or_else(|_| Response::new(full(""))),
+        None => Reply {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            grpc_code: grpc::code::UNAVAILABLE,
+            kind: "unknown_dependency",
+            message: &format!("no dependency named {dependency:?}"),
+            retry_after: None,
+        }
+        .into_response(grpc::is_grpc(req.headers())),
     }
 }
 

@@ -19,22 +19,110 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body::{Frame, SizeHint};
 
 use super::breaker::{BreakerPermit, CallOutcome};
 use crate::body::{Body, BoxError};
 
 pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+pub const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// gRPC's `Retry-After`: how long a client's retry policy should wait.
+pub const GRPC_RETRY_PUSHBACK_MS: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
+
+/// The gRPC status codes the sidecar reads or answers with (grpc/doc/statuscodes.md).
+pub mod code {
+    pub const UNKNOWN: u32 = 2;
+    pub const DEADLINE_EXCEEDED: u32 = 4;
+    pub const PERMISSION_DENIED: u32 = 7;
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
+    pub const UNIMPLEMENTED: u32 = 12;
+    pub const INTERNAL: u32 = 13;
+    pub const UNAVAILABLE: u32 = 14;
+    pub const UNAUTHENTICATED: u32 = 16;
+}
 
 /// gRPC status codes that count as failures of the dependency.
 pub const FAILURE_CODES: [u32; 3] = [
-    4,  // DEADLINE_EXCEEDED
-    8,  // RESOURCE_EXHAUSTED
-    14, // UNAVAILABLE
+    code::DEADLINE_EXCEEDED,
+    code::RESOURCE_EXHAUSTED,
+    code::UNAVAILABLE,
 ];
+
+pub const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
+
+/// The `grpc-timeout` of a request: 1 to 8 ASCII digits and a unit, `H` hours, `M`
+/// minutes, `S` seconds, `m` milliseconds, `u` microseconds, `n` nanoseconds
+/// (grpc/doc/PROTOCOL-HTTP2.md). `None` when absent or malformed: a malformed
+/// deadline is ignored rather than taken as zero, so the configured timeout applies.
+pub fn timeout(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(&GRPC_TIMEOUT)?.as_bytes();
+    let (unit, digits) = v.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// `d` as a `grpc-timeout` value: the finest unit that holds it in 8 digits, rounded
+/// down (a deadline passed on must not be later than ours).
+pub fn encode_timeout(d: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let units: [(u128, char); 6] = [
+        (1, 'n'),
+        (1_000, 'u'),
+        (1_000_000, 'm'),
+        (1_000_000_000, 'S'),
+        (60_000_000_000, 'M'),
+        (3_600_000_000_000, 'H'),
+    ];
+    let nanos = d.as_nanos();
+    let (value, unit) = units
+        .iter()
+        .map(|&(per, unit)| (nanos / per, unit))
+        .find(|&(value, _)| value <= MAX)
+        .unwrap_or((MAX, 'H'));
+    HeaderValue::from_str(&format!("{value}{unit}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("99999999H"))
+}
+
+/// The status a gRPC client gives an HTTP status that is not 200
+/// (grpc/doc/http-grpc-status-mapping.md).
+pub fn code_of_http_status(status: u16) -> u32 {
+    match status {
+        400 => code::INTERNAL,
+        401 => code::UNAUTHENTICATED,
+        403 => code::PERMISSION_DENIED,
+        404 => code::UNIMPLEMENTED,
+        429 | 502..=504 => code::UNAVAILABLE,
+        _ => code::UNKNOWN,
+    }
+}
+
+/// `grpc-message` is percent-encoded: bytes outside printable ASCII, and `%` itself.
+pub fn encode_message(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
 
 /// What a response head says about a gRPC call's outcome.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

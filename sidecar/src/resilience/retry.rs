@@ -4,11 +4,15 @@
 //!   a failure that provably never reached the dependency (refused stream; connect
 //!   failure when `on: [connect-failure]`) is retried whatever the method;
 //! - on the configured conditions only: statuses (`retries_status`), `reset`,
-//!   `timeout` (the per-try timeout below this layer), `connect-failure`; with `5xx`, a
-//!   trailers-only gRPC failure (UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED in
-//!   the headers) counts as one. A gRPC status in the trailers cannot be retried: the
-//!   messages before it are already on their way to the app. gRPC calls are POSTs, so
-//!   like any POST they are retried only with an `Idempotency-Key`;
+//!   `timeout` (the per-try timeout below this layer), `connect-failure`;
+//! - gRPC: every call is a POST, so its HTTP method says nothing. A method listed in
+//!   `grpc_methods` is retried as an idempotent request is, and on a trailers-only
+//!   UNAVAILABLE (in the headers) whatever `on:` says: gRPC's own retry policy with
+//!   `retryableStatusCodes: [UNAVAILABLE]`. An unlisted method is retried only when
+//!   the call provably never reached the dependency. (A call with an `Idempotency-Key`
+//!   is retried with `5xx` on any trailers-only failure: UNAVAILABLE,
+//!   DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED.) A gRPC status in the trailers cannot be
+//!   retried: the messages before it are already on their way to the app;
 //! - bounded: at most `attempts` tries, each retry paid from the dependency's
 //!   [`RetryBudget`], after a backoff with full jitter; a `Retry-After` (seconds) on a
 //!   retried 503/429 replaces the backoff when it is at most `4 * backoff_max`,
@@ -141,19 +145,46 @@ pub fn safe_to_repeat(method: &Method, headers: &HeaderMap) -> bool {
     ) || headers.contains_key(IDEMPOTENCY_KEY)
 }
 
-/// Whether a try's result calls for another try, per the settings.
-fn retryable(cfg: &Retry, safe: bool, result: &Result<Response<Body>, ProxyError>) -> bool {
-    match result {
-        Ok(r) => {
-            safe && (cfg.retries_status(r.status().as_u16())
-                || (cfg.on_5xx && grpc::failed_at_head(r)))
+/// How safe repeating a call is.
+#[derive(Debug, Clone, Copy)]
+struct Repeat {
+    /// Idempotent method or `Idempotency-Key`.
+    idempotent: bool,
+    /// A gRPC call of a method listed in `grpc_methods`.
+    listed_grpc: bool,
+}
+
+impl Repeat {
+    fn of(cfg: &Retry, parts: &http::request::Parts) -> Self {
+        Self {
+            idempotent: safe_to_repeat(&parts.method, &parts.headers),
+            listed_grpc: !cfg.grpc_methods.is_empty()
+                && grpc::is_grpc(&parts.headers)
+                && cfg.grpc_methods.matches(parts.uri.path()),
         }
+    }
+
+    fn safe(self) -> bool {
+        self.idempotent || self.listed_grpc
+    }
+}
+
+/// Whether a try's result calls for another try, per the settings.
+fn retryable(cfg: &Retry, repeat: Repeat, result: &Result<Response<Body>, ProxyError>) -> bool {
+    match result {
+        Ok(r) => match grpc::head(r) {
+            grpc::GrpcHead::Status(code) => {
+                (repeat.listed_grpc && code == grpc::code::UNAVAILABLE)
+                    || (repeat.idempotent && cfg.on_5xx && grpc::is_failure_code(code))
+            }
+            _ => repeat.safe() && cfg.retries_status(r.status().as_u16()),
+        },
         // The peer refused the stream unprocessed: always safe, always worth it.
         Err(ProxyError::Refused(_)) => true,
         // Never reached the dependency either: another endpoint may do.
         Err(ProxyError::Connect(_) | ProxyError::PeerIdentity(_)) => cfg.on_connect_failure,
-        Err(ProxyError::Reset(_)) => safe && cfg.on_reset,
-        Err(ProxyError::Timeout(_)) => safe && cfg.on_timeout,
+        Err(ProxyError::Reset(_)) => repeat.safe() && cfg.on_reset,
+        Err(ProxyError::Timeout(_)) => repeat.safe() && cfg.on_timeout,
         Err(_) => false,
     }
 }
@@ -223,7 +254,7 @@ async fn run<S: InnerService>(
         return boxed_call(inner, req).await;
     }
     let (parts, body) = req.into_parts();
-    let safe = safe_to_repeat(&parts.method, &parts.headers);
+    let repeat = Repeat::of(&cfg, &parts);
     let mut replay = Replay::new(body, cfg.max_body_bytes);
     let mut retries: u32 = 0;
     loop {
@@ -233,7 +264,7 @@ async fn run<S: InnerService>(
         }
         let try_req = Request::from_parts(parts.clone(), replay.next_body());
         let result = boxed_call(inner.clone(), try_req).await;
-        if last || !retryable(&cfg, safe, &result) {
+        if last || !retryable(&cfg, repeat, &result) {
             return done(result, retries);
         }
         if !replay.replayable() {

@@ -255,6 +255,7 @@ fn retry_cfg(on_5xx: bool) -> Retry {
         on_connect_failure: false,
         on_timeout: false,
         max_body_bytes: 1024,
+        grpc_methods: Default::default(),
     }
 }
 
@@ -297,5 +298,150 @@ async fn a_status_in_the_trailers_cannot_be_retried() {
     let r = call(&svc, grpc_call_with_key()).await.unwrap();
     let c = r.into_body().collect().await.unwrap();
     assert_eq!(c.trailers().unwrap()["grpc-status"], "14");
+    assert_eq!(fake.calls(), 1);
+}
+
+#[test]
+fn grpc_timeout_parses_every_unit_and_refuses_malformed_values() {
+    use crate::resilience::grpc::{encode_timeout, timeout};
+    let parse = |v: &'static str| {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", HeaderValue::from_static(v));
+        timeout(&h)
+    };
+    let ms = Duration::from_millis;
+    assert_eq!(parse("2H"), Some(Duration::from_secs(7200)));
+    assert_eq!(parse("3M"), Some(Duration::from_secs(180)));
+    assert_eq!(parse("4S"), Some(Duration::from_secs(4)));
+    assert_eq!(parse("250m"), Some(ms(250)));
+    assert_eq!(parse("1500u"), Some(Duration::from_micros(1500)));
+    assert_eq!(parse("99999999n"), Some(Duration::from_nanos(99_999_999)));
+    assert_eq!(parse("0m"), Some(Duration::ZERO));
+    for bad in [
+        "",
+        "S",
+        "100",
+        "123456789m",
+        "1.5S",
+        "-1S",
+        "10s",
+        "10 S",
+        "1x",
+    ] {
+        assert_eq!(parse(bad), None, "{bad:?}");
+    }
+    assert_eq!(timeout(&HeaderMap::new()), None);
+
+    // Written in the finest unit that fits in 8 digits, rounded down.
+    for (d, want) in [
+        (Duration::from_nanos(99_999_999), "99999999n"),
+        (ms(100), "100000u"),
+        (
+            Duration::from_secs(100) + Duration::from_nanos(1),
+            "100000m",
+        ),
+        (Duration::from_secs(1_000_000), "1000000S"),
+        (Duration::from_secs(200_000_000), "3333333M"),
+        (Duration::from_secs(u64::MAX), "99999999H"),
+        (Duration::ZERO, "0n"),
+    ] {
+        assert_eq!(encode_timeout(d), want, "{d:?}");
+    }
+    // What is written parses back to at most the original.
+    for d in [ms(1), ms(2500), Duration::from_secs(86_400)] {
+        let mut h = HeaderMap::new();
+        h.insert("grpc-timeout", encode_timeout(d));
+        assert!(timeout(&h).unwrap() <= d);
+    }
+}
+
+fn grpc_call(path: &'static str) -> http::Request<Body> {
+    let mut r = request(Method::POST, full("\0\0\0\0\x01q"));
+    *r.uri_mut() = http::Uri::from_static(path);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    r
+}
+
+fn listing(methods: &[&str], on_5xx: bool) -> Retry {
+    let mut p = tollgate_config::error::Problems::default();
+    let methods: Vec<String> = methods.iter().map(|m| (*m).to_owned()).collect();
+    Retry {
+        grpc_methods: tollgate_config::common::retry::validate_grpc_methods("m", &methods, &mut p),
+        on_reset: true,
+        ..retry_cfg(on_5xx)
+    }
+}
+
+fn deadline_exceeded_trailers_only() -> Response<Body> {
+    grpc_head(Some("4"), empty())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_method_is_retried_on_unavailable_and_an_unlisted_one_is_not() {
+    // Listed: retried on UNAVAILABLE, even without `5xx` in the conditions.
+    let cfg = listing(&["/shop.Orders/Get", "/shop.Stock/*"], false);
+    for path in ["http://d/shop.Orders/Get", "http://d/shop.Stock/Reserve"] {
+        let fake = Fake::new([
+            Step::Respond(unavailable_trailers_only),
+            Step::Respond(ok_in_trailers),
+        ]);
+        let svc = RetryLayer::new(Arc::new(RetryPolicy::new(&cfg))).layer(fake.service());
+        let r = call(&svc, grpc_call(path)).await.unwrap();
+        assert_eq!(head(&r), GrpcHead::InTrailers, "{path}");
+        assert_eq!(fake.calls(), 2, "{path}");
+        assert_eq!(fake.bodies()[1], &b"\0\0\0\0\x01q"[..], "request replayed");
+    }
+    // Unlisted, or not a gRPC call: not retried.
+    let fake = Fake::new([Step::Respond(unavailable_trailers_only)]);
+    let svc = RetryLayer::new(Arc::new(RetryPolicy::new(&cfg))).layer(fake.service());
+    call(&svc, grpc_call("http://d/shop.Orders/Put"))
+        .await
+        .unwrap();
+    assert_eq!(fake.calls(), 1);
+    let mut not_grpc = grpc_call("http://d/shop.Orders/Get");
+    not_grpc.headers_mut().remove(header::CONTENT_TYPE);
+    call(&svc, not_grpc).await.unwrap();
+    assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_method_is_retried_on_unavailable_only_of_the_grpc_statuses() {
+    let fake = Fake::new([
+        Step::Respond(deadline_exceeded_trailers_only),
+        Step::Respond(ok_in_trailers),
+    ]);
+    let svc = RetryLayer::new(Arc::new(RetryPolicy::new(&listing(
+        &["/shop.Orders/Get"],
+        true,
+    ))))
+    .layer(fake.service());
+    let r = call(&svc, grpc_call("http://d/shop.Orders/Get"))
+        .await
+        .unwrap();
+    assert_eq!(head(&r), GrpcHead::Status(4));
+    assert_eq!(fake.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_listed_method_is_retried_on_the_conditions_like_an_idempotent_call() {
+    let fake = Fake::new([
+        Step::Fail(crate::error::ProxyError::Reset("eof".into())),
+        Step::Respond(ok_in_trailers),
+    ]);
+    let cfg = listing(&["/shop.Orders/Get"], false);
+    let svc = RetryLayer::new(Arc::new(RetryPolicy::new(&cfg))).layer(fake.service());
+    call(&svc, grpc_call("http://d/shop.Orders/Get"))
+        .await
+        .unwrap();
+    assert_eq!(fake.calls(), 2);
+    // The same reset of an unlisted method: it may have been processed.
+    let fake = Fake::new([Step::Fail(crate::error::ProxyError::Reset("eof".into()))]);
+    let svc = RetryLayer::new(Arc::new(RetryPolicy::new(&cfg))).layer(fake.service());
+    assert!(call(&svc, grpc_call("http://d/shop.Orders/Put"))
+        .await
+        .is_err());
     assert_eq!(fake.calls(), 1);
 }

@@ -99,7 +99,7 @@ async fn reconfigure_neither_refills_nor_empties_the_bucket() {
 
 #[test]
 fn a_refused_call_is_a_429_with_retry_after() {
-    let r = ProxyError::RateLimited.to_response("payments");
+    let r = ProxyError::RateLimited.to_response("payments", false);
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(r.headers().contains_key(header::RETRY_AFTER));
     assert_eq!(r.headers()["x-sidecar-error"], "rate_limited");

@@ -29,6 +29,7 @@ fn cfg() -> Retry {
         on_connect_failure: true,
         on_timeout: true,
         max_body_bytes: 1024,
+        grpc_methods: Default::default(),
     }
 }
 
