@@ -422,3 +422,110 @@ fn route_concurrency_limits_are_checked() {
         assert!(e.to_string().contains(field), "{bad}\n{e}");
     }
 }
+
+const MINIMAL: &str = r#"
+listeners: [{ name: http, address: 127.0.0.1:8080 }]
+routes: [{ name: orders, upstream: api }]
+upstreams: { api: { endpoints: [{ address: 127.0.0.1:9000 }] } }
+"#;
+
+/// `MINIMAL` with `extra` YAML appended to the route (and `top` at the top level).
+fn with_route(extra: &str, top: &str) -> Result<Loaded, ConfigError> {
+    let src = MINIMAL.replace(
+        "routes: [{ name: orders, upstream: api }]",
+        &format!("routes: [{{ name: orders, upstream: api, {extra} }}]"),
+    );
+    load_str(&format!("{top}\n{src}"))
+}
+
+#[test]
+fn idempotency_needs_redis_and_says_what_is_wrong() {
+    let e = with_route("idempotency: {}", "").unwrap_err().to_string();
+    assert!(
+        e.contains("routes[0].idempotency") && e.contains("needs a top-level `redis"),
+        "{e}"
+    );
+    let redis = "redis: { url: redis://127.0.0.1:6379 }";
+    let ok = with_route("idempotency: {}", redis).unwrap();
+    let i = ok.config.routes[0].idempotency.clone().unwrap();
+    assert_eq!(i.methods, vec![http::Method::POST, http::Method::PATCH]);
+    assert_eq!(
+        i.identity,
+        vec![
+            KeyPart::ClientIp,
+            KeyPart::Header(http::HeaderName::from_static("authorization"))
+        ]
+    );
+    assert_eq!(i.lock_timeout, std::time::Duration::from_secs(60));
+    for (bad, field, why) in [
+        ("{ ttl: 0s }", "idempotency.ttl", "between 1s and 30 days"),
+        (
+            "{ methods: [] }",
+            "idempotency.methods",
+            "at least one method",
+        ),
+        (
+            "{ methods: [POST, post] }",
+            "idempotency.methods[1]",
+            "listed twice",
+        ),
+        (
+            "{ identity: [path] }",
+            "idempotency.identity[0]",
+            "not who asks",
+        ),
+        (
+            "{ identity: [nope] }",
+            "idempotency.identity[0]",
+            "unknown key",
+        ),
+        (
+            "{ max_response_bytes: 0 }",
+            "idempotency.max_response_bytes",
+            "between 1",
+        ),
+        ("{ in_flight: maybe }", "in_flight", "unknown variant"),
+    ] {
+        let e = with_route(&format!("idempotency: {bad}"), redis)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field) && e.contains(why), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn faults_and_upstream_limits_are_checked() {
+    let e = with_route("fault: { abort_percent: 10% }", "")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("routes[0].fault.abort_percent: needs `abort_status`"),
+        "{e}"
+    );
+    for (bad, why) in [
+        (
+            "adaptive_concurrency: { min_limit: 0 }",
+            "min_limit <= max_limit",
+        ),
+        (
+            "adaptive_concurrency: { min_limit: 50, max_limit: 10 }",
+            "min_limit <= max_limit",
+        ),
+        (
+            "adaptive_concurrency: { interval: 1ms }",
+            "between 10ms and 60s",
+        ),
+        (
+            "adaptive_concurrency: { interval: 1s, min_rtt_interval: 5s }",
+            "ten intervals",
+        ),
+        ("concurrency: { max: 0 }", "upstreams.api.concurrency.max"),
+    ] {
+        let src = MINIMAL.replace(
+            "address: 127.0.0.1:9000 }] }",
+            &format!("address: 127.0.0.1:9000 }}], {bad} }}"),
+        );
+        let e = load_str(&src).unwrap_err().to_string();
+        assert!(e.contains(why), "{bad}: {e}");
+    }
+}
