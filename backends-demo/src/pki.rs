@@ -66,6 +66,7 @@ pub struct CertSpec {
 enum San {
     Uri(String),
     Dns(String),
+    Ip(std::net::IpAddr),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -272,6 +273,11 @@ impl CertSpec {
     }
 
     /// One more DNS SAN (e.g. so peers that check DNS names can verify a SPIFFE cert).
+    pub fn add_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.sans.push(San::Ip(ip));
+        self
+    }
+
     pub fn add_dns(mut self, name: &str) -> Self {
         self.sans.push(San::Dns(name.to_string()));
         self
@@ -311,6 +317,7 @@ impl CertSpec {
             params.subject_alt_names.push(match san {
                 San::Uri(u) => SanType::URI(u.as_str().try_into().with_context(bad)?),
                 San::Dns(d) => SanType::DnsName(d.as_str().try_into().with_context(bad)?),
+                San::Ip(ip) => SanType::IpAddress(*ip),
             });
         }
         params.serial_number = self.serial.map(SerialNumber::from);

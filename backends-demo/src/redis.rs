@@ -13,6 +13,15 @@ use crate::process::Proc;
 pub struct Redis {
     pub addr: SocketAddr,
     proc: Option<Proc>,
+    secure: Option<Secure>,
+}
+
+/// TLS only (no plain port) and a password, as ElastiCache with in-transit encryption
+/// and AUTH runs.
+struct Secure {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    password: String,
 }
 
 impl Redis {
@@ -21,29 +30,61 @@ impl Redis {
         let mut r = Self {
             addr: free_addr("127.0.0.1"),
             proc: None,
+            secure: None,
+        };
+        r.start().await?;
+        Ok(r)
+    }
+
+    /// Start `redis-server` answering only TLS, with the certificate and key at these
+    /// paths, and requiring `password`. [`Redis::url`] is then `rediss://:PASSWORD@...`.
+    pub async fn spawn_tls(
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        password: &str,
+    ) -> anyhow::Result<Self> {
+        let mut r = Self {
+            addr: free_addr("127.0.0.1"),
+            proc: None,
+            secure: Some(Secure {
+                cert: cert.to_owned(),
+                key: key.to_owned(),
+                password: password.to_owned(),
+            }),
         };
         r.start().await?;
         Ok(r)
     }
 
     pub fn url(&self) -> String {
-        format!("redis://{}", self.addr)
+        match &self.secure {
+            None => format!("redis://{}", self.addr),
+            Some(s) => format!("rediss://:{}@{}", s.password, self.addr),
+        }
     }
 
     async fn start(&mut self) -> anyhow::Result<()> {
         let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--bind",
-            &self.addr.ip().to_string(),
-            "--port",
-            &self.addr.port().to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--protected-mode",
-            "no",
-        ]);
+        let port = self.addr.port().to_string();
+        cmd.args(["--bind", &self.addr.ip().to_string()]);
+        match &self.secure {
+            None => cmd.args(["--port", &port]),
+            Some(s) => cmd
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
+                .arg("--tls-cert-file")
+                .arg(&s.cert)
+                .arg("--tls-key-file")
+                .arg(&s.key)
+                .args(["--requirepass", &s.password]),
+        };
+        cmd.args(["--save", "", "--appendonly", "no", "--protected-mode", "no"]);
         let mut proc = Proc::spawn(cmd, "redis-server")
             .context("starting redis-server (apt-get install redis-server)")?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -289,3 +289,61 @@ async fn a_key_over_its_limit_costs_no_round_trip() {
             > 20.0
     );
 }
+
+/// ElastiCache with in-transit encryption and AUTH: `rediss://` with a password and a
+/// private CA. With the right password the limit is shared through Redis; with a
+/// wrong one `fail_closed` says the store is unavailable (so the first half of the
+/// test cannot pass by deciding locally).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_a_password_as_elasticache_runs_them() {
+    let ca = backends_demo::pki::TestCa::new("redis-ca").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = ca
+        .issue(&backends_demo::pki::CertSpec::dns(&["redis.test"]).add_ip([127, 0, 0, 1].into()))
+        .unwrap()
+        .write(dir.path(), "redis")
+        .unwrap();
+    let ca_path = dir.path().join("ca.crt");
+    ca.write_bundle(&ca_path).unwrap();
+    let redis = Redis::spawn_tls(&cert, &key, "s3cret").await.unwrap();
+    let app = Backend::builder().id("app").spawn().await.unwrap();
+    let yaml = |url: String| {
+        GatewayConfig::new()
+            .upstream("app", &[app.addr()])
+            .set(
+                "redis",
+                json!({ "url": url, "timeout": "500ms", "ca": ca_path.display().to_string() }),
+            )
+            .set(
+                "rate_limits.shared",
+                json!({ "rate": "1/m", "burst": 3, "key": "route", "store": "redis",
+                        "on_store_error": "fail_closed" }),
+            )
+            .route_with("limited", "app", json!({ "rate_limit": "shared" }))
+            .to_yaml()
+    };
+    let (a, b) = (
+        Gateway::start(&yaml(redis.url())).await.unwrap(),
+        Gateway::start(&yaml(redis.url())).await.unwrap(),
+    );
+    let c = backends_demo::test_client();
+    let t = Instant::now();
+    let mut statuses = Vec::new();
+    for gw in [&a, &b, &a, &b] {
+        statuses.push(c.get(gw.url("/")).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429], "one limit of 3 over both");
+    println!("limited in {:?}", t.elapsed());
+
+    let wrong = redis.url().replace("s3cret", "wrong");
+    let gw = Gateway::start(&yaml(wrong)).await.unwrap();
+    let r = c.get(gw.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    println!("refused in {:?}", t.elapsed());
+    let body = r.text().await.unwrap();
+    assert!(body.contains("rate_limit_store_unavailable"), "{body}");
+    assert!(
+        !gw.log().contains("s3cret") && !gw.log().contains("wrong@"),
+        "no password in logs"
+    );
+}

@@ -111,6 +111,10 @@ pub struct RedisFile {
     /// limits locally at the policy's rate divided by this.
     #[serde(default = "one")]
     pub replicas: u32,
+    /// `rediss://` only: PEM CA certificates the server's certificate must chain to
+    /// (default: the system trust store). Relative to the config file.
+    #[serde(default)]
+    pub ca: Option<String>,
 }
 
 fn default_redis_timeout() -> HumanDuration {
@@ -127,9 +131,11 @@ pub struct RedisConfig {
     pub url: String,
     pub timeout: std::time::Duration,
     pub replicas: u32,
+    /// PEM CA certificates for `rediss://`, read when the config is loaded.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
-pub fn validate_redis(f: &RedisFile, p: &mut Problems) -> RedisConfig {
+pub fn validate_redis(f: &RedisFile, base_dir: &std::path::Path, p: &mut Problems) -> RedisConfig {
     let url = f.url.trim();
     if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
         p.push(
@@ -143,10 +149,32 @@ pub fn validate_redis(f: &RedisFile, p: &mut Problems) -> RedisConfig {
     if f.replicas == 0 {
         p.push("redis.replicas", "must be at least 1");
     }
+    let ca_pem = f.ca.as_deref().and_then(|ca| {
+        if !url.starts_with("rediss://") {
+            p.push("redis.ca", "a CA only applies to TLS: use a rediss:// url");
+            return None;
+        }
+        let path = crate::common::resolve_path(base_dir, ca);
+        match std::fs::read(&path) {
+            Ok(pem) if pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => {
+                p.push(
+                    "redis.ca",
+                    format!("{}: no PEM certificate in it", path.display()),
+                );
+                None
+            }
+            Err(e) => {
+                p.push("redis.ca", format!("{}: {e}", path.display()));
+                None
+            }
+        }
+    });
     RedisConfig {
         url: url.to_owned(),
         timeout: f.timeout.get(),
         replicas: f.replicas.max(1),
+        ca_pem,
     }
 }
 

@@ -433,20 +433,20 @@ upstreams: { api: { endpoints: [{ address: 127.0.0.1:9000 }] } }
 fn with_route(extra: &str, top: &str) -> Result<Loaded, ConfigError> {
     let src = MINIMAL.replace(
         "routes: [{ name: orders, upstream: api }]",
-        &format!("routes: [{{ name: orders, upstream: api, {extra} }}]"),
+        &format!("routes: [{{ name: orders, upstream: api {extra} }}]"),
     );
     load_str(&format!("{top}\n{src}"))
 }
 
 #[test]
 fn idempotency_needs_redis_and_says_what_is_wrong() {
-    let e = with_route("idempotency: {}", "").unwrap_err().to_string();
+    let e = with_route(", idempotency: {}", "").unwrap_err().to_string();
     assert!(
         e.contains("routes[0].idempotency") && e.contains("needs a top-level `redis"),
         "{e}"
     );
     let redis = "redis: { url: redis://127.0.0.1:6379 }";
-    let ok = with_route("idempotency: {}", redis).unwrap();
+    let ok = with_route(", idempotency: {}", redis).unwrap();
     let i = ok.config.routes[0].idempotency.clone().unwrap();
     assert_eq!(i.methods, vec![http::Method::POST, http::Method::PATCH]);
     assert_eq!(
@@ -486,7 +486,7 @@ fn idempotency_needs_redis_and_says_what_is_wrong() {
         ),
         ("{ in_flight: maybe }", "in_flight", "unknown variant"),
     ] {
-        let e = with_route(&format!("idempotency: {bad}"), redis)
+        let e = with_route(&format!(", idempotency: {bad}"), redis)
             .unwrap_err()
             .to_string();
         assert!(e.contains(field) && e.contains(why), "{bad}: {e}");
@@ -495,7 +495,7 @@ fn idempotency_needs_redis_and_says_what_is_wrong() {
 
 #[test]
 fn faults_and_upstream_limits_are_checked() {
-    let e = with_route("fault: { abort_percent: 10% }", "")
+    let e = with_route(", fault: { abort_percent: 10% }", "")
         .unwrap_err()
         .to_string();
     assert!(
@@ -528,4 +528,22 @@ fn faults_and_upstream_limits_are_checked() {
         let e = load_str(&src).unwrap_err().to_string();
         assert!(e.contains(why), "{bad}: {e}");
     }
+}
+
+#[test]
+fn a_redis_ca_needs_tls_and_a_readable_pem() {
+    let e = with_route("", "redis: { url: redis://127.0.0.1:6379, ca: ca.pem }")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("redis.ca") && e.contains("rediss://"), "{e}");
+    let e = with_route(
+        "",
+        "redis: { url: rediss://127.0.0.1:6379, ca: /nonexistent/ca.pem }",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("redis.ca") && e.contains("/nonexistent/ca.pem"),
+        "{e}"
+    );
 }

@@ -89,8 +89,17 @@ impl RedisStore {
     /// Set up the (lazy) connection; nothing is sent until the first request, so a
     /// Redis that is down at startup or reload does not stop the gateway.
     pub fn new(config: &RedisConfig) -> Result<Arc<Self>, String> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| format!("redis.url {}: {e}", redact(&config.url)))?;
+        let client = match &config.ca_pem {
+            None => redis::Client::open(config.url.as_str()),
+            Some(pem) => redis::Client::build_with_tls(
+                config.url.as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+        }
+        .map_err(|e| format!("redis.url {}: {e}", redact(&config.url)))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()

@@ -131,7 +131,7 @@ pub fn validate(
     let redis = file
         .redis
         .as_ref()
-        .map(|r| crate::gateway::ratelimit::validate_redis(r, &mut p));
+        .map(|r| crate::gateway::ratelimit::validate_redis(r, base_dir, &mut p));
     let access_log =
         crate::common::telemetry::validate_access_log(file.access_log.as_ref(), base_dir, &mut p);
     let tracing =
