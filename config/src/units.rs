@@ -152,7 +152,8 @@ impl fmt::Display for Percent {
     }
 }
 
-/// A rate: `100/s`, `6000/m`, `10/ms` is refused (too fine), `1000/h`.
+/// A rate: `100/s`, `6000/m`, `1000/h`, or a count per a whole number of units
+/// (`500/5m`, `100/30s`: what sliding windows count in). `10/ms` is refused (too fine).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Rate {
     pub count: u64,
@@ -174,7 +175,7 @@ impl FromStr for Rate {
     type Err = UnitError;
     fn from_str(input: &str) -> Result<Self, Self::Err> {
         const KIND: &str = "rate";
-        const HINT: &str = "expected a count per unit: 100/s, 6000/m, 1000/h";
+        const HINT: &str = "expected a count per unit: 100/s, 6000/m, 1000/h, 500/5m";
         let (count, unit) = input
             .trim()
             .split_once('/')
@@ -183,24 +184,40 @@ impl FromStr for Rate {
             .trim()
             .parse()
             .map_err(|_| UnitError::new(KIND, input, HINT))?;
-        let per = match unit.trim() {
+        let unit = unit.trim();
+        let digits = unit.len() - unit.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (times, unit) = unit.split_at(digits);
+        let times: u32 = match times {
+            "" => 1,
+            t => t
+                .parse()
+                .ok()
+                .filter(|n| (1..=86_400).contains(n))
+                .ok_or_else(|| UnitError::new(KIND, input, HINT))?,
+        };
+        let per = match unit {
             "s" => Duration::from_secs(1),
             "m" => Duration::from_secs(60),
             "h" => Duration::from_secs(3600),
             _ => return Err(UnitError::new(KIND, input, HINT)),
         };
-        Ok(Self { count, per })
+        Ok(Self {
+            count,
+            per: per * times,
+        })
     }
 }
 
 impl fmt::Display for Rate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let unit = match self.per.as_secs() {
-            60 => "m",
-            3600 => "h",
-            _ => "s",
-        };
-        write!(f, "{}/{unit}", self.count)
+        match self.per.as_secs() {
+            1 => write!(f, "{}/s", self.count),
+            60 => write!(f, "{}/m", self.count),
+            3600 => write!(f, "{}/h", self.count),
+            s if s % 3600 == 0 => write!(f, "{}/{}h", self.count, s / 3600),
+            s if s % 60 == 0 => write!(f, "{}/{}m", self.count, s / 60),
+            s => write!(f, "{}/{s}s", self.count),
+        }
     }
 }
 
@@ -308,6 +325,19 @@ mod tests {
         assert_eq!(r.to_string(), "6000/m");
         assert!("100".parse::<Rate>().is_err());
         assert!("100/d".parse::<Rate>().is_err());
+        for (text, count, secs) in [
+            ("500/5m", 500, 300),
+            ("100/30s", 100, 30),
+            ("10/2h", 10, 7200),
+            ("7/90s", 7, 90),
+        ] {
+            let r: Rate = text.parse().unwrap_or_default();
+            assert_eq!((r.count, r.per.as_secs()), (count, secs), "{text}");
+            assert_eq!(r.to_string(), text);
+        }
+        assert!("100/0m".parse::<Rate>().is_err());
+        assert!("100/5".parse::<Rate>().is_err());
+        assert!("100/m5".parse::<Rate>().is_err());
     }
 
     #[test]

@@ -202,3 +202,40 @@ async fn bad_policies_are_refused_with_the_field_named() {
         "{err}"
     );
 }
+
+/// "5 per 10 s" as a sliding window: five pass at once, the sixth waits until enough
+/// of the window slid past (Retry-After from the window, not a constant), and the
+/// RateLimit-Policy says q=5;w=10.
+#[tokio::test]
+async fn a_sliding_window_admits_its_count_per_window() {
+    let app = Backend::builder().id("app").spawn().await.unwrap();
+    let cfg = GatewayConfig::new()
+        .upstream("app", &[app.addr()])
+        .set(
+            "rate_limits.window",
+            json!({ "rate": "5/10s", "algorithm": "sliding_window", "key": "route" }),
+        )
+        .route_with("r", "app", json!({ "rate_limit": "window" }));
+    let gw = Gateway::start(&cfg.to_yaml()).await.unwrap();
+    let addr = gw.listen;
+    let answers = tokio::task::spawn_blocking(move || {
+        let mut c = RawConn::open(addr);
+        (0..7)
+            .map(|_| c.exchange(&get("/", "")).expect("answer"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let statuses: Vec<u16> = answers.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429, 429]);
+    let refused = &answers[5];
+    assert_eq!(
+        refused.header("ratelimit-policy"),
+        Some("\"window\";q=5;w=10")
+    );
+    // Counted at time t in window [0,10): the next fits once 1/5 of the five slid out
+    // of the next window, 10 - t + 2 s from now: between 2 and 12 s.
+    let after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((2..=12).contains(&after), "Retry-After {after}");
+    assert_eq!(app.stats().await.unwrap().requests, 5);
+}

@@ -347,3 +347,36 @@ async fn tls_and_a_password_as_elasticache_runs_them() {
         "no password in logs"
     );
 }
+
+/// A sliding window kept in Redis: two gateways share "6 per minute".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_share_one_sliding_window() {
+    let redis = Redis::spawn().await.unwrap();
+    let app = Backend::builder().id("app").spawn().await.unwrap();
+    let yaml = config(
+        app.addr(),
+        &redis,
+        json!({ "rate": "6/m", "algorithm": "sliding_window", "burst": null }),
+        "200ms",
+    );
+    let (a, b) = (
+        Gateway::start(&yaml).await.unwrap(),
+        Gateway::start(&yaml).await.unwrap(),
+    );
+    let c = backends_demo::test_client();
+    let mut statuses = Vec::new();
+    for gw in [&a, &b, &a, &b, &a, &b, &a, &b] {
+        statuses.push(c.get(gw.url("/")).send().await.unwrap().status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 429, 429]);
+    for gw in [&a, &b] {
+        let local = gw
+            .metric(
+                "gateway_rate_limit_decisions_total",
+                &[("result", "local_fallback")],
+            )
+            .await
+            .unwrap();
+        assert_eq!(local, 0.0, "decided by Redis, not locally");
+    }
+}

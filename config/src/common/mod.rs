@@ -11,6 +11,7 @@ pub mod fault;
 pub mod gcra;
 pub mod outlier_detection;
 pub mod retry;
+pub mod sliding_window;
 pub mod telemetry;
 
 use std::net::SocketAddr;

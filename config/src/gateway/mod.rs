@@ -12,7 +12,8 @@ use std::path::Path;
 pub use file::GatewayFile;
 pub use idempotency::{Idempotency, InFlight};
 pub use ratelimit::{
-    HeadersMode, KeyPart, OnStoreError, OneOrMany, RateLimitPolicy, RedisConfig, StoreFile,
+    Algorithm, HeadersMode, KeyPart, OnStoreError, OneOrMany, RateLimitPolicy, RedisConfig,
+    StoreFile,
 };
 pub use runtime::*;
 

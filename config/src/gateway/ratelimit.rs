@@ -76,6 +76,19 @@ pub struct RateLimitFile {
     /// answers, the default), `all` (on every response of the route), `off`.
     #[serde(default)]
     pub headers: HeadersMode,
+    /// `gcra` (the default: a token bucket, `burst` at once then evenly spaced) or
+    /// `sliding_window` (at most `rate`'s count in any window of `rate`'s length, e.g.
+    /// `500/5m`, as AWS WAF's rate-based rules count; no `burst`).
+    #[serde(default)]
+    pub algorithm: Algorithm,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Algorithm {
+    #[default]
+    Gcra,
+    SlidingWindow,
 }
 
 fn default_max_keys() -> usize {
@@ -211,6 +224,7 @@ pub struct RateLimitPolicy {
     pub headers: HeadersMode,
     pub store: StoreFile,
     pub on_store_error: OnStoreError,
+    pub algorithm: Algorithm,
 }
 
 const KEY_HELP: &str =
@@ -264,6 +278,23 @@ pub fn validate_policies(
         if burst == 0 {
             p.push(format!("{at}.burst"), "must be at least 1");
         }
+        if f.algorithm == Algorithm::SlidingWindow {
+            if f.burst.is_some() {
+                p.push(
+                    format!("{at}.burst"),
+                    "a sliding window has no burst: it admits up to rate's count in any window of rate's length",
+                );
+            }
+            if f.rate.count > 2_000_000 {
+                p.push(
+                    format!("{at}.rate"),
+                    "a sliding window counts at most 2000000 per window",
+                );
+            }
+            if f.rate.per < std::time::Duration::from_secs(1) {
+                p.push(format!("{at}.rate"), "a sliding window is at least 1s long");
+            }
+        }
         if f.store == StoreFile::Redis && redis.is_none() {
             p.push(
                 format!("{at}.store"),
@@ -302,6 +333,7 @@ pub fn validate_policies(
                     headers: f.headers,
                     store: f.store,
                     on_store_error: f.on_store_error,
+                    algorithm: f.algorithm,
                 },
             );
         }

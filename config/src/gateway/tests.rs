@@ -547,3 +547,36 @@ fn a_redis_ca_needs_tls_and_a_readable_pem() {
         "{e}"
     );
 }
+
+#[test]
+fn sliding_windows_have_no_burst_and_bounded_counts() {
+    for (policy, why) in [
+        (
+            "{ rate: 500/5m, algorithm: sliding_window, burst: 10 }",
+            "has no burst",
+        ),
+        (
+            "{ rate: 3000000/h, algorithm: sliding_window }",
+            "at most 2000000",
+        ),
+        ("{ rate: 5/5m, algorithm: leaky }", "unknown variant"),
+    ] {
+        let e = with_route(
+            ", rate_limit: p",
+            &format!("rate_limits: {{ p: {policy} }}"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("rate_limits.p") && e.contains(why),
+            "{policy}: {e}"
+        );
+    }
+    let ok = with_route(
+        ", rate_limit: p",
+        "rate_limits: { p: { rate: 500/5m, algorithm: sliding_window } }",
+    )
+    .unwrap();
+    let p = &ok.config.rate_limits["p"];
+    assert_eq!((p.rate.count, p.rate.per.as_secs()), (500, 300));
+}

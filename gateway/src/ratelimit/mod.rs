@@ -27,11 +27,14 @@ use http::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
 use prometheus::IntCounter;
 use tollgate_config::common::gcra::Gcra;
-use tollgate_config::gateway::{HeadersMode, KeyPart, OnStoreError, RateLimitPolicy, StoreFile};
+use tollgate_config::common::sliding_window::SlidingWindow;
+use tollgate_config::gateway::{
+    Algorithm, HeadersMode, KeyPart, OnStoreError, RateLimitPolicy, StoreFile,
+};
 
 use crate::filters::{Rejection, RequestView, Verdict};
 use crate::metrics::METRICS;
-use local::{Decision, LocalStore};
+use local::{Decision, Limit, LocalStore};
 use redis::RedisStore;
 
 pub const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -39,11 +42,11 @@ pub const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 pub struct RateLimiter {
     pub policy: RateLimitPolicy,
-    gcra: Gcra,
+    limit: Limit,
     /// The counters (`store: local`), or the fallback while Redis cannot answer.
     store: Arc<LocalStore>,
     /// `store: redis`: the shared store, and the local rate while it is unreachable.
-    redis: Option<(Arc<RedisStore>, Gcra)>,
+    redis: Option<(Arc<RedisStore>, Limit)>,
     /// `store: redis`: keys Redis refused, until when, so that a client hammering
     /// past its limit costs no round trip until it may be admitted again.
     refused: LocalStore,
@@ -93,7 +96,11 @@ impl RateLimiter {
         previous: Option<&RateLimiter>,
         redis: Option<&Arc<RedisStore>>,
     ) -> Self {
-        let gcra = Gcra::from_rate(policy.rate, policy.burst);
+        let limit_of = |rate, burst| match policy.algorithm {
+            Algorithm::Gcra => Limit::Gcra(Gcra::from_rate(rate, burst)),
+            Algorithm::SlidingWindow => Limit::Window(SlidingWindow::from_rate(rate)),
+        };
+        let limit = limit_of(policy.rate, policy.burst);
         let redis = match (policy.store, redis) {
             (StoreFile::Redis, Some(r)) => {
                 // While Redis is away each replica takes its share of the policy.
@@ -102,12 +109,16 @@ impl RateLimiter {
                     count: policy.rate.count.div_ceil(u64::from(n)),
                     per: policy.rate.per,
                 };
-                Some((r.clone(), Gcra::from_rate(rate, policy.burst.div_ceil(n))))
+                Some((r.clone(), limit_of(rate, policy.burst.div_ceil(n))))
             }
             _ => None,
         };
         let (store, hasher, origin) = match previous {
-            Some(p) if p.policy.key == policy.key && p.policy.max_keys == policy.max_keys => {
+            Some(p)
+                if p.policy.key == policy.key
+                    && p.policy.max_keys == policy.max_keys
+                    && p.policy.algorithm == policy.algorithm =>
+            {
                 (p.store.clone(), p.hasher.clone(), p.origin)
             }
             _ => (
@@ -122,8 +133,8 @@ impl RateLimiter {
                 .with_label_values(&[policy.name.as_str(), result])
         };
         Self {
-            policy_header: policy_header(&policy.name, &gcra),
-            gcra,
+            policy_header: policy_header(&policy.name, &limit),
+            limit,
             store,
             hasher,
             origin,
@@ -145,7 +156,7 @@ impl RateLimiter {
             return Verdict::Continue;
         };
         let d = match &self.redis {
-            None => self.store.check(key, &self.gcra, self.origin.elapsed()),
+            None => self.store.check(key, &self.limit, self.origin.elapsed()),
             Some((redis, local)) => {
                 let now = self.origin.elapsed();
                 if let Some(until) = self.refused.refused_until(key, now) {
@@ -159,7 +170,7 @@ impl RateLimiter {
                     }
                 } else {
                     let redis_key = format!("tollgate:rl:{{{}:{key:016x}}}", self.policy.name);
-                    match redis.check(&redis_key, &self.gcra).await {
+                    match redis.check(&redis_key, &self.limit).await {
                         Ok(d) => {
                             if !d.allowed {
                                 self.refused.refuse_until(key, now + d.retry_after, now);
@@ -280,10 +291,11 @@ pub fn hash_key(
 }
 
 /// `RateLimit-Policy: "NAME";q=BURST;w=SECONDS` (draft-ietf-httpapi-ratelimit-headers):
-/// the quota is the burst, refilled over `burst x interval`.
-fn policy_header(name: &str, gcra: &Gcra) -> HeaderValue {
-    let window = gcra.tolerance().as_secs_f64().ceil().max(1.0) as u64;
-    let v = format!("\"{}\";q={};w={window}", sf_string(name), gcra.burst());
+/// for GCRA the quota is the burst, refilled over `burst x interval`; for a sliding
+/// window, the count per window.
+fn policy_header(name: &str, limit: &Limit) -> HeaderValue {
+    let window = limit.span().as_secs_f64().ceil().max(1.0) as u64;
+    let v = format!("\"{}\";q={};w={window}", sf_string(name), limit.quota());
     HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("\"limit\""))
 }
 

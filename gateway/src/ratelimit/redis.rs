@@ -14,10 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tollgate_config::common::gcra::Gcra;
 use tollgate_config::gateway::RedisConfig;
 
-use super::local::Decision;
+use super::local::{Decision, Limit};
 use crate::metrics::METRICS;
 
 /// GCRA on the server's clock. KEYS[1]: the key. ARGV: interval and tolerance in
@@ -39,6 +38,48 @@ end
 return {0, ahead - tolerance, math.floor((tolerance - (tat - now)) / interval), tat - now}
 "#;
 
+/// The sliding window (`tollgate_config::common::sliding_window`, the same steps) on
+/// the server's clock. KEYS[1]: the key. ARGV: window and limit, window in
+/// microseconds. The key holds `index current previous` and expires two windows after
+/// its last write. Returns {allowed, retry_after_us, remaining, reset_after_us}.
+const WINDOW_SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local w = tonumber(ARGV[1])
+local limit = tonumber(ARGV[2])
+local index = math.floor(now / w)
+local elapsed = now - index * w
+local c, p = 0, 0
+local v = redis.call('GET', KEYS[1])
+if v then
+  local i, sc, sp = string.match(v, '(%d+) (%d+) (%d+)')
+  i, sc, sp = tonumber(i), tonumber(sc), tonumber(sp)
+  if i == index then c, p = sc, sp elseif i == index - 1 then p = sc end
+end
+local left = w - elapsed
+local est = p * (1 - elapsed / w) + c
+if est + 1 <= limit then
+  c = c + 1
+  redis.call('SET', KEYS[1], index .. ' ' .. c .. ' ' .. p, 'PX', math.floor(2 * w / 1000) + 1)
+  local rem = math.floor(limit - (p * (1 - elapsed / w) + c))
+  if rem < 0 then rem = 0 end
+  return {1, 0, rem, left + w}
+end
+local wait
+if c + 1 <= limit and p > 0 then
+  wait = w * (1 - (limit - 1 - c) / p) - elapsed
+else
+  local into = 0
+  if c > 0 then into = w * (1 - (limit - 1) / c) end
+  if into < 0 then into = 0 end
+  wait = left + into
+end
+if wait < 1000 then wait = 1000 end
+local reset = left
+if c > 0 then reset = left + w end
+return {0, math.floor(wait), 0, reset}
+"#;
+
 /// Consecutive failures that open the breaker, and how long it stays open.
 const BREAKER_FAILURES: u32 = 3;
 const BREAKER_OPEN: Duration = Duration::from_secs(1);
@@ -57,6 +98,7 @@ pub struct RedisStore {
     pub config: RedisConfig,
     conn: ConnectionManager,
     script: redis::Script,
+    window_script: redis::Script,
     failures: AtomicU32,
     /// Breaker open until this many ms after `origin` (0: closed).
     open_until_ms: AtomicU64,
@@ -128,6 +170,7 @@ impl RedisStore {
             config: config.clone(),
             conn,
             script: redis::Script::new(SCRIPT),
+            window_script: redis::Script::new(WINDOW_SCRIPT),
             failures: AtomicU32::new(0),
             open_until_ms: AtomicU64::new(0),
             origin: Instant::now(),
@@ -135,12 +178,21 @@ impl RedisStore {
         }))
     }
 
-    /// One GCRA step for `key` in Redis.
-    pub async fn check(&self, key: &str, gcra: &Gcra) -> Result<Decision, StoreError> {
+    /// One step of `limit` for `key` in Redis.
+    pub async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, StoreError> {
         let mut conn = self.conn.clone();
-        let mut call = self.script.key(key);
-        call.arg(micros(gcra.interval()))
-            .arg(micros(gcra.tolerance()));
+        let call = match limit {
+            Limit::Gcra(gcra) => {
+                let mut c = self.script.key(key);
+                c.arg(micros(gcra.interval())).arg(micros(gcra.tolerance()));
+                c
+            }
+            Limit::Window(w) => {
+                let mut c = self.window_script.key(key);
+                c.arg(micros(w.window())).arg(w.limit());
+                c
+            }
+        };
         let (allowed, retry_us, remaining, reset_us) = self
             .guarded(call.invoke_async::<(i64, i64, i64, i64)>(&mut conn))
             .await?;

@@ -17,6 +17,7 @@ fn policy(key: Vec<KeyPart>, headers: HeadersMode) -> RateLimitPolicy {
         headers,
         store: tollgate_config::gateway::StoreFile::Local,
         on_store_error: tollgate_config::gateway::OnStoreError::FailOpen,
+        algorithm: tollgate_config::gateway::Algorithm::Gcra,
     }
 }
 
