@@ -1,15 +1,16 @@
 //! What happens to a connection between `accept()` and HTTP: which listener it came
 //! in on, its PROXY protocol header, TLS handshake accounting, and the limits that
 //! keep slow or greedy clients from holding the gateway's connections: connections per
-//! client address, and a deadline for each whole request head (slowloris).
+//! client address, a deadline for each whole request head (slowloris), and a limit on
+//! all connections at once, reached by shedding idle ones before refusing new ones.
 //!
 //! TLS listeners use Pingora's pre-TLS hook; plain listeners a thin [`ServerApp`]
 //! wrapper around the HTTP proxy (Pingora has no hook there). Both look the listener
 //! up by the connection's local address.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,14 +29,131 @@ use crate::state::State;
 use crate::tls::TLS_METRICS;
 
 tokio::task_local! {
-    /// Set once the request head of the current cycle has been read (Pingora then
-    /// creates the request context, see `Ctx::new`).
-    static HEAD_READ: Arc<AtomicBool>;
+    /// The HTTP/1 connection the current task serves: its requests mark it busy and
+    /// idle (see `Ctx::new` and its drop).
+    static CONN: Arc<Conn>;
 }
+
+/// A new connection, before its first request head is complete.
+const FIRST: u8 = 0;
+/// Serving a request.
+const BUSY: u8 = 1;
+/// Kept alive, waiting for the next request head.
+const IDLE: u8 = 2;
+/// Chosen to be shed: closes unless a request head arrived meanwhile.
+const SHED: u8 = 3;
 
 /// Called when a request context is created: the head it came with is complete.
 pub fn head_read() {
-    let _ = HEAD_READ.try_with(|seen| seen.store(true, Ordering::Relaxed));
+    let _ = CONN.try_with(|c| c.phase.store(BUSY, Ordering::Relaxed));
+}
+
+/// Called when a request's context is dropped: the connection waits for the next
+/// head, and the head deadline starts again.
+pub fn request_done() {
+    let _ = CONN.try_with(|c| {
+        c.waiting_since_ms
+            .store(c.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        c.phase.store(IDLE, Ordering::Relaxed);
+    });
+}
+
+/// Every client connection open, by age, with its phase: what the gateway-wide
+/// connection limit sheds from.
+#[derive(Debug, Default)]
+pub struct OpenConnections {
+    next_id: AtomicU64,
+    live: Mutex<BTreeMap<u64, Arc<Conn>>>,
+}
+
+#[derive(Debug)]
+pub struct Conn {
+    phase: AtomicU8,
+    /// When the connection last started waiting for a request head (ms after `opened`).
+    waiting_since_ms: AtomicU64,
+    opened: std::time::Instant,
+    shed: tokio::sync::Notify,
+}
+
+/// A registered connection; unregistered when dropped.
+struct Registered {
+    all: Arc<OpenConnections>,
+    id: u64,
+    conn: Arc<Conn>,
+}
+
+impl OpenConnections {
+    /// Register a new connection within `limit` (0: none): at the limit, the oldest
+    /// idle keep-alive connection, else the oldest still sending its first head, is
+    /// told to close and the new one takes its place; `None` when all are busy.
+    fn admit(self: &Arc<Self>, limit: usize) -> Option<Registered> {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if limit > 0 && live.len() >= limit {
+            // Marked so that it is not chosen twice, and only if it is still waiting
+            // (a connection whose head just arrived is serving it: not a victim).
+            let oldest = |phase: u8| {
+                live.values().find(|c| {
+                    c.phase
+                        .compare_exchange(phase, SHED, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                })
+            };
+            let victim = oldest(IDLE).or_else(|| oldest(FIRST))?;
+            victim.shed.notify_one();
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
+            phase: AtomicU8::new(FIRST),
+            waiting_since_ms: AtomicU64::new(0),
+            opened: std::time::Instant::now(),
+            shed: tokio::sync::Notify::new(),
+        });
+        live.insert(id, conn.clone());
+        Some(Registered {
+            all: self.clone(),
+            id,
+            conn,
+        })
+    }
+
+    /// Connections open now.
+    pub fn len(&self) -> usize {
+        self.live.lock().map_or(0, |l| l.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut live = self.all.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.remove(&self.id);
+    }
+}
+
+/// Resolves once the connection was chosen to be shed while not serving a request.
+async fn shed_signal(conn: &Conn) {
+    loop {
+        conn.shed.notified().await;
+        if conn.phase.load(Ordering::Relaxed) == SHED {
+            return;
+        }
+    }
+}
+
+/// The default gateway-wide connection limit: half the process's open-file limit
+/// (the other half is for upstream connections, files and the admin listener), from
+/// /proc/self/limits; none when it cannot be read or is unlimited.
+pub fn default_max_connections() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(3)?.parse::<usize>().ok()
+        })
+        .map_or(0, |soft| soft / 2)
 }
 
 /// The listeners as they were bound at startup (listeners need a restart to change).
@@ -102,17 +220,29 @@ async fn prelude(listener: Option<&Entry>, stream: &mut L4Stream) -> Result<(), 
     }
 }
 
-/// Resolves when `timeout` has passed without the request head being read; never
-/// once it has been (the request then runs to its end under its own timeouts).
+/// Resolves when the connection has waited `timeout` for a request head: since it
+/// opened, or since its last request ended (a kept-alive connection). Never while a
+/// request is being served (it then runs under its own timeouts).
 ///
 /// On a kept-alive connection the time waiting for the next request counts too:
 /// Pingora reads the next head itself, so the gateway cannot see its first byte. An
 /// idle keep-alive connection is therefore closed after this long, as behind most load
 /// balancers (ALB: 60 s).
-async fn head_deadline(seen: &AtomicBool, timeout: Duration) {
-    tokio::time::sleep(timeout).await;
-    if seen.load(Ordering::Relaxed) {
-        std::future::pending::<()>().await;
+async fn head_deadline(conn: &Conn, timeout: Duration) {
+    let timeout_ms = timeout.as_millis() as u64;
+    loop {
+        let now = conn.opened.elapsed().as_millis() as u64;
+        let waited = now.saturating_sub(conn.waiting_since_ms.load(Ordering::Relaxed));
+        let busy = conn.phase.load(Ordering::Relaxed) == BUSY;
+        if !busy && waited >= timeout_ms {
+            return;
+        }
+        let next_look = if busy {
+            timeout_ms
+        } else {
+            timeout_ms - waited
+        };
+        tokio::time::sleep(Duration::from_millis(next_look.max(1))).await;
     }
 }
 
@@ -142,6 +272,9 @@ pub struct App<A> {
     pub table: Arc<ListenerTable>,
     pub state: Arc<State>,
     pub clients: Arc<ClientConnections>,
+    pub open: Arc<OpenConnections>,
+    /// `server.limits.max_connections` when not set: worked out once at startup.
+    pub default_max_connections: usize,
 }
 
 /// Open connections per client address.
@@ -223,13 +356,25 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for App<A> {
             e.accepted.inc();
             crate::metrics::GaugeGuard::new(&e.open)
         });
-        let (limit, head_timeout) = {
+        let (limit, head_timeout, max_connections) = {
             let snap = self.state.snapshot.load();
             (
                 snap.config.max_connections_per_client,
                 snap.config.request_head_timeout,
+                snap.config
+                    .max_connections
+                    .map_or(self.default_max_connections, |m| m as usize),
             )
         };
+        let Some(registered) = self.open.admit(max_connections) else {
+            closed("max_connections");
+            crate::trace::warn_sampled(
+                "max_connections",
+                &format!("closing a new connection: {max_connections} are open and all busy (server.limits.max_connections)"),
+            );
+            return None;
+        };
+        let conn = registered.conn.clone();
         let peer = stream
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
@@ -256,21 +401,24 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for App<A> {
             || stream
                 .selected_alpn_proto()
                 .is_some_and(|p| p == pingora_core::protocols::ALPN::H2);
-        let mut next = Some(stream);
-        while let Some(s) = next {
-            if h2 {
+        if h2 {
+            // Multiplexed: counted against the limit, never shed as idle, and HTTP/2
+            // has its own flow control and timeouts.
+            conn.phase.store(BUSY, Ordering::Relaxed);
+            self.inner.process_new(stream, shutdown).await;
+            return None;
+        }
+        // Pingora serves every keep-alive request of the connection in this one call.
+        let serve = CONN.scope(conn.clone(), async {
+            let mut next = Some(stream);
+            while let Some(s) = next {
                 next = self.inner.process_new(s, shutdown).await;
-                continue;
             }
-            let seen = Arc::new(AtomicBool::new(false));
-            let cycle = HEAD_READ.scope(seen.clone(), self.inner.process_new(s, shutdown));
-            next = tokio::select! {
-                n = cycle => n,
-                () = head_deadline(&seen, head_timeout) => {
-                    closed("request_head_timeout");
-                    None
-                }
-            };
+        });
+        tokio::select! {
+            () = serve => {}
+            () = head_deadline(&conn, head_timeout) => closed("request_head_timeout"),
+            () = shed_signal(&conn) => closed("shed_idle"),
         }
         None
     }

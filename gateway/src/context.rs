@@ -128,5 +128,6 @@ struct RequestGuard(Arc<State>);
 impl Drop for RequestGuard {
     fn drop(&mut self) {
         self.0.request_finished();
+        crate::connection::request_done();
     }
 }

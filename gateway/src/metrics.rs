@@ -155,7 +155,7 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     ),
     connections_closed: m::counter_vec(
         "gateway_connections_closed_total",
-        "Connections the gateway closed to protect itself, by reason (request_head_timeout, per_client_limit)",
+        "Connections the gateway closed to protect itself, by reason (request_head_timeout, per_client_limit, max_connections: refused with every connection busy, shed_idle: an idle one closed to make room)",
         &["reason"],
     ),
     idempotency: m::counter_vec(

@@ -82,6 +82,13 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     // `connection`: which listener, PROXY protocol header, handshake accounting.
     let table = Arc::new(ListenerTable::new(&cfg.listeners));
     let clients = Arc::new(connection::ClientConnections::default());
+    let open_connections = Arc::new(connection::OpenConnections::default());
+    let default_max_connections = connection::default_max_connections();
+    if cfg.max_connections.is_none() {
+        tracing::info!(
+            "server.limits.max_connections: {default_max_connections} (half the open-file limit; 0 means none)"
+        );
+    }
     for h2c in [false, true] {
         let group: Vec<_> = cfg.listeners.iter().filter(|l| l.h2c == h2c).collect();
         if group.is_empty() {
@@ -101,6 +108,8 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
             table: table.clone(),
             state: state.clone(),
             clients: clients.clone(),
+            open: open_connections.clone(),
+            default_max_connections,
         };
         let name = if h2c { "gateway-h2c" } else { "gateway" };
         let mut svc = Service::new(name.to_owned(), app);

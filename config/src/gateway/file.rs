@@ -253,6 +253,13 @@ pub struct LimitsFile {
     /// without PROXY protocol).
     #[serde(default)]
     pub max_connections_per_client: u32,
+    /// Client connections the gateway holds at once, over every listener. At the
+    /// limit a new connection takes the place of the oldest idle keep-alive one (then
+    /// of the oldest still sending its first request head); if every connection is
+    /// busy it is closed at once. Default: half the process's open-file limit, so the
+    /// other half stays for upstream connections; 0: no limit.
+    #[serde(default)]
+    pub max_connections: Option<u32>,
 }
 
 impl Default for LimitsFile {
@@ -261,6 +268,7 @@ impl Default for LimitsFile {
             max_request_header_bytes: default_max_header_bytes(),
             request_head_timeout: default_request_head_timeout(),
             max_connections_per_client: 0,
+            max_connections: None,
         }
     }
 }

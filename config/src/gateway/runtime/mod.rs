@@ -38,6 +38,9 @@ pub struct GatewayConfig {
     pub request_head_timeout: Duration,
     /// Connections per client address (0: unlimited).
     pub max_connections_per_client: u32,
+    /// `server.limits.max_connections`: `None` for the default (half the open-file
+    /// limit, worked out by the gateway), `Some(0)` for no limit.
+    pub max_connections: Option<u32>,
     /// Keep the header-name case of proxied requests and responses.
     pub preserve_header_case: bool,
     pub routes: Vec<Route>,
@@ -165,6 +168,7 @@ pub fn validate(
         watch_config: file.server.watch_config,
         request_head_timeout: file.server.limits.request_head_timeout.get(),
         max_connections_per_client: file.server.limits.max_connections_per_client,
+        max_connections: file.server.limits.max_connections,
         preserve_header_case: file.server.preserve_header_case,
         routes,
         upstreams,
