@@ -20,6 +20,8 @@
 # features (the gateway with every feature built so far, vs its plain figure),
 # telemetry (plain HTTP with the access log on at 100% and tracing at 1% sampling,
 # exported to a collector stand-in, vs all off, same rounds),
+# ratelimit (plain HTTP with one rate-limit policy per request, local and in Redis,
+# never refusing, vs none, same rounds; and p99 at 1000 req/s with and without Redis),
 # latency (fixed rates $RATES with oha, corrected for coordinated omission), idle
 # ($IDLE idle keep-alive connections: memory per connection).
 #
@@ -35,12 +37,12 @@ RATES=${RATES:-"1000 5000"}
 IDLE=${IDLE:-5000}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-SCENARIOS=${SCENARIOS:-"http https handshake h2 features telemetry latency idle sidecar"}
+SCENARIOS=${SCENARIOS:-"http https handshake h2 features telemetry ratelimit latency idle sidecar"}
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 need=()
 for pair in nginx:nginx-light haproxy:haproxy caddy:caddy wrk:wrk h2load:nghttp2-client \
-  cmake:cmake taskset:util-linux python3:python3 curl:curl; do
+  cmake:cmake taskset:util-linux python3:python3 curl:curl redis-server:redis-server; do
   command -v "${pair%%:*}" >/dev/null || need+=("${pair#*:}")
 done
 if ((${#need[@]})); then
@@ -48,7 +50,7 @@ if ((${#need[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
   # Debian starts the packaged services; this benchmark runs its own.
-  $SUDO systemctl stop nginx haproxy caddy 2>/dev/null || true
+  $SUDO systemctl stop nginx haproxy caddy redis-server 2>/dev/null || true
 fi
 command -v oha >/dev/null || cargo install oha --locked
 cargo build --release -p gateway -p tollgate-benches --bins
@@ -79,6 +81,9 @@ declare -A TLS=([nginx]=127.0.0.1:18085 [haproxy]=127.0.0.1:18089 [caddy]=127.0.
   [gateway]=127.0.0.1:18086)
 GWF=127.0.0.1:18092           # the gateway with every feature on
 GWT=127.0.0.1:18093           # the plain gateway with access log and tracing on
+GWL=127.0.0.1:18099           # the plain gateway with a local rate limit
+GWR=127.0.0.1:18100           # the plain gateway with a rate limit in Redis
+REDIS=127.0.0.1:18102
 ALL=(nginx haproxy caddy bare-pingora gateway)
 # Rows of the HTTP table: every proxy, and an earlier gateway build when BASELINE names one.
 HTTP_ROWS=("${ALL[@]}")
@@ -202,6 +207,25 @@ access_log: { enabled: true, path: $work/access.log }
 tracing: { otlp_endpoint: "http://$UP", sample_ratio: 1% }
 CONF
 target/release/gateway validate "$work/gateway-telemetry.yaml" >/dev/null
+# The plain gateway with one rate-limit policy on its route, per client address, high
+# enough never to refuse (the cost of counting, not of refusing): in memory, and in a
+# local redis-server on the load generator's CPU.
+for store in local redis; do
+  port=$([ $store = local ] && echo "$GWL" || echo "$GWR")
+  admin=$([ $store = local ] && echo 127.0.0.1:18101 || echo 127.0.0.1:18103)
+  sed -e "s/${HTTP[gateway]}/$port/" -e "s/127.0.0.1:18084/$admin/" \
+    -e "/name: https/,/tls:/d" "$work/gateway.yaml" |
+    python3 -c '
+import sys
+store = sys.argv[1]
+text = sys.stdin.read()
+text = text.replace("routes: [{ name: all, upstream: up }]", "routes: [{ name: all, upstream: up, rate_limit: rl }]")
+text += "rate_limits:\n  rl: { rate: 10000000/s, key: client_ip, store: %s }\n" % store
+if store == "redis":
+    text += "redis: { url: \"redis://%s\", timeout: 50ms }\n" % sys.argv[2]
+print(text)' "$store" "$REDIS" >"$work/gateway-rl-$store.yaml"
+  target/release/gateway validate "$work/gateway-rl-$store.yaml" >/dev/null
+done
 
 on() { taskset -c "$1" "${@:2}"; }
 # Started with taskset directly (not through a function), so $! is the proxy's pid.
@@ -229,10 +253,18 @@ if has telemetry; then
   RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/gateway --config "$work/gateway-telemetry.yaml" 2>"$work/gateway-telemetry.log" & pids+=($!)
   PID[gateway-telemetry]=$!
 fi
+if has ratelimit; then
+  taskset -c "$LOAD_CPU" redis-server --bind 127.0.0.1 --port "${REDIS##*:}" --save "" --appendonly no >"$work/redis.log" 2>&1 & pids+=($!)
+  for store in local redis; do
+    RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/gateway --config "$work/gateway-rl-$store.yaml" 2>"$work/gateway-rl-$store.log" & pids+=($!)
+    PID[gateway-rl-$store]=$!
+  done
+fi
 for _ in $(seq 50); do
   ok=1
   for p in "${HTTP_ROWS[@]}"; do curl -sf -o /dev/null "http://${HTTP[$p]}/" || ok=0; done
   if has telemetry; then curl -sf -o /dev/null "http://$GWT/" || ok=0; fi
+  if has ratelimit; then for a in "$GWL" "$GWR"; do curl -sf -o /dev/null "http://$a/" || ok=0; done; fi
   ((ok)) && break
   sleep 0.2
 done
@@ -299,6 +331,13 @@ for r in $(seq "$ROUNDS"); do
   if has telemetry; then
     wrk_run "telemetry/off" "${PID[gateway]}" "http://${HTTP[gateway]}/"
     wrk_run "telemetry/on" "${PID[gateway-telemetry]}" "http://$GWT/"
+  fi
+  if has ratelimit; then
+    wrk_run "ratelimit/none" "${PID[gateway]}" "http://${HTTP[gateway]}/"
+    wrk_run "ratelimit/local" "${PID[gateway-rl-local]}" "http://$GWL/"
+    wrk_run "ratelimit/redis" "${PID[gateway-rl-redis]}" "http://$GWR/"
+    latency_run "rl-1000/none" "http://${HTTP[gateway]}/" 1000
+    latency_run "rl-1000/redis" "http://$GWR/" 1000
   fi
   if has latency; then
     for rate in $RATES; do for p in "${ALL[@]}"; do latency_run "$rate/$p" "http://${HTTP[$p]}/" "$rate"; done; done
@@ -417,6 +456,24 @@ others=$(awk '/^## (Instructions per request|Sidecar mTLS hop)/ {keep=1} keep' b
     echo "|---|---:|---:|---:|"
     printf "| telemetry off | %.0f | %.2f | 1.00 |\n" "$(med "${RPS[telemetry/off]}")" "$off"
     printf "| access log 100%% + tracing 1%% | %.0f | %.2f | %s |\n" "$(med "${RPS[telemetry/on]}")" "$on" "$(ratio "$on" "$off")"
+  fi
+  if has ratelimit; then
+    none=$(med "${CPU[ratelimit/none]}"); loc=$(med "${CPU[ratelimit/local]}"); red=$(med "${CPU[ratelimit/redis]}")
+    echo
+    echo "## Rate-limit cost (plain HTTP keep-alive, wrk -c$CONNS)"
+    echo
+    echo "One policy per request keyed on the client address, never refusing: counted in memory, or in a"
+    echo "redis-server on the load generator's CPU (one Lua call per request), vs no policy, in the same rounds."
+    echo
+    echo "| gateway | req/s | CPU us/request | vs none |"
+    echo "|---|---:|---:|---:|"
+    printf "| no rate limit | %.0f | %.2f | 1.00 |\n" "$(med "${RPS[ratelimit/none]}")" "$none"
+    printf "| local limit | %.0f | %.2f | %s |\n" "$(med "${RPS[ratelimit/local]}")" "$loc" "$(ratio "$loc" "$none")"
+    printf "| Redis limit | %.0f | %.2f | %s |\n" "$(med "${RPS[ratelimit/redis]}")" "$red" "$(ratio "$red" "$none")"
+    echo
+    printf "At 1000 req/s (oha -c64, corrected): p50 %.0f / p99 %.0f us without a limit, %.0f / %.0f us with the Redis limit: the Redis path adds %.0f us at p99.\n" \
+      "$(med "${P50[rl-1000/none]}")" "$(med "${P99[rl-1000/none]}")" "$(med "${P50[rl-1000/redis]}")" "$(med "${P99[rl-1000/redis]}")" \
+      "$(awk -v a="$(med "${P99[rl-1000/redis]}")" -v b="$(med "${P99[rl-1000/none]}")" 'BEGIN { print a - b }')"
   fi
   if has latency; then
     echo

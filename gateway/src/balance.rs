@@ -206,6 +206,8 @@ impl UpstreamRt {
                 crate::concurrency::ConcurrencyLimit::build(
                     c,
                     previous.and_then(|p| p.concurrency.as_ref()),
+                    "upstream",
+                    &cfg.name,
                 )
             }),
             adaptive: cfg.adaptive_concurrency.map(|a| {

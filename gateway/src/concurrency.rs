@@ -20,17 +20,28 @@ pub struct ConcurrencyLimit {
     pub cfg: Concurrency,
     slots: Arc<Semaphore>,
     waiting: AtomicU32,
+    /// `gateway_concurrency_queued{scope, name}`.
+    queued: prometheus::IntGauge,
 }
 
 impl ConcurrencyLimit {
-    /// The previous limiter when its settings are unchanged, else a new one.
-    pub fn build(cfg: Concurrency, previous: Option<&Arc<Self>>) -> Arc<Self> {
+    /// The previous limiter when its settings are unchanged, else a new one. `scope`
+    /// (`route` or `upstream`) and `name` label its queue-depth gauge.
+    pub fn build(
+        cfg: Concurrency,
+        previous: Option<&Arc<Self>>,
+        scope: &str,
+        name: &str,
+    ) -> Arc<Self> {
         match previous {
             Some(p) if p.cfg == cfg => p.clone(),
             _ => Arc::new(Self {
                 cfg,
                 slots: Arc::new(Semaphore::new(cfg.max as usize)),
                 waiting: AtomicU32::new(0),
+                queued: crate::metrics::METRICS
+                    .concurrency_queued
+                    .with_label_values(&[scope, name]),
             }),
         }
     }
@@ -51,11 +62,13 @@ impl ConcurrencyLimit {
         if !queued {
             return None;
         }
+        self.queued.inc();
         let got = tokio::time::timeout(self.cfg.queue_timeout, self.slots.clone().acquire_owned())
             .await
             .ok()
             .and_then(Result::ok);
         self.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.queued.dec();
         got
     }
 
@@ -120,6 +133,8 @@ mod tests {
                 queue_timeout: Duration::from_millis(50),
             },
             None,
+            "route",
+            "t",
         )
     }
 
@@ -147,10 +162,13 @@ mod tests {
     #[test]
     fn a_reload_keeps_an_unchanged_limiter() {
         let l = limit(2, 0);
-        let same = ConcurrencyLimit::build(l.cfg, Some(&l));
+        let same = ConcurrencyLimit::build(l.cfg, Some(&l), "route", "t");
         assert!(Arc::ptr_eq(&l, &same));
         let mut other = l.cfg;
         other.max = 3;
-        assert!(!Arc::ptr_eq(&l, &ConcurrencyLimit::build(other, Some(&l))));
+        assert!(!Arc::ptr_eq(
+            &l,
+            &ConcurrencyLimit::build(other, Some(&l), "route", "t")
+        ));
     }
 }

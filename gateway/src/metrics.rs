@@ -35,6 +35,7 @@ pub struct Metrics {
     pub idempotency: IntCounterVec,
     pub faults_injected: IntCounterVec,
     pub adaptive_limit: IntGaugeVec,
+    pub concurrency_queued: IntGaugeVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -167,6 +168,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "gateway_faults_injected_total",
         "Requests delayed or aborted by a route's fault injection, by route and kind (delay, abort)",
         &["route", "kind"],
+    ),
+    concurrency_queued: m::gauge_vec(
+        "gateway_concurrency_queued",
+        "Requests waiting for a concurrency slot, by scope (route or upstream) and its name",
+        &["scope", "name"],
     ),
     adaptive_limit: m::gauge_vec(
         "gateway_upstream_adaptive_concurrency_limit",

@@ -113,6 +113,8 @@ impl RouteRt {
                 crate::concurrency::ConcurrencyLimit::build(
                     c,
                     previous.and_then(|p| p.concurrency.as_ref()),
+                    "route",
+                    &route.name,
                 )
             }),
             config: route.clone(),

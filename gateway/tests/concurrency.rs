@@ -33,7 +33,22 @@ async fn a_route_at_its_limit_queues_then_refuses_without_touching_the_backend()
             (status, retry_after, r.text().await.unwrap())
         }
     });
-    let results = futures_util::future::join_all(calls).await;
+    let queued = || async {
+        gw.metric(
+            "gateway_concurrency_queued",
+            &[("scope", "route"), ("name", "slow")],
+        )
+        .await
+        .unwrap_or(0.0)
+    };
+    let (results, seen_queued) = tokio::join!(futures_util::future::join_all(calls), async {
+        backends_demo::wait_until(std::time::Duration::from_secs(2), || async {
+            queued().await == 1.0
+        })
+        .await
+    });
+    seen_queued.expect("the queue depth shows the waiting request");
+    assert_eq!(queued().await, 0.0, "and empties");
     let ok = results.iter().filter(|(s, ..)| *s == 200).count();
     let refused: Vec<_> = results.iter().filter(|(s, ..)| *s == 503).collect();
     assert_eq!((ok, refused.len()), (3, 2), "{results:#?}");
