@@ -374,6 +374,11 @@ pub fn failure_rejection(e: &Error) -> Option<Rejection> {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => {
                     return None
                 }
+                ErrorType::ReadTimedout => Rejection::new(
+                    408,
+                    "request_body_timeout",
+                    "the request body did not arrive in time",
+                ),
                 _ => Rejection::new(400, "bad_request", "bad request"),
             },
             ErrorSource::Internal | ErrorSource::Unset => {

@@ -48,6 +48,8 @@ pub struct Ctx {
     /// The upstream's concurrency slot and adaptive-limit place, held until the end.
     pub upstream_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     pub adaptive: Option<crate::adaptive::AdaptivePermit>,
+    /// When the request body started arriving, and how much has.
+    pub body_progress: Option<(Instant, u64)>,
     _in_flight: RequestGuard,
 }
 
@@ -76,6 +78,7 @@ impl Ctx {
             idempotency: None,
             upstream_slot: None,
             adaptive: None,
+            body_progress: None,
             _in_flight: RequestGuard(state.clone()),
         }
     }

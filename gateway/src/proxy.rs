@@ -89,6 +89,10 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
 
+        if !session.is_body_empty() {
+            // Each wait for the next piece of the body (nginx's client_body_timeout).
+            session.set_read_timeout(Some(snap.config.request_body_timeout));
+        }
         let req = session.req_header();
         let host = guards::request_host(req);
         let found = snap.router.find(
@@ -248,6 +252,38 @@ impl ProxyHttp for GatewayProxy {
             }
             None => Ok(()),
         }
+    }
+
+    /// The body's pace: after the first `request_body_timeout` it must keep arriving at
+    /// `min_request_body_rate` on average (each wait is bounded by the read timeout).
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<()> {
+        let rate = ctx.snap.config.min_request_body_rate;
+        if rate == 0 || end_of_stream {
+            return Ok(());
+        }
+        let (started, bytes) = ctx
+            .body_progress
+            .get_or_insert_with(|| (std::time::Instant::now(), 0));
+        *bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        let allowed = ctx.snap.config.request_body_timeout
+            + std::time::Duration::from_secs_f64(*bytes as f64 / rate as f64);
+        if started.elapsed() > allowed {
+            let mut e = Error::explain(
+                ErrorType::ReadTimedout,
+                format!(
+                    "request body slower than {rate} bytes/s (server.limits.min_request_body_rate)"
+                ),
+            );
+            e.as_down();
+            return Err(e);
+        }
+        Ok(())
     }
 
     fn response_body_filter(

@@ -441,3 +441,80 @@ async fn a_trickled_second_request_on_a_kept_alive_connection_is_cut() {
         1.0
     );
 }
+
+/// Send a POST head announcing `total` body bytes, then `chunk` bytes every `every`
+/// until done or the gateway answers; returns the status line's code (0: closed
+/// without an answer) and how long it took.
+async fn trickle_body(
+    addr: std::net::SocketAddr,
+    total: usize,
+    chunk: usize,
+    every: Duration,
+) -> (u16, Duration) {
+    let start = Instant::now();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("POST / HTTP/1.1\r\nHost: t\r\nContent-Length: {total}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut sent = 0;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        tokio::select! {
+            r = s.read(&mut buf) => {
+                let n = r.unwrap_or(0);
+                let code = std::str::from_utf8(&buf[..n]).ok()
+                    .and_then(|t| t.get(9..12)).and_then(|c| c.parse().ok()).unwrap_or(0);
+                return (code, start.elapsed());
+            }
+            _ = tokio::time::sleep(every), if sent < total => {
+                let n = chunk.min(total - sent);
+                if s.write_all(&vec![b'x'; n]).await.is_err() {
+                    return (0, start.elapsed());
+                }
+                sent += n;
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "never answered");
+    }
+}
+
+/// A request body must keep coming: a stalled one is cut after request_body_timeout,
+/// one trickled below min_request_body_rate soon after, with 408; a slow but steady
+/// upload above the rate is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_must_keep_a_minimum_pace() {
+    let app = Backend::builder().id("app").spawn().await.unwrap();
+    let gw = Gateway::start(
+        &GatewayConfig::new()
+            .set("server.limits.request_body_timeout", "1s")
+            .set("server.limits.min_request_body_rate", 200)
+            .upstream("app", &[app.addr()])
+            .route("all", "app")
+            .to_yaml(),
+    )
+    .await
+    .unwrap();
+    // Stalled after 10 bytes.
+    let (code, took) = trickle_body(gw.listen, 1000, 10, Duration::from_secs(30)).await;
+    assert_eq!(code, 408, "stalled body: {took:?}");
+    println!("stalled body cut after {took:?}");
+    // 10 bytes every 200 ms: 50 bytes/s, below the 200 asked for.
+    let (code, took) = trickle_body(gw.listen, 100_000, 10, Duration::from_millis(200)).await;
+    assert_eq!(code, 408, "trickled body: {took:?}");
+    println!("trickled body cut after {took:?}");
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    // 200 bytes every 100 ms: 2000 bytes/s, served.
+    let (code, _) = trickle_body(gw.listen, 3000, 200, Duration::from_millis(100)).await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        gw.metric(
+            "gateway_rejected_requests_total",
+            &[("reason", "request_body_timeout")]
+        )
+        .await
+        .unwrap(),
+        2.0
+    );
+}

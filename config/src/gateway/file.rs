@@ -260,6 +260,16 @@ pub struct LimitsFile {
     /// other half stays for upstream connections; 0: no limit.
     #[serde(default)]
     pub max_connections: Option<u32>,
+    /// HTTP/1: the longest wait for the next piece of a request body (nginx's
+    /// `client_body_timeout`); past it the request is answered 408 and the connection
+    /// closed.
+    #[serde(default = "default_request_body_timeout")]
+    pub request_body_timeout: HumanDuration,
+    /// After its first `request_body_timeout`, a request body must keep arriving at
+    /// least this many bytes per second on average (Apache's `MinRate`), or it gets 408;
+    /// 0 turns it off. A client trickling a byte now and then cannot hold a request.
+    #[serde(default = "default_min_request_body_rate")]
+    pub min_request_body_rate: u64,
 }
 
 impl Default for LimitsFile {
@@ -269,8 +279,18 @@ impl Default for LimitsFile {
             request_head_timeout: default_request_head_timeout(),
             max_connections_per_client: 0,
             max_connections: None,
+            request_body_timeout: default_request_body_timeout(),
+            min_request_body_rate: default_min_request_body_rate(),
         }
     }
+}
+
+fn default_request_body_timeout() -> HumanDuration {
+    HumanDuration::from_secs(30)
+}
+
+fn default_min_request_body_rate() -> u64 {
+    500
 }
 
 fn default_request_head_timeout() -> HumanDuration {

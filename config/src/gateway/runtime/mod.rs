@@ -41,6 +41,9 @@ pub struct GatewayConfig {
     /// `server.limits.max_connections`: `None` for the default (half the open-file
     /// limit, worked out by the gateway), `Some(0)` for no limit.
     pub max_connections: Option<u32>,
+    pub request_body_timeout: Duration,
+    /// Bytes per second; 0: off.
+    pub min_request_body_rate: u64,
     /// Keep the header-name case of proxied requests and responses.
     pub preserve_header_case: bool,
     pub routes: Vec<Route>,
@@ -111,6 +114,12 @@ pub fn validate(
             "must be at least 100ms",
         );
     }
+    if file.server.limits.request_body_timeout.get() < Duration::from_millis(100) {
+        p.push(
+            "server.limits.request_body_timeout",
+            "must be at least 100ms",
+        );
+    }
     let max_request_header_bytes = file.server.limits.max_request_header_bytes;
     if !(1024..=1024 * 1024).contains(&max_request_header_bytes) {
         p.push(
@@ -169,6 +178,8 @@ pub fn validate(
         request_head_timeout: file.server.limits.request_head_timeout.get(),
         max_connections_per_client: file.server.limits.max_connections_per_client,
         max_connections: file.server.limits.max_connections,
+        request_body_timeout: file.server.limits.request_body_timeout.get(),
+        min_request_body_rate: file.server.limits.min_request_body_rate,
         preserve_header_case: file.server.preserve_header_case,
         routes,
         upstreams,
