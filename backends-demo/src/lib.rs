@@ -30,7 +30,7 @@ pub use gateway_config::GatewayConfig;
 pub use poll::{http_get_ok, test_client, wait_until};
 pub use ports::{free_addr, free_port};
 pub use process::Proc;
-pub use redis::Redis;
+pub use redis::{Redis, RedisCluster};
 
 /// Serve HTTP/1.1 and HTTP/2 on `listener` inside this process (test doubles: the OTLP
 /// receiver, the fake Kubernetes API), until the returned task is aborted.

@@ -132,3 +132,115 @@ impl Redis {
         }
     }
 }
+
+/// A real Redis Cluster for tests: `n` masters (no replicas) on free loopback ports,
+/// joined with `redis-cli --cluster create`, each node a `redis-server` process.
+pub struct RedisCluster {
+    pub nodes: Vec<SocketAddr>,
+    procs: Vec<Proc>,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisCluster {
+    pub async fn spawn(n: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let mut nodes = Vec::new();
+        let mut procs = Vec::new();
+        for i in 0..n {
+            let addr = free_addr("127.0.0.1");
+            let node_dir = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir)?;
+            let mut cmd = Command::new("redis-server");
+            cmd.current_dir(&node_dir).args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &addr.port().to_string(),
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ]);
+            procs.push(Proc::spawn(cmd, "redis-cluster-node").context("starting redis-server")?);
+            nodes.push(addr);
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for a in &nodes {
+            while tokio::net::TcpStream::connect(a).await.is_err() {
+                if tokio::time::Instant::now() > deadline {
+                    bail!("redis cluster node {a} not listening");
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(nodes.iter().map(ToString::to_string))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .context("redis-cli --cluster create (Debian's redis-tools)")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let cluster = Self {
+            nodes,
+            procs,
+            _dir: dir,
+        };
+        // Every node must agree the cluster is up before it serves keys.
+        for a in &cluster.nodes {
+            while !cluster
+                .cli(*a, &["cluster", "info"])?
+                .contains("cluster_state:ok")
+            {
+                if tokio::time::Instant::now() > deadline + Duration::from_secs(10) {
+                    bail!("redis cluster not ok on {a}");
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(cluster)
+    }
+
+    /// `redis://` of the first node (a client discovers the others).
+    pub fn url(&self) -> String {
+        format!("redis://{}", self.nodes[0])
+    }
+
+    /// Keys held by each node.
+    pub fn keys_per_node(&self) -> anyhow::Result<Vec<u64>> {
+        self.nodes
+            .iter()
+            .map(|a| {
+                let out = self.cli(*a, &["dbsize"])?;
+                out.trim().parse().context("dbsize")
+            })
+            .collect()
+    }
+
+    fn cli(&self, node: SocketAddr, args: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &node.port().to_string()])
+            .args(args)
+            .output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for p in &mut self.procs {
+            p.kill();
+        }
+    }
+}

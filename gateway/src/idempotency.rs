@@ -210,7 +210,10 @@ impl IdempotencyRt {
                 InFlight::Conflict => CONFLICT_GRACE,
             };
         loop {
-            let mut conn = self.redis.connection();
+            let mut conn = match self.redis.connection() {
+                Ok(c) => c,
+                Err(e) => return Ok(self.store_failed(&e)),
+            };
             let mut call = self.begin.key(&redis_key);
             call.arg(&fingerprint[..])
                 .arg(&token)
@@ -295,7 +298,17 @@ impl IdempotencyRt {
     /// goes to the client (so a retry right after it finds the answer), or at the end
     /// of the request for answers that never completed.
     pub async fn finish(self: Arc<Self>, p: Pending, whole: bool) {
-        let mut conn = self.redis.connection();
+        let mut conn = match self.redis.connection() {
+            Ok(c) => c,
+            Err(e) => {
+                self.counters.not_stored.inc();
+                crate::trace::warn_sampled(
+                    "idempotency_store",
+                    &format!("an idempotent response could not be stored: {e}"),
+                );
+                return;
+            }
+        };
         let storable = whole && (100..500).contains(&p.status) && !p.too_large;
         let result = if storable {
             let blob = encode(p.status, &p.headers, &p.body);

@@ -380,3 +380,75 @@ async fn two_gateways_share_one_sliding_window() {
         assert_eq!(local, 0.0, "decided by Redis, not locally");
     }
 }
+
+/// Redis Cluster (ElastiCache with cluster mode on): three masters. Limits keyed by an
+/// API key land on different nodes (each key in its own slot) and each holds; and an
+/// idempotent POST is answered from the cluster too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_spreads_keys_and_enforces_each() {
+    let cluster = backends_demo::RedisCluster::spawn(3).await.unwrap();
+    let app = Backend::builder().id("app").spawn().await.unwrap();
+    let yaml = GatewayConfig::new()
+        .upstream("app", &[app.addr()])
+        .set(
+            "redis",
+            json!({ "url": cluster.url(), "cluster": true, "timeout": "500ms" }),
+        )
+        .set(
+            "rate_limits.per-key",
+            json!({ "rate": "1/m", "burst": 2, "key": "header:x-api-key", "store": "redis",
+                    "on_store_error": "fail_closed" }),
+        )
+        .route_with(
+            "limited",
+            "app",
+            json!({ "rate_limit": "per-key", "idempotency": {} }),
+        )
+        .to_yaml();
+    let gw = Gateway::start(&yaml).await.unwrap();
+    let c = backends_demo::test_client();
+    // The cluster connection is made in the background: wait until it answers.
+    wait_until(Duration::from_secs(10), || async {
+        c.get(gw.url("/"))
+            .header("x-api-key", "probe")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() != 503)
+    })
+    .await
+    .expect("the gateway reaches the cluster");
+    for key in 0..12 {
+        let k = format!("key-{key}");
+        let statuses: Vec<u16> = futures_util::future::join_all((0..3).map(|_| {
+            let (c, url, k) = (c.clone(), gw.url("/"), k.clone());
+            async move {
+                c.get(url)
+                    .header("x-api-key", k)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16()
+            }
+        }))
+        .await;
+        let ok = statuses.iter().filter(|s| **s == 200).count();
+        assert_eq!(ok, 2, "{k}: {statuses:?}");
+    }
+    let per_node = cluster.keys_per_node().unwrap();
+    assert!(
+        per_node.iter().filter(|n| **n > 0).count() >= 2,
+        "keys spread over the nodes: {per_node:?}"
+    );
+    let post = |body: &'static str| {
+        c.post(gw.url("/"))
+            .header("x-api-key", "writer")
+            .header("idempotency-key", "k1")
+            .body(body)
+            .send()
+    };
+    assert_eq!(post("a").await.unwrap().status(), 200);
+    let again = post("a").await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert!(again.headers().contains_key("idempotent-replayed"));
+}

@@ -128,6 +128,11 @@ pub struct RedisFile {
     /// (default: the system trust store). Relative to the config file.
     #[serde(default)]
     pub ca: Option<String>,
+    /// Redis Cluster (ElastiCache with cluster mode on, Valkey cluster): `url` is one
+    /// node (or the configuration endpoint); the others are discovered, and each call
+    /// goes to the node owning its key's slot.
+    #[serde(default)]
+    pub cluster: bool,
 }
 
 fn default_redis_timeout() -> HumanDuration {
@@ -146,6 +151,7 @@ pub struct RedisConfig {
     pub replicas: u32,
     /// PEM CA certificates for `rediss://`, read when the config is loaded.
     pub ca_pem: Option<Vec<u8>>,
+    pub cluster: bool,
 }
 
 pub fn validate_redis(f: &RedisFile, base_dir: &std::path::Path, p: &mut Problems) -> RedisConfig {
@@ -188,6 +194,7 @@ pub fn validate_redis(f: &RedisFile, base_dir: &std::path::Path, p: &mut Problem
         timeout: f.timeout.get(),
         replicas: f.replicas.max(1),
         ca_pem,
+        cluster: f.cluster,
     }
 }
 

@@ -2,6 +2,9 @@
 //! server-side script per request (one round trip), with the Redis server's clock so
 //! every gateway replica agrees on time.
 //!
+//! A Redis Cluster (`redis.cluster`) is reached through the crate's cluster connection,
+//! which routes each script to the node owning its key's slot.
+//!
 //! The connection (a multiplexed, auto-reconnecting `ConnectionManager`) is driven by
 //! a runtime of its own on a background thread, so its I/O never depends on a busy
 //! Pingora worker. Every call has a deadline (`redis.timeout`); a breaker stops calling
@@ -14,6 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use tollgate_config::gateway::RedisConfig;
 
 use super::local::{Decision, Limit};
@@ -92,11 +96,13 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("redis: not called (breaker open after repeated failures)")]
     BreakerOpen,
+    #[error("redis: not connected to the cluster yet")]
+    NotConnected,
 }
 
 pub struct RedisStore {
     pub config: RedisConfig,
-    conn: ConnectionManager,
+    conn: Connection,
     script: redis::Script,
     window_script: redis::Script,
     failures: AtomicU32,
@@ -112,6 +118,53 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("url", &redact(&self.config.url))
             .finish()
+    }
+}
+
+/// A single Redis (a multiplexed, auto-reconnecting manager), or a Redis Cluster (a
+/// connection routing each call to its key's node, set once the first connect, made
+/// in the background, succeeded).
+#[derive(Clone)]
+enum Connection {
+    Single(ConnectionManager),
+    Cluster(Arc<std::sync::OnceLock<ClusterConnection>>),
+}
+
+/// A handle for one call.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
     }
 }
 
@@ -131,30 +184,14 @@ impl RedisStore {
     /// Set up the (lazy) connection; nothing is sent until the first request, so a
     /// Redis that is down at startup or reload does not stop the gateway.
     pub fn new(config: &RedisConfig) -> Result<Arc<Self>, String> {
-        let client = match &config.ca_pem {
-            None => redis::Client::open(config.url.as_str()),
-            Some(pem) => redis::Client::build_with_tls(
-                config.url.as_str(),
-                redis::TlsCertificates {
-                    client_tls: None,
-                    root_cert: Some(pem.clone()),
-                },
-            ),
-        }
-        .map_err(|e| format!("redis.url {}: {e}", redact(&config.url)))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| format!("redis runtime: {e}"))?;
-        let cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(100))))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = {
-            let _enter = runtime.enter();
-            ConnectionManager::new_lazy_with_config(client, cfg)
-                .map_err(|e| format!("redis {}: {e}", redact(&config.url)))?
+        let conn = if config.cluster {
+            Connection::Cluster(cluster(config, &runtime)?)
+        } else {
+            Connection::Single(single(config, &runtime)?)
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         std::thread::Builder::new()
@@ -177,10 +214,80 @@ impl RedisStore {
             _runtime: RuntimeThread { stop: Some(stop) },
         }))
     }
+}
 
+/// The manager of a single Redis, driven by `runtime`; lazy: nothing is sent until
+/// the first call.
+fn single(
+    config: &RedisConfig,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<ConnectionManager, String> {
+    let client = match &config.ca_pem {
+        None => redis::Client::open(config.url.as_str()),
+        Some(pem) => redis::Client::build_with_tls(
+            config.url.as_str(),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+    }
+    .map_err(|e| format!("redis.url {}: {e}", redact(&config.url)))?;
+    let cfg = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.timeout.max(Duration::from_millis(100))))
+        .set_response_timeout(Some(config.timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(500));
+    let _enter = runtime.enter();
+    ConnectionManager::new_lazy_with_config(client, cfg)
+        .map_err(|e| format!("redis {}: {e}", redact(&config.url)))
+}
+
+/// A Redis Cluster connection, made in the background on `runtime` (retried every
+/// half second until it succeeds): until then calls fail fast, as with a dead Redis.
+fn cluster(
+    config: &RedisConfig,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Arc<std::sync::OnceLock<ClusterConnection>>, String> {
+    let mut builder = redis::cluster::ClusterClient::builder(vec![config.url.as_str()])
+        .connection_timeout(config.timeout.max(Duration::from_millis(100)))
+        .response_timeout(config.timeout);
+    if let Some(pem) = &config.ca_pem {
+        builder = builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(pem.clone()),
+        });
+    }
+    let client = builder
+        .build()
+        .map_err(|e| format!("redis.url {}: {e}", redact(&config.url)))?;
+    let slot = Arc::new(std::sync::OnceLock::new());
+    let (url, filled) = (redact(&config.url), slot.clone());
+    runtime.spawn(async move {
+        loop {
+            match client.get_async_connection().await {
+                Ok(c) => {
+                    let _ = filled.set(c);
+                    tracing::info!(redis = %url, "connected to the Redis Cluster");
+                    return;
+                }
+                Err(e) => {
+                    crate::trace::warn_sampled(
+                        "redis_cluster",
+                        &format!("redis cluster {url}: {e}"),
+                    );
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    });
+    Ok(slot)
+}
+
+impl RedisStore {
     /// One step of `limit` for `key` in Redis.
     pub async fn check(&self, key: &str, limit: &Limit) -> Result<Decision, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.connection()?;
         let call = match limit {
             Limit::Gcra(gcra) => {
                 let mut c = self.script.key(key);
@@ -204,9 +311,17 @@ impl RedisStore {
         })
     }
 
-    /// A connection handle for one call (cheap: the connection is multiplexed).
-    pub fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+    /// A connection handle for one call (cheap: the connection is multiplexed), or
+    /// an error while a cluster connection is still being made.
+    pub fn connection(&self) -> Result<Conn, StoreError> {
+        match &self.conn {
+            Connection::Single(c) => Ok(Conn::Single(c.clone())),
+            Connection::Cluster(slot) => slot
+                .get()
+                .cloned()
+                .map(Conn::Cluster)
+                .ok_or(StoreError::NotConnected),
+        }
     }
 
     /// Run `call` (built on [`Self::connection`]) under the store's deadline and
