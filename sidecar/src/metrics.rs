@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 use tollgate_config::metrics as m;
 
 pub struct Metrics {
@@ -12,6 +12,11 @@ pub struct Metrics {
     pub inbound_refused: IntCounterVec,
     pub breaker_state: IntGaugeVec,
     pub in_flight: IntGaugeVec,
+    pub upgrades: IntCounterVec,
+    pub upgrades_active: IntGaugeVec,
+    pub upgrades_closed: IntCounterVec,
+    pub inbound_upgrades: IntCounterVec,
+    pub inbound_upgrades_active: IntGauge,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
@@ -45,6 +50,30 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "sidecar_outbound_in_flight",
         "Calls in flight per dependency",
         &["dependency"],
+    ),
+    upgrades: m::counter_vec(
+        "sidecar_upgrades_total",
+        "Upgraded streams (WebSocket) opened to a dependency",
+        &["dependency"],
+    ),
+    upgrades_active: m::gauge_vec(
+        "sidecar_upgrades_active",
+        "Upgraded streams open to a dependency now",
+        &["dependency"],
+    ),
+    upgrades_closed: m::counter_vec(
+        "sidecar_upgrades_closed_total",
+        "Upgraded streams to a dependency ended, by reason (closed, idle_timeout, error)",
+        &["dependency", "reason"],
+    ),
+    inbound_upgrades: m::counter_vec(
+        "sidecar_inbound_upgrades_total",
+        "Upgraded streams (WebSocket) opened into the local app, by caller",
+        &["caller"],
+    ),
+    inbound_upgrades_active: m::gauge(
+        "sidecar_inbound_upgrades_active",
+        "Upgraded streams into the local app open now",
     ),
 });
 

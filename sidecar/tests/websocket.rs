@@ -6,6 +6,8 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backends_demo::pki::{CertSpec, TestCa};
@@ -17,15 +19,20 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A WebSocket echo server in this process: every text or binary message comes back.
-async fn echo_server() -> SocketAddr {
+/// Counts the handshakes it completed.
+async fn echo_server() -> (SocketAddr, Arc<AtomicU32>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
+    let handshakes = Arc::new(AtomicU32::new(0));
+    let count = handshakes.clone();
     tokio::spawn(async move {
         while let Ok((tcp, _)) = l.accept().await {
+            let count = count.clone();
             tokio::spawn(async move {
                 let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
                     return;
                 };
+                count.fetch_add(1, Ordering::SeqCst);
                 let (mut tx, mut rx) = ws.split();
                 while let Some(Ok(m)) = rx.next().await {
                     if (m.is_text() || m.is_binary()) && tx.send(m).await.is_err() {
@@ -35,7 +42,7 @@ async fn echo_server() -> SocketAddr {
             });
         }
     });
-    addr
+    (addr, handshakes)
 }
 
 /// An app that answers `101 Switching Protocols` to every request, asked or not.
@@ -125,37 +132,63 @@ async fn echo(
 async fn websocket_echo_through_two_sidecars_outlives_the_per_try_timeout() {
     // HTTP/2 between the sidecars is the default; HTTP/1.1 must work the same.
     for protocol in ["http2", "http1"] {
-        let app = echo_server().await;
+        let (app, handshakes) = echo_server().await;
+        // A hedge after 1 ms would send every bodiless GET twice: never an upgrade.
         let p = pair(
             app,
             protocol,
-            "    timeout: 600ms\n    per_try_timeout: 300ms\n    retry: { attempts: 3 }\n    hedge_after: 50ms",
+            "    timeout: 600ms\n    per_try_timeout: 300ms\n    retry: { attempts: 3 }\n    hedge_after: 1ms",
         )
         .await;
         let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", p.out))
             .await
-            .unwrap_or_else(|e| panic!("{protocol}: handshake through the mesh: {e}\nA:\n{}\nB:\n{}", p.a.log(), p.b.log()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{protocol}: handshake through the mesh: {e}\nA:\n{}\nB:\n{}",
+                    p.a.log(),
+                    p.b.log()
+                )
+            });
         assert_eq!(resp.status(), 101, "{protocol}");
         assert_eq!(echo(&mut ws, "hello").await, "hello", "{protocol}");
+        assert_eq!(handshakes.load(Ordering::SeqCst), 1, "{protocol}");
 
         // Idle for longer than the per-try and the overall timeout: the stream lives on.
         tokio::time::sleep(Duration::from_millis(1200)).await;
-        assert_eq!(echo(&mut ws, "still there").await, "still there", "{protocol}");
+        assert_eq!(
+            echo(&mut ws, "still there").await,
+            "still there",
+            "{protocol}"
+        );
         let big = "x".repeat(256 * 1024);
         assert_eq!(echo(&mut ws, &big).await.len(), big.len(), "{protocol}");
 
         let dep = [("dependency", "app")];
-        assert_eq!(p.a.metric("sidecar_upgrades_total", &dep).await.unwrap(), 1.0);
-        assert_eq!(p.a.metric("sidecar_upgrades_active", &dep).await.unwrap(), 1.0);
+        assert_eq!(
+            p.a.metric("sidecar_upgrades_total", &dep).await.unwrap(),
+            1.0
+        );
+        assert_eq!(
+            p.a.metric("sidecar_upgrades_active", &dep).await.unwrap(),
+            1.0
+        );
         // One handshake: neither retried nor hedged.
         assert_eq!(p.a.metric("sidecar_hedges_total", &dep).await.unwrap(), 0.0);
-        assert_eq!(p.a.metric("sidecar_retries_total", &dep).await.unwrap(), 0.0);
         assert_eq!(
-            p.b.metric("sidecar_inbound_upgrades_total", &[]).await.unwrap(),
+            p.a.metric("sidecar_retries_total", &dep).await.unwrap(),
+            0.0
+        );
+        assert_eq!(
+            p.b.metric("sidecar_inbound_upgrades_total", &[])
+                .await
+                .unwrap(),
             1.0
         );
 
+        // The close handshake, then the client hangs up as WebSocket clients do.
         ws.close(None).await.unwrap();
+        while let Some(Ok(_)) = ws.next().await {}
+        drop(ws);
         wait_until(Duration::from_secs(5), || async {
             p.a.metric("sidecar_upgrades_active", &dep).await.unwrap() == 0.0
         })
@@ -181,7 +214,7 @@ async fn websocket_echo_through_two_sidecars_outlives_the_per_try_timeout() {
 
 #[tokio::test]
 async fn an_idle_upgraded_stream_is_closed_after_upgrade_idle_timeout() {
-    let app = echo_server().await;
+    let (app, _) = echo_server().await;
     let p = pair(app, "http2", "    upgrade_idle_timeout: 700ms").await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/chat", p.out))
         .await

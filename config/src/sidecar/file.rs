@@ -74,6 +74,10 @@ pub struct InboundFile {
     /// HTTP/1.1 callers as HTTP/1.1.
     #[serde(default)]
     pub app_protocol: AppProtocolFile,
+    /// An upgraded connection (WebSocket) to the app with no bytes either way for this
+    /// long is closed. `timeout` bounds only the wait for the `101`.
+    #[serde(default = "default_upgrade_idle_timeout")]
+    pub upgrade_idle_timeout: HumanDuration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -90,6 +94,9 @@ fn default_identity_header() -> String {
 }
 fn default_inbound_timeout() -> HumanDuration {
     HumanDuration::from_secs(30)
+}
+fn default_upgrade_idle_timeout() -> HumanDuration {
+    HumanDuration::from_secs(3600)
 }
 
 /// An allow-list entry: `spiffe://...` or `{ id: spiffe://..., path_prefix: /admin }`.
@@ -154,6 +161,10 @@ pub struct DependencyFile {
     /// Fault injection for chaos tests.
     #[serde(default)]
     pub fault: Option<crate::common::fault::FaultFile>,
+    /// An upgraded stream (WebSocket) with no bytes either way for this long is closed.
+    /// The timeouts above bound only the wait for the `101`, never the stream.
+    #[serde(default = "default_upgrade_idle_timeout")]
+    pub upgrade_idle_timeout: HumanDuration,
 }
 
 fn default_resolve_every() -> HumanDuration {

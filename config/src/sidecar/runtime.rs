@@ -49,6 +49,7 @@ pub struct Inbound {
     pub identity_header: HeaderName,
     pub timeout: Duration,
     pub app_protocol: AppProtocol,
+    pub upgrade_idle_timeout: Duration,
 }
 
 /// The HTTP version spoken to the local app.
@@ -107,6 +108,8 @@ pub struct Dependency {
     pub hedge_after: Option<Duration>,
     pub rate_limit: Option<Rate>,
     pub fault: Option<Fault>,
+    /// Upgraded streams (WebSocket) are closed after this long without a byte.
+    pub upgrade_idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -227,7 +230,12 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
                 return None;
             }
         };
+        let upgrade_idle_timeout = i.upgrade_idle_timeout.get();
+        if upgrade_idle_timeout.is_zero() {
+            p.push("inbound.upgrade_idle_timeout", "must be above 0");
+        }
         Some(Inbound {
+            upgrade_idle_timeout,
             listen,
             forward_to,
             allow,
@@ -347,6 +355,9 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
         if d.hedge_after.is_some_and(|h| h.get().is_zero()) {
             p.push(format!("{at}.hedge_after"), "must be above 0");
         }
+        if d.upgrade_idle_timeout.get().is_zero() {
+            p.push(format!("{at}.upgrade_idle_timeout"), "must be above 0");
+        }
         if d.rate_limit.is_some_and(|r| r.count == 0) {
             p.push(format!("{at}.rate_limit"), "must allow at least 1 request");
         }
@@ -370,6 +381,7 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
                 hedge_after: d.hedge_after.map(|h| h.get()),
                 rate_limit: d.rate_limit,
                 fault,
+                upgrade_idle_timeout: d.upgrade_idle_timeout.get(),
             },
         );
     }

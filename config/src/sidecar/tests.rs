@@ -160,3 +160,48 @@ fn grpc_methods_are_checked_with_the_form_to_write() {
     assert!(m.matches("/shop.Orders/Get") && m.matches("/shop.Stock/Reserve"));
     assert!(!m.matches("/shop.Orders/Put"));
 }
+
+#[test]
+fn upgrade_idle_timeouts_default_to_an_hour_and_are_checked() {
+    let c = from_str(Path::new("s.yaml"), GOOD).unwrap().config;
+    let hour = Duration::from_secs(3600);
+    assert_eq!(c.inbound.as_ref().unwrap().upgrade_idle_timeout, hour);
+    assert_eq!(c.dependencies["payments"].upgrade_idle_timeout, hour);
+
+    let set = GOOD
+        .replace(
+            "  forward_to: 127.0.0.1:8080\n",
+            "  forward_to: 127.0.0.1:8080\n  upgrade_idle_timeout: 10m\n",
+        )
+        .replace(
+            "    max_concurrent: 100\n",
+            "    max_concurrent: 100\n    upgrade_idle_timeout: 90s\n",
+        );
+    let c = from_str(Path::new("s.yaml"), &set).unwrap().config;
+    assert_eq!(
+        c.inbound.as_ref().unwrap().upgrade_idle_timeout,
+        Duration::from_secs(600)
+    );
+    assert_eq!(
+        c.dependencies["payments"].upgrade_idle_timeout,
+        Duration::from_secs(90)
+    );
+
+    let zero = set.replace("10m", "0s").replace("90s", "0ms");
+    let e = from_str(Path::new("s.yaml"), &zero)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("inbound.upgrade_idle_timeout: must be above 0"),
+        "{e}"
+    );
+    assert!(
+        e.contains("outbound.payments.upgrade_idle_timeout: must be above 0"),
+        "{e}"
+    );
+    let junk = set.replace("90s", "forever");
+    let e = from_str(Path::new("s.yaml"), &junk)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outbound.payments.upgrade_idle_timeout"), "{e}");
+}

@@ -8,17 +8,20 @@ use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
-use http::{Request, Response, Uri, Version};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use tollgate_config::common::balance::p2c;
 use tollgate_config::gateway::Outlier;
-use tollgate_config::outlier::{count_ejected, now_ms, record_outcome, EndpointState};
+use tollgate_config::outlier::{count_ejected, now_ms, record_outcome, EndpointState, InFlight};
 use tollgate_config::sidecar::HostPort;
 
-use super::client::{classify, PeerClient};
+use tower::ServiceExt;
+
+use super::client::{classify, classify_connect, error_chain, MtlsConnector, PeerClient};
 use crate::body::{boxed, Body};
 use crate::error::ProxyError;
 use crate::resilience::grpc;
 use crate::resilience::timeout::Deadline;
+use crate::upgrade::UpgradeCall;
 
 /// Endpoints this call already tried (carried in request extensions across retries).
 #[derive(Clone, Default, Debug)]
@@ -142,7 +145,75 @@ impl Endpoints {
 pub struct Balance {
     pub endpoints: Arc<Endpoints>,
     pub client: PeerClient,
+    /// HTTP/1.1 mTLS connections for upgrades, one per upgraded stream.
+    pub upgrade_connector: MtlsConnector,
     pub http2: bool,
+}
+
+/// Keeps an upgraded stream counted as in flight on its endpoint (in the `101`'s
+/// extensions until the relay takes it).
+#[derive(Clone)]
+pub struct EndpointHold(#[allow(dead_code)] Arc<InFlight>);
+
+impl Balance {
+    /// An upgrade on an HTTP/1.1 mTLS connection of its own: the stream will own it.
+    async fn upgrade(
+        &self,
+        ep: &Arc<EndpointState>,
+        in_flight: InFlight,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        // HTTP/1.1 to one peer: origin-form target, Host kept from the app (or the peer's).
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        *req.uri_mut() =
+            Uri::try_from(pq).map_err(|e| ProxyError::Other(format!("bad request target: {e}")))?;
+        *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(h) = HeaderValue::from_str(&ep.address.to_string()) {
+                req.headers_mut().insert(header::HOST, h);
+            }
+        }
+        let target = Uri::builder()
+            .scheme("https")
+            .authority(ep.address.to_string())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| ProxyError::Other(format!("bad endpoint: {e}")))?;
+        let result = async {
+            let conn = self
+                .upgrade_connector
+                .clone()
+                .oneshot(target)
+                .await
+                .map_err(|e| classify_connect(&*e))?;
+            let (mut send, conn) = hyper::client::conn::http1::Builder::new()
+                .handshake(conn)
+                .await
+                .map_err(|e| ProxyError::Connect(error_chain(&e)))?;
+            tokio::spawn(async move {
+                // Runs until the stream is over (the relay owns the upgraded io).
+                let _ = conn.with_upgrades().await;
+            });
+            send.send_request(req)
+                .await
+                .map_err(|e| ProxyError::Reset(error_chain(&e)))
+        }
+        .await;
+        match result {
+            Ok(mut resp) => {
+                self.endpoints.record(ep, resp.status().as_u16() < 500);
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    resp.extensions_mut()
+                        .insert(EndpointHold(Arc::new(in_flight)));
+                }
+                Ok(resp.map(boxed))
+            }
+            Err(e) => {
+                self.endpoints.record(ep, false);
+                Err(e)
+            }
+        }
+    }
 }
 
 impl tower::Service<Request<Body>> for Balance {
@@ -165,7 +236,8 @@ impl tower::Service<Request<Body>> for Balance {
             if let Some(t) = &tried {
                 t.push(ep.address);
             }
-            let _in_flight = ep.begin();
+            let in_flight = ep.begin();
+            let upgrade = req.extensions().get::<UpgradeCall>().is_some();
             let pq = req
                 .uri()
                 .path_and_query()
@@ -184,12 +256,21 @@ impl tower::Service<Request<Body>> for Balance {
                     req.headers_mut().insert(grpc::GRPC_TIMEOUT, left);
                 }
             }
+            if upgrade {
+                return this.upgrade(&ep, in_flight, req).await;
+            }
             *req.version_mut() = if this.http2 {
                 Version::HTTP_2
             } else {
                 Version::HTTP_11
             };
-            match this.client.request(req).await {
+            let result = this.client.request(req).await;
+            drop(in_flight);
+            match result {
+                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    this.endpoints.record(&ep, false);
+                    Err(ProxyError::UnexpectedUpgrade(ep.address.to_string()))
+                }
                 Ok(resp) => {
                     // gRPC carries UNAVAILABLE & co. in a 200; a trailers-only answer
                     // says so at the head, which is all an endpoint verdict waits for.
