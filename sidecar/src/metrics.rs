@@ -17,9 +17,13 @@ pub struct Metrics {
     pub upgrades_closed: IntCounterVec,
     pub inbound_upgrades: IntCounterVec,
     pub inbound_upgrades_active: IntGauge,
+    pub dependency_requests: IntCounterVec,
+    pub dependency_sent_bytes: IntCounterVec,
+    pub dependency_received_bytes: IntCounterVec,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    Metrics {
     outbound_requests: m::counter_vec(
         "sidecar_outbound_requests_total",
         "Calls to dependencies by outcome (status class, or the sidecar's own error kind)",
@@ -75,6 +79,22 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "sidecar_inbound_upgrades_active",
         "Upgraded streams into the local app open now",
     ),
+    dependency_requests: m::counter_vec(
+        "sidecar_dependency_requests_total",
+        "Requests sent to a dependency's endpoints (every try and hedge), by locality: same_zone, cross_zone, cross_region, unknown",
+        &["dependency", "locality"],
+    ),
+    dependency_sent_bytes: m::counter_vec(
+        "sidecar_dependency_sent_bytes_total",
+        "Request body bytes sent to a dependency's endpoints (and upgraded-stream bytes), by locality",
+        &["dependency", "locality"],
+    ),
+    dependency_received_bytes: m::counter_vec(
+        "sidecar_dependency_received_bytes_total",
+        "Response body bytes received from a dependency's endpoints (and upgraded-stream bytes), by locality",
+        &["dependency", "locality"],
+    ),
+}
 });
 
 pub use tollgate_config::metrics::status_class;

@@ -24,6 +24,7 @@
 
 pub mod balance;
 pub mod client;
+pub mod locality;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,12 +77,18 @@ impl DependencyRt {
         prev: Option<&DependencyRt>,
         identity: &Arc<IdentityStore>,
     ) -> Self {
+        let placement = locality::Placement {
+            zone: cfg.own_zone.clone(),
+            region: cfg.own_region.clone(),
+            zone_aware: cfg.zone_aware,
+        };
         let endpoints = match prev {
             Some(p) => {
                 p.endpoints.set_outlier(cfg.outlier.clone());
+                p.endpoints.set_placement(placement);
                 p.endpoints.clone()
             }
-            None => Endpoints::new(&cfg.name, cfg.outlier.clone()),
+            None => Endpoints::new(&cfg.name, cfg.outlier.clone(), placement),
         };
         let bulkhead = match prev {
             Some(p) => {
@@ -332,7 +339,10 @@ impl DependencyRt {
             },
             move |s| {
                 active2.dec();
-                drop(hold);
+                if let Some(bytes) = hold.and_then(|h| h.bytes) {
+                    bytes.sent_bytes.inc_by(s.a_to_b);
+                    bytes.received_bytes.inc_by(s.b_to_a);
+                }
                 METRICS
                     .upgrades_closed
                     .with_label_values(&[&name2, s.closed.as_str()])
@@ -348,9 +358,12 @@ impl DependencyRt {
             .endpoints
             .current()
             .iter()
-            .map(|e| {
+            .map(|m| {
+                let e = &m.state;
                 json!({
                     "address": e.address.to_string(),
+                    "zone": m.at.zone,
+                    "locality": m.locality.label(),
                     "ejected": e.is_ejected(now),
                     "ejections": e.ejections(),
                     "in_flight": e.in_flight(),
@@ -363,6 +376,7 @@ impl DependencyRt {
             "name": self.cfg.name,
             "listen": self.cfg.listen.map(|a| a.to_string()),
             "server_identity": self.cfg.server_identity,
+            "zone_aware": self.cfg.zone_aware.map(|z| z.min_local_healthy),
             "protocol": if self.cfg.http2 { "http2" } else { "http1" },
             "breaker": self.breaker.as_ref().map(|b| serde_json::to_value(b.snapshot()).unwrap_or_default()),
             "retry": self.retry.as_ref().map(|r| json!({
