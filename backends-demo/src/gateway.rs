@@ -196,10 +196,19 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub async fn start(yaml: &str, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        Self::start_with_env(yaml, extra, &[]).await
+    }
+
+    /// [`Sidecar::start`] with environment variables (`SIDECAR_ZONE`, ...).
+    pub async fn start_with_env(
+        yaml: &str,
+        extra: &[(&str, String)],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let admin = free_addr("127.0.0.1");
         let mut vars = vec![("ADMIN".to_owned(), admin.to_string())];
         vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        let inner = ProxyProc::start("sidecar", yaml, vars, admin, &[]).await?;
+        let inner = ProxyProc::start("sidecar", yaml, vars, admin, env).await?;
         Ok(Self { inner, admin })
     }
 }

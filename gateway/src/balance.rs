@@ -17,18 +17,14 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tollgate_config::common::locality;
 use tollgate_config::gateway::{Balance, Endpoint, Upstream};
 
 use crate::metrics::{Locality, UpstreamMetrics};
 use tollgate_config::outlier::{now_ms, EndpointState};
 
-/// Locality of an endpoint relative to this gateway.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Tier {
-    LocalZone = 0,
-    LocalRegion = 1,
-    Remote = 2,
-}
+/// Locality tier of an endpoint relative to this gateway (shared with the sidecar).
+pub use tollgate_config::common::locality::Tier;
 
 #[derive(Debug)]
 pub struct Member {
@@ -88,17 +84,7 @@ impl EndpointSet {
 }
 
 fn tier_of(e: &Endpoint, zone: Option<&str>, region: Option<&str>) -> Tier {
-    match (zone, e.zone.as_deref()) {
-        (Some(z), Some(ez)) if z == ez => return Tier::LocalZone,
-        _ => {}
-    }
-    match (region, e.region.as_deref()) {
-        (Some(r), Some(er)) if r == er => Tier::LocalRegion,
-        // Endpoints without a region are assumed to be in ours (the common single-region case).
-        (_, None) if e.zone.is_some() || zone.is_none() => Tier::LocalRegion,
-        (None, _) => Tier::LocalRegion,
-        _ => Tier::Remote,
-    }
+    Tier::of(zone, region, e.zone.as_deref(), e.region.as_deref())
 }
 
 fn hash64<T: Hash + ?Sized>(v: &T) -> u64 {
@@ -311,43 +297,15 @@ impl UpstreamRt {
         let available = |m: &Member| {
             m.state.is_available(now) && !m.cfg.draining && !tried.contains(&m.cfg.address)
         };
-        match self.cfg.zone_aware {
-            Some(za) => {
-                for tier in [Tier::LocalZone, Tier::LocalRegion, Tier::Remote] {
-                    let (mut total, mut healthy) = (0usize, 0usize);
-                    for (i, m) in members.iter().enumerate() {
-                        if m.tier == tier {
-                            total += 1;
-                            if available(m) {
-                                healthy += 1;
-                                out.push(i as u32);
-                            }
-                        }
-                    }
-                    if total > 0
-                        && healthy > 0
-                        && healthy as f64 >= za.min_local_healthy * total as f64
-                    {
-                        return true;
-                    }
-                }
-                // Below the threshold everywhere: any available endpoint will do.
-                if !out.is_empty() {
-                    return true;
-                }
-            }
-            None => {
-                out.extend(
-                    members
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, m)| available(m))
-                        .map(|(i, _)| i as u32),
-                );
-                if !out.is_empty() {
-                    return true;
-                }
-            }
+        // The locality tiers and the min_local_healthy rule: one implementation, shared.
+        if locality::candidates(
+            members,
+            self.cfg.zone_aware,
+            |m| m.tier,
+            available,
+            |i| out.push(i),
+        ) {
+            return true;
         }
         // Panic mode: nothing looks available; fail open across every endpoint.
         out.clear();

@@ -282,38 +282,8 @@ impl RouteMetrics {
     }
 }
 
-/// An endpoint's place relative to this gateway, as the cross-zone metrics label it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Locality {
-    SameZone = 0,
-    CrossZone = 1,
-    CrossRegion = 2,
-    /// The gateway's or the endpoint's zone is not configured.
-    Unknown = 3,
-}
-
-impl Locality {
-    pub const LABELS: [&'static str; 4] = ["same_zone", "cross_zone", "cross_region", "unknown"];
-
-    pub fn of(
-        zone: Option<&str>,
-        region: Option<&str>,
-        endpoint_zone: Option<&str>,
-        endpoint_region: Option<&str>,
-    ) -> Self {
-        let other_region = matches!((region, endpoint_region), (Some(a), Some(b)) if a != b);
-        match (zone, endpoint_zone) {
-            _ if other_region => Self::CrossRegion,
-            (Some(a), Some(b)) if a == b => Self::SameZone,
-            (Some(_), Some(_)) => Self::CrossZone,
-            _ => Self::Unknown,
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        Self::LABELS[self as usize]
-    }
-}
+/// An endpoint's place relative to this gateway (shared with the sidecar).
+pub use tollgate_config::common::locality::Locality;
 
 /// Traffic counters for one (upstream, locality).
 #[derive(Debug, Clone)]

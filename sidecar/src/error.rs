@@ -17,6 +17,9 @@ use http::{header, HeaderValue, Response, StatusCode};
 use crate::body::{empty, full, Body};
 use crate::resilience::grpc::{self, code};
 
+/// `x-sidecar-error` of a refused `101` (outbound from a peer, inbound from the app).
+pub const UNEXPECTED_UPGRADE: &str = "unexpected_upgrade";
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProxyError {
     #[error("bulkhead full: {max} calls already in flight")]
@@ -49,6 +52,11 @@ pub enum ProxyError {
     PeerIdentity(String),
     #[error("request body: {0}")]
     Body(String),
+    /// The peer switched protocols (`101`) for a call that did not ask to.
+    #[error(
+        "unexpected 101 Switching Protocols from {0} to a request that did not ask to upgrade"
+    )]
+    UnexpectedUpgrade(String),
     #[error("{0}")]
     Other(String),
 }
@@ -72,6 +80,7 @@ impl ProxyError {
                 | Self::Reset(_)
                 | Self::NoEndpoints
                 | Self::PeerIdentity(_)
+                | Self::UnexpectedUpgrade(_)
         )
     }
 
@@ -90,6 +99,7 @@ impl ProxyError {
             | Self::Refused(_)
             | Self::Reset(_)
             | Self::PeerIdentity(_)
+            | Self::UnexpectedUpgrade(_)
             | Self::Other(_) => StatusCode::BAD_GATEWAY,
         }
     }
@@ -109,6 +119,7 @@ impl ProxyError {
             Self::FaultInjected(_) => "fault_injected",
             Self::PeerIdentity(_) => "peer_identity",
             Self::Body(_) => "body",
+            Self::UnexpectedUpgrade(_) => UNEXPECTED_UPGRADE,
             Self::Other(_) => "error",
         }
     }
@@ -125,7 +136,7 @@ impl ProxyError {
             | Self::Reset(_)
             | Self::PeerIdentity(_) => code::UNAVAILABLE,
             Self::FaultInjected(s) => grpc::code_of_http_status(*s),
-            Self::Body(_) | Self::Other(_) => code::INTERNAL,
+            Self::Body(_) | Self::UnexpectedUpgrade(_) | Self::Other(_) => code::INTERNAL,
         }
     }
 

@@ -28,11 +28,12 @@ use tokio_rustls::TlsAcceptor;
 use tollgate_config::sidecar::AppProtocol;
 
 use crate::body::{boxed, Body};
-use crate::error::Reply;
+use crate::error::{Reply, UNEXPECTED_UPGRADE};
 use crate::identity::peer_spiffe_id;
 use crate::metrics::{status_class, METRICS};
 use crate::resilience::grpc;
 use crate::state::State;
+use crate::upgrade;
 
 /// Set by the calling sidecar to `HTTP/2` when its app spoke HTTP/2; removed before the
 /// request reaches the app.
@@ -136,7 +137,8 @@ pub async fn serve_conn(state: Arc<State>, tcp: TcpStream, peer: SocketAddr) {
         async move { Ok::<_, std::convert::Infallible>(handle(&state, &caller, req).await) }
     });
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), svc);
+    // With upgrades: a peer sidecar carries WebSockets on HTTP/1.1 (see `upgrade`).
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
     let _ = watcher.watch(conn.into_owned()).await;
 }
 
@@ -212,11 +214,18 @@ async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Resp
         );
     };
     let authority = req.uri().authority().map(|a| a.to_string());
+    // A WebSocket from the peer: our side of it, for when the app has switched too.
+    let peer_upgrade = upgrade::is_upgrade_request(req.version(), req.headers())
+        .then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     let hop = crate::telemetry::Hop::begin(&mut parts.headers, snap.config.tracing.as_ref());
     let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
     parts.uri = uri;
-    parts.version = app_version(inbound.app_protocol, &parts.headers);
+    parts.version = match peer_upgrade {
+        // An upgrade is HTTP/1.1 by nature, whatever `app_protocol` says.
+        Some(_) => Version::HTTP_11,
+        None => app_version(inbound.app_protocol, &parts.headers),
+    };
     parts.headers.remove(&ORIG_PROTO);
     if parts.version == Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
         if let Some(a) = authority.and_then(|a| http::HeaderValue::from_str(&a).ok()) {
@@ -235,7 +244,42 @@ async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Resp
     }
     let fwd = Request::from_parts(parts, boxed(body));
     let mut error = None;
-    let (resp, status) = match tokio::time::timeout(timeout, state.app_client.request(fwd)).await {
+    let call = async {
+        match peer_upgrade {
+            Some(_) => upgrade_to_app(inbound.forward_to, fwd).await,
+            None => state
+                .app_client
+                .request(fwd)
+                .await
+                .map_err(|e| e.to_string()),
+        }
+    };
+    // `timeout` bounds the wait for the answer (a 101 included), never the stream.
+    let (resp, status) = match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(mut r)) if r.status() == StatusCode::SWITCHING_PROTOCOLS => match peer_upgrade {
+            Some(peer_side) => {
+                relay_to_app(
+                    caller,
+                    peer_side,
+                    hyper::upgrade::on(&mut r),
+                    inbound.upgrade_idle_timeout,
+                );
+                (r.map(boxed), StatusCode::SWITCHING_PROTOCOLS)
+            }
+            None => {
+                tracing::warn!(
+                    "local app {}: 101 to a request that did not ask to upgrade",
+                    inbound.forward_to
+                );
+                error = Some("local app switched protocols unasked".to_owned());
+                let status = StatusCode::BAD_GATEWAY;
+                let message = "local app switched protocols on a request that did not ask to";
+                (
+                    reply(grpc_call, status, UNEXPECTED_UPGRADE, message),
+                    status,
+                )
+            }
+        },
         Ok(Ok(r)) => {
             let status = r.status();
             (r.map(boxed), status)
@@ -274,6 +318,52 @@ async fn handle(state: &State, caller: &str, mut req: Request<Incoming>) -> Resp
         .with_label_values(&[caller, status_class(status)])
         .inc();
     resp
+}
+
+/// An upgrade to the app on a connection of its own (the stream will own it).
+async fn upgrade_to_app(app: SocketAddr, req: Request<Body>) -> Result<Response<Incoming>, String> {
+    let tcp = TcpStream::connect(app)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let (mut send, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    // HTTP/1.1 to the app: origin-form target (the Host header is already set).
+    let (mut parts, body) = req.into_parts();
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .parse()
+        .map_err(|e| format!("bad request target: {e}"))?;
+    send.send_request(Request::from_parts(parts, body))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn relay_to_app(
+    caller: &str,
+    peer_side: hyper::upgrade::OnUpgrade,
+    app_side: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+) {
+    let opened = METRICS.inbound_upgrades.with_label_values(&[caller]);
+    upgrade::spawn_relay(
+        format!("inbound from {caller}"),
+        peer_side,
+        app_side,
+        idle,
+        move || {
+            opened.inc();
+            METRICS.inbound_upgrades_active.inc();
+        },
+        |_| METRICS.inbound_upgrades_active.dec(),
+    );
 }
 
 #[cfg(test)]

@@ -19,3 +19,4 @@ pub mod resilience;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod upgrade;

@@ -2,7 +2,7 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{HistogramVec, IntCounterVec, IntGaugeVec};
+use prometheus::{HistogramVec, IntCounterVec, IntGauge, IntGaugeVec};
 use tollgate_config::metrics as m;
 
 pub struct Metrics {
@@ -12,9 +12,18 @@ pub struct Metrics {
     pub inbound_refused: IntCounterVec,
     pub breaker_state: IntGaugeVec,
     pub in_flight: IntGaugeVec,
+    pub upgrades: IntCounterVec,
+    pub upgrades_active: IntGaugeVec,
+    pub upgrades_closed: IntCounterVec,
+    pub inbound_upgrades: IntCounterVec,
+    pub inbound_upgrades_active: IntGauge,
+    pub dependency_requests: IntCounterVec,
+    pub dependency_sent_bytes: IntCounterVec,
+    pub dependency_received_bytes: IntCounterVec,
 }
 
-pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    Metrics {
     outbound_requests: m::counter_vec(
         "sidecar_outbound_requests_total",
         "Calls to dependencies by outcome (status class, or the sidecar's own error kind)",
@@ -46,6 +55,46 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| Metrics {
         "Calls in flight per dependency",
         &["dependency"],
     ),
+    upgrades: m::counter_vec(
+        "sidecar_upgrades_total",
+        "Upgraded streams (WebSocket) opened to a dependency",
+        &["dependency"],
+    ),
+    upgrades_active: m::gauge_vec(
+        "sidecar_upgrades_active",
+        "Upgraded streams open to a dependency now",
+        &["dependency"],
+    ),
+    upgrades_closed: m::counter_vec(
+        "sidecar_upgrades_closed_total",
+        "Upgraded streams to a dependency ended, by reason (closed, idle_timeout, error)",
+        &["dependency", "reason"],
+    ),
+    inbound_upgrades: m::counter_vec(
+        "sidecar_inbound_upgrades_total",
+        "Upgraded streams (WebSocket) opened into the local app, by caller",
+        &["caller"],
+    ),
+    inbound_upgrades_active: m::gauge(
+        "sidecar_inbound_upgrades_active",
+        "Upgraded streams into the local app open now",
+    ),
+    dependency_requests: m::counter_vec(
+        "sidecar_dependency_requests_total",
+        "Requests sent to a dependency's endpoints (every try and hedge), by locality: same_zone, cross_zone, cross_region, unknown",
+        &["dependency", "locality"],
+    ),
+    dependency_sent_bytes: m::counter_vec(
+        "sidecar_dependency_sent_bytes_total",
+        "Request body bytes sent to a dependency's endpoints (and upgraded-stream bytes), by locality",
+        &["dependency", "locality"],
+    ),
+    dependency_received_bytes: m::counter_vec(
+        "sidecar_dependency_received_bytes_total",
+        "Response body bytes received from a dependency's endpoints (and upgraded-stream bytes), by locality",
+        &["dependency", "locality"],
+    ),
+}
 });
 
 pub use tollgate_config::metrics::status_class;

@@ -1,7 +1,7 @@
 //! What the gateway's and the sidecar's configs share, written once: socket-address
 //! parsing, paths relative to the config file, retry conditions and outlier detection
 //! (file type, runtime type and validation), and the small hot-path algorithms both
-//! proxies run per request (power of two choices, GCRA).
+//! proxies run per request (power of two choices, GCRA, zone-aware locality tiers).
 //!
 //! Each config module validates its own objects; it calls in here for the pieces whose
 //! syntax and error messages must be the same in both files.
@@ -9,6 +9,7 @@
 pub mod balance;
 pub mod fault;
 pub mod gcra;
+pub mod locality;
 pub mod outlier_detection;
 pub mod retry;
 pub mod sliding_window;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::common::outlier_detection::OutlierFile;
 pub use crate::common::retry::{RetryCondition, RetryOnFile};
-use crate::units::{HumanDuration, Percent};
+use crate::units::HumanDuration;
 
 /// The gateway's configuration file.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -581,17 +581,8 @@ pub struct HashOnFile {
     pub client_ip: bool,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ZoneAwareFile {
-    /// Stay in the local zone while at least this share of its endpoints is healthy.
-    #[serde(default = "default_min_local_healthy")]
-    pub min_local_healthy: Percent,
-}
-
-fn default_min_local_healthy() -> Percent {
-    Percent::new_const(50.0)
-}
+/// Shared with the sidecar's dependencies.
+pub use crate::common::locality::ZoneAwareFile;
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -14,6 +14,14 @@ use crate::units::{HumanDuration, Percent, Rate};
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SidecarFile {
+    /// This pod's availability zone (e.g. `us-east-1a`), for zone-aware routing and the
+    /// cross-zone metrics. The environment variable `SIDECAR_ZONE`, when set, takes
+    /// precedence (Kubernetes: from the node's `topology.kubernetes.io/zone` label).
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// This pod's region (e.g. `us-east-1`); `SIDECAR_REGION` takes precedence.
+    #[serde(default)]
+    pub region: Option<String>,
     /// This workload's certificate, key and the trust bundle, as cert-manager or SPIRE
     /// write them. Watched: rotation applies to new connections.
     pub identity: IdentityFile,
@@ -74,6 +82,10 @@ pub struct InboundFile {
     /// HTTP/1.1 callers as HTTP/1.1.
     #[serde(default)]
     pub app_protocol: AppProtocolFile,
+    /// An upgraded connection (WebSocket) to the app with no bytes either way for this
+    /// long is closed. `timeout` bounds only the wait for the `101`.
+    #[serde(default = "default_upgrade_idle_timeout")]
+    pub upgrade_idle_timeout: HumanDuration,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
@@ -90,6 +102,9 @@ fn default_identity_header() -> String {
 }
 fn default_inbound_timeout() -> HumanDuration {
     HumanDuration::from_secs(30)
+}
+fn default_upgrade_idle_timeout() -> HumanDuration {
+    HumanDuration::from_secs(3600)
 }
 
 /// An allow-list entry: `spiffe://...` or `{ id: spiffe://..., path_prefix: /admin }`.
@@ -115,8 +130,9 @@ pub struct DependencyFile {
     /// Loopback `IP:PORT` the app calls, e.g. `127.0.0.1:15101`.
     #[serde(default)]
     pub listen: Option<String>,
-    /// Peer sidecars, `HOST:PORT` (IPs, or names re-resolved every `resolve_every`).
-    pub endpoints: Vec<String>,
+    /// Peer sidecars, `HOST:PORT` (IPs, or names re-resolved every `resolve_every`), or
+    /// `{ address: HOST:PORT, zone, region }` for zone-aware routing.
+    pub endpoints: Vec<DependencyEndpointFile>,
     #[serde(default = "default_resolve_every")]
     pub resolve_every: HumanDuration,
     /// The SPIFFE id the peer must present.
@@ -154,6 +170,44 @@ pub struct DependencyFile {
     /// Fault injection for chaos tests.
     #[serde(default)]
     pub fault: Option<crate::common::fault::FaultFile>,
+    /// Prefer endpoints in this sidecar's zone while enough of them are healthy (the
+    /// gateway's rule); needs the sidecar's `zone` and the endpoints' zones.
+    #[serde(default)]
+    pub zone_aware: Option<crate::common::locality::ZoneAwareFile>,
+    /// An upgraded stream (WebSocket) with no bytes either way for this long is closed.
+    /// The timeouts above bound only the wait for the `101`, never the stream.
+    #[serde(default = "default_upgrade_idle_timeout")]
+    pub upgrade_idle_timeout: HumanDuration,
+}
+
+/// A peer sidecar: `HOST:PORT`, or `{ address: HOST:PORT, zone, region }`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum DependencyEndpointFile {
+    Address(String),
+    Located(LocatedEndpointFile),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocatedEndpointFile {
+    /// `HOST:PORT`; a name's addresses all get this zone.
+    pub address: String,
+    /// The endpoint's availability zone.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The endpoint's region (default: the sidecar's own).
+    #[serde(default)]
+    pub region: Option<String>,
+}
+
+impl DependencyEndpointFile {
+    pub fn address(&self) -> &str {
+        match self {
+            Self::Address(a) => a,
+            Self::Located(l) => &l.address,
+        }
+    }
 }
 
 fn default_resolve_every() -> HumanDuration {

@@ -19,11 +19,21 @@ pub struct Loaded {
     pub version: String,
 }
 
-/// Parse and validate sidecar config text; relative paths are relative to `file`'s directory.
+/// Parse and validate sidecar config text; relative paths are relative to `file`'s
+/// directory; `SIDECAR_ZONE`/`SIDECAR_REGION` from the process environment.
 pub fn from_str(file: &Path, source: &str) -> Result<Loaded, ConfigError> {
+    from_str_with_env(file, source, &SidecarEnv::from_process_env())
+}
+
+/// [`from_str`] with the environment's values given (tests).
+pub fn from_str_with_env(
+    file: &Path,
+    source: &str,
+    env: &SidecarEnv,
+) -> Result<Loaded, ConfigError> {
     let parsed: SidecarFile = parse_yaml(file, source)?;
     let base = file.parent().unwrap_or(Path::new("."));
-    let config = runtime::validate(parsed, base).map_err(|p| p.into_error(file, source))?;
+    let config = runtime::validate(parsed, env, base).map_err(|p| p.into_error(file, source))?;
     Ok(Loaded {
         config,
         version: fingerprint(source),

@@ -20,6 +20,9 @@ use crate::units::{parse_duration, Rate};
 
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
+    /// This sidecar's zone and region (`SIDECAR_ZONE`/`SIDECAR_REGION` first).
+    pub zone: Option<String>,
+    pub region: Option<String>,
     pub identity: IdentityPaths,
     pub inbound: Option<Inbound>,
     pub dependencies: BTreeMap<String, Dependency>,
@@ -49,6 +52,7 @@ pub struct Inbound {
     pub identity_header: HeaderName,
     pub timeout: Duration,
     pub app_protocol: AppProtocol,
+    pub upgrade_idle_timeout: Duration,
 }
 
 /// The HTTP version spoken to the local app.
@@ -107,12 +111,41 @@ pub struct Dependency {
     pub hedge_after: Option<Duration>,
     pub rate_limit: Option<Rate>,
     pub fault: Option<Fault>,
+    /// Upgraded streams (WebSocket) are closed after this long without a byte.
+    pub upgrade_idle_timeout: Duration,
+    pub zone_aware: Option<ZoneAware>,
+    /// This sidecar's zone and region, copied here so a dependency's runtime needs
+    /// nothing else to place its endpoints.
+    pub own_zone: Option<String>,
+    pub own_region: Option<String>,
+}
+
+pub use crate::common::locality::ZoneAware;
+
+/// Values taken from the environment rather than the file.
+#[derive(Debug, Clone, Default)]
+pub struct SidecarEnv {
+    pub zone: Option<String>,
+    pub region: Option<String>,
+}
+
+impl SidecarEnv {
+    pub fn from_process_env() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        Self {
+            zone: get("SIDECAR_ZONE"),
+            region: get("SIDECAR_REGION"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostPort {
     pub host: String,
     pub port: u16,
+    /// Where the endpoint is (every address of a name).
+    pub zone: Option<String>,
+    pub region: Option<String>,
 }
 
 impl std::fmt::Display for HostPort {
@@ -174,8 +207,19 @@ fn spiffe_ok(id: &str) -> bool {
 
 /// Check a parsed file; relative identity paths are taken relative to `base_dir`
 /// (the config file's directory).
-pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Problems> {
+pub fn validate(
+    file: SidecarFile,
+    env: &SidecarEnv,
+    base_dir: &Path,
+) -> Result<SidecarConfig, Problems> {
     let mut p = Problems::default();
+    let zone = env.zone.clone().or(file.zone.clone());
+    let region = env.region.clone().or(file.region.clone());
+    for (field, v) in [("zone", &zone), ("region", &region)] {
+        if v.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            p.push(field, "must not be empty");
+        }
+    }
     let path = |s: &str| resolve_path(base_dir, s);
     let identity = IdentityPaths {
         cert: path(&file.identity.cert),
@@ -227,7 +271,12 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
                 return None;
             }
         };
+        let upgrade_idle_timeout = i.upgrade_idle_timeout.get();
+        if upgrade_idle_timeout.is_zero() {
+            p.push("inbound.upgrade_idle_timeout", "must be above 0");
+        }
         Some(Inbound {
+            upgrade_idle_timeout,
             listen,
             forward_to,
             allow,
@@ -265,12 +314,19 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
             p.push(format!("{at}.endpoints"), "needs at least one HOST:PORT");
         }
         let mut endpoints = Vec::new();
-        for (n, e) in d.endpoints.iter().enumerate() {
+        for (n, ep) in d.endpoints.iter().enumerate() {
+            let e = ep.address();
+            let (ep_zone, ep_region) = match ep {
+                DependencyEndpointFile::Address(_) => (None, None),
+                DependencyEndpointFile::Located(l) => (l.zone.clone(), l.region.clone()),
+            };
             match e.rsplit_once(':') {
                 Some((h, port)) if !h.is_empty() => match port.parse::<u16>() {
                     Ok(port) if port > 0 => endpoints.push(HostPort {
                         host: h.trim_start_matches('[').trim_end_matches(']').to_owned(),
                         port,
+                        zone: ep_zone,
+                        region: ep_region,
                     }),
                     _ => p.push(format!("{at}.endpoints[{n}]"), "port must be 1..65535"),
                 },
@@ -347,6 +403,24 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
         if d.hedge_after.is_some_and(|h| h.get().is_zero()) {
             p.push(format!("{at}.hedge_after"), "must be above 0");
         }
+        let zone_aware = d.zone_aware.as_ref().map(|z| {
+            if zone.is_none() {
+                p.push(
+                    format!("{at}.zone_aware"),
+                    "needs the sidecar's own zone: set top-level `zone:` or SIDECAR_ZONE",
+                );
+            }
+            if !endpoints.is_empty() && endpoints.iter().all(|e| e.zone.is_none()) {
+                p.push(
+                    format!("{at}.zone_aware"),
+                    "no endpoint has a zone: write endpoints as { address: HOST:PORT, zone: ZONE }",
+                );
+            }
+            ZoneAware::from(z)
+        });
+        if d.upgrade_idle_timeout.get().is_zero() {
+            p.push(format!("{at}.upgrade_idle_timeout"), "must be above 0");
+        }
         if d.rate_limit.is_some_and(|r| r.count == 0) {
             p.push(format!("{at}.rate_limit"), "must allow at least 1 request");
         }
@@ -370,6 +444,10 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
                 hedge_after: d.hedge_after.map(|h| h.get()),
                 rate_limit: d.rate_limit,
                 fault,
+                upgrade_idle_timeout: d.upgrade_idle_timeout.get(),
+                zone_aware,
+                own_zone: zone.clone(),
+                own_region: region.clone(),
             },
         );
     }
@@ -395,6 +473,8 @@ pub fn validate(file: SidecarFile, base_dir: &Path) -> Result<SidecarConfig, Pro
         return Err(p);
     }
     Ok(SidecarConfig {
+        zone,
+        region,
         log_level,
         access_log,
         tracing,

@@ -160,3 +160,132 @@ fn grpc_methods_are_checked_with_the_form_to_write() {
     assert!(m.matches("/shop.Orders/Get") && m.matches("/shop.Stock/Reserve"));
     assert!(!m.matches("/shop.Orders/Put"));
 }
+
+#[test]
+fn upgrade_idle_timeouts_default_to_an_hour_and_are_checked() {
+    let c = from_str(Path::new("s.yaml"), GOOD).unwrap().config;
+    let hour = Duration::from_secs(3600);
+    assert_eq!(c.inbound.as_ref().unwrap().upgrade_idle_timeout, hour);
+    assert_eq!(c.dependencies["payments"].upgrade_idle_timeout, hour);
+
+    let set = GOOD
+        .replace(
+            "  forward_to: 127.0.0.1:8080\n",
+            "  forward_to: 127.0.0.1:8080\n  upgrade_idle_timeout: 10m\n",
+        )
+        .replace(
+            "    max_concurrent: 100\n",
+            "    max_concurrent: 100\n    upgrade_idle_timeout: 90s\n",
+        );
+    let c = from_str(Path::new("s.yaml"), &set).unwrap().config;
+    assert_eq!(
+        c.inbound.as_ref().unwrap().upgrade_idle_timeout,
+        Duration::from_secs(600)
+    );
+    assert_eq!(
+        c.dependencies["payments"].upgrade_idle_timeout,
+        Duration::from_secs(90)
+    );
+
+    let zero = set.replace("10m", "0s").replace("90s", "0ms");
+    let e = from_str(Path::new("s.yaml"), &zero)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("inbound.upgrade_idle_timeout: must be above 0"),
+        "{e}"
+    );
+    assert!(
+        e.contains("outbound.payments.upgrade_idle_timeout: must be above 0"),
+        "{e}"
+    );
+    let junk = set.replace("90s", "forever");
+    let e = from_str(Path::new("s.yaml"), &junk)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outbound.payments.upgrade_idle_timeout"), "{e}");
+}
+
+const ZONED: &str = r#"
+zone: us-east-1a
+identity: { cert: a, key: b, trust_bundle: c }
+proxy: { listen: 127.0.0.1:3 }
+outbound:
+  x:
+    endpoints:
+      - { address: "10.0.1.7:15001", zone: us-east-1a }
+      - { address: payments.b:15001, zone: us-east-1b, region: us-east-1 }
+      - "10.0.3.7:15001"
+    server_identity: spiffe://td/x
+    zone_aware: { min_local_healthy: 60% }
+"#;
+
+#[test]
+fn endpoints_carry_zones_and_the_sidecar_knows_its_own() {
+    let none = SidecarEnv::default();
+    let c = from_str_with_env(Path::new("s.yaml"), ZONED, &none)
+        .unwrap()
+        .config;
+    assert_eq!(c.zone.as_deref(), Some("us-east-1a"));
+    let d = &c.dependencies["x"];
+    assert_eq!(d.own_zone.as_deref(), Some("us-east-1a"));
+    assert_eq!(d.zone_aware.unwrap().min_local_healthy, 0.6);
+    let zones: Vec<_> = d.endpoints.iter().map(|e| e.zone.as_deref()).collect();
+    assert_eq!(zones, [Some("us-east-1a"), Some("us-east-1b"), None]);
+    assert_eq!(d.endpoints[1].host, "payments.b");
+    assert_eq!(d.endpoints[1].region.as_deref(), Some("us-east-1"));
+    // SIDECAR_ZONE wins over the file, as GATEWAY_ZONE does in the gateway.
+    let env = SidecarEnv {
+        zone: Some("us-east-1b".into()),
+        region: None,
+    };
+    let c = from_str_with_env(Path::new("s.yaml"), ZONED, &env)
+        .unwrap()
+        .config;
+    assert_eq!(c.dependencies["x"].own_zone.as_deref(), Some("us-east-1b"));
+    // Zone-aware is off unless asked for.
+    let off = ZONED.replace("    zone_aware: { min_local_healthy: 60% }\n", "");
+    let c = from_str_with_env(Path::new("s.yaml"), &off, &none)
+        .unwrap()
+        .config;
+    assert_eq!(c.dependencies["x"].zone_aware, None);
+}
+
+#[test]
+fn zone_aware_needs_both_zones_and_says_how() {
+    let none = SidecarEnv::default();
+    let no_own = ZONED.replace("zone: us-east-1a\nidentity", "identity");
+    let e = from_str_with_env(Path::new("s.yaml"), &no_own, &none)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("outbound.x.zone_aware: needs the sidecar's own zone: set top-level `zone:` or SIDECAR_ZONE"),
+        "{e}"
+    );
+    let env = SidecarEnv {
+        zone: Some("us-east-1a".into()),
+        region: None,
+    };
+    assert!(from_str_with_env(Path::new("s.yaml"), &no_own, &env).is_ok());
+
+    let unzoned = "zone: a\nidentity: { cert: a, key: b, trust_bundle: c }\nproxy: { listen: 127.0.0.1:3 }\noutbound:\n  x:\n    endpoints: [\"10.0.0.1:1\", { address: \"10.0.0.2:1\" }]\n    server_identity: spiffe://td/x\n    zone_aware: {}\n";
+    let e = from_str_with_env(Path::new("s.yaml"), unzoned, &none)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("outbound.x.zone_aware: no endpoint has a zone: write endpoints as { address: HOST:PORT, zone: ZONE }"),
+        "{e}"
+    );
+
+    let typo = ZONED.replace("zone: us-east-1b, region", "zones: us-east-1b, region");
+    let e = from_str_with_env(Path::new("s.yaml"), &typo, &none)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("outbound.x.endpoints"), "{e}");
+
+    let blank = ZONED.replace("zone: us-east-1a\nidentity", "zone: \" \"\nidentity");
+    let e = from_str_with_env(Path::new("s.yaml"), &blank, &none)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("zone: must not be empty"), "{e}");
+}

@@ -8,17 +8,23 @@ use std::task::{Context, Poll};
 
 use arc_swap::ArcSwap;
 use futures_util::future::BoxFuture;
-use http::{Request, Response, Uri, Version};
+use http::{header, HeaderValue, Request, Response, StatusCode, Uri, Version};
 use tollgate_config::common::balance::p2c;
 use tollgate_config::gateway::Outlier;
-use tollgate_config::outlier::{count_ejected, now_ms, record_outcome, EndpointState};
+use tollgate_config::outlier::{count_ejected, now_ms, record_outcome, EndpointState, InFlight};
 use tollgate_config::sidecar::HostPort;
 
-use super::client::{classify, PeerClient};
+use tower::ServiceExt;
+
+use super::client::{classify, classify_connect, error_chain, MtlsConnector, PeerClient};
+use super::locality::{counted, Counters, Located, Member, Placement, ZoneTraffic};
 use crate::body::{boxed, Body};
 use crate::error::ProxyError;
 use crate::resilience::grpc;
 use crate::resilience::timeout::Deadline;
+use crate::upgrade::UpgradeCall;
+use tollgate_config::common::locality;
+use tollgate_config::common::locality::Locality;
 
 /// Endpoints this call already tried (carried in request extensions across retries).
 #[derive(Clone, Default, Debug)]
@@ -35,19 +41,25 @@ impl Tried {
     }
 }
 
-/// The live endpoint set of a dependency (re-resolved periodically).
+/// The live endpoint set of a dependency (re-resolved periodically), each endpoint
+/// placed relative to this sidecar's zone.
 pub struct Endpoints {
     pub name: String,
-    set: ArcSwap<Vec<Arc<EndpointState>>>,
+    set: ArcSwap<Vec<Member>>,
     outlier: ArcSwap<Option<Outlier>>,
+    placement: ArcSwap<Placement>,
+    /// Requests and bytes by locality (what crossed zones).
+    pub traffic: ZoneTraffic,
 }
 
 impl Endpoints {
-    pub fn new(name: &str, outlier: Option<Outlier>) -> Arc<Self> {
+    pub fn new(name: &str, outlier: Option<Outlier>, placement: Placement) -> Arc<Self> {
         Arc::new(Self {
             name: name.to_owned(),
             set: ArcSwap::from_pointee(Vec::new()),
             outlier: ArcSwap::from_pointee(outlier),
+            placement: ArcSwap::from_pointee(placement),
+            traffic: ZoneTraffic::new(name),
         })
     }
 
@@ -55,25 +67,42 @@ impl Endpoints {
         self.outlier.store(Arc::new(o));
     }
 
-    pub fn current(&self) -> Arc<Vec<Arc<EndpointState>>> {
+    /// A reload may move this sidecar or change the policy: place every endpoint again.
+    pub fn set_placement(&self, placement: Placement) {
+        if **self.placement.load() == placement {
+            return;
+        }
+        let set = self.set.load();
+        let again = set
+            .iter()
+            .map(|m| Member::new(m.state.clone(), m.at.clone(), &placement))
+            .collect();
+        self.placement.store(Arc::new(placement));
+        self.set.store(Arc::new(again));
+    }
+
+    pub fn current(&self) -> Arc<Vec<Member>> {
         self.set.load_full()
     }
 
-    /// Replace the address list, keeping state for addresses that remain.
-    pub fn update(&self, mut addrs: Vec<SocketAddr>) -> bool {
-        addrs.sort();
-        addrs.dedup();
+    /// Replace the endpoint list, keeping state for addresses that remain.
+    pub fn update(&self, mut found: Vec<Located>) -> bool {
+        found.sort();
+        found.dedup_by(|a, b| a.address == b.address);
         let old = self.set.load();
-        if old.iter().map(|e| e.address).eq(addrs.iter().copied()) {
+        if old.iter().map(|m| &m.at).eq(found.iter()) {
             return false;
         }
-        let new = addrs
+        let placement = self.placement.load();
+        let new = found
             .into_iter()
-            .map(|a| {
-                old.iter()
-                    .find(|e| e.address == a)
-                    .cloned()
-                    .unwrap_or_else(|| EndpointState::new(a))
+            .map(|at| {
+                let state = old
+                    .iter()
+                    .find(|m| m.state.address == at.address)
+                    .map(|m| m.state.clone())
+                    .unwrap_or_else(|| EndpointState::new(at.address));
+                Member::new(state, at, &placement)
             })
             .collect();
         self.set.store(Arc::new(new));
@@ -85,12 +114,17 @@ impl Endpoints {
         let mut found = Vec::new();
         let mut errors = Vec::new();
         for hp in hosts {
+            let at = |address| Located {
+                address,
+                zone: hp.zone.clone(),
+                region: hp.region.clone(),
+            };
             if let Ok(ip) = hp.host.parse::<std::net::IpAddr>() {
-                found.push(SocketAddr::new(ip, hp.port));
+                found.push(at(SocketAddr::new(ip, hp.port)));
                 continue;
             }
             match tokio::net::lookup_host((hp.host.as_str(), hp.port)).await {
-                Ok(it) => found.extend(it),
+                Ok(it) => found.extend(it.map(at)),
                 Err(e) => errors.push(format!("{hp}: {e}")),
             }
         }
@@ -108,29 +142,34 @@ impl Endpoints {
         Ok(n)
     }
 
-    fn pick(&self, tried: Option<&Tried>) -> Option<Arc<EndpointState>> {
+    /// Choose an endpoint: by locality tiers when zone-aware (endpoints this call
+    /// already tried count as unavailable, so a retry spills to the next tier rather
+    /// than into the same dead zone), then the least loaded of two random.
+    fn pick(&self, tried: Option<&Tried>) -> Option<Member> {
         let set = self.set.load();
         let now = now_ms();
-        let fresh = |e: &&Arc<EndpointState>| tried.is_none_or(|t| !t.contains(&e.address));
-        let mut cands: Vec<&Arc<EndpointState>> = set
-            .iter()
-            .filter(|e| !e.is_ejected(now))
-            .filter(fresh)
-            .collect();
-        if cands.is_empty() {
-            cands = set.iter().filter(|e| !e.is_ejected(now)).collect();
-        }
-        if cands.is_empty() {
+        let zone_aware = self.placement.load().zone_aware;
+        let up = |m: &Member| !m.state.is_ejected(now);
+        let fresh = |m: &Member| tried.is_none_or(|t| !t.contains(&m.state.address));
+        let mut cands: Vec<&Member> = Vec::new();
+        let mut push = |i: u32| cands.extend(set.get(i as usize));
+        if !locality::candidates(&set, zone_aware, |m| m.tier, |m| up(m) && fresh(m), &mut push)
+            // Every available endpoint tried already: any of them again.
+            && !locality::candidates(&set, zone_aware, |m| m.tier, up, &mut push)
+        {
             // Every endpoint ejected cannot happen (max_ejected), but never fail closed.
-            cands = set.iter().collect();
+            cands.extend(set.iter());
         }
         // Endpoints carry no weight here: compare in-flight counts alone.
-        p2c(&cands, |e| (u64::try_from(e.in_flight()).unwrap_or(0), 1)).map(|e| Arc::clone(e))
+        p2c(&cands, |m| {
+            (u64::try_from(m.state.in_flight()).unwrap_or(0), 1)
+        })
+        .map(|m| (*m).clone())
     }
 
     fn record(&self, ep: &EndpointState, ok: bool) {
         let outlier = self.outlier.load();
-        let census = || count_ejected(self.set.load().iter().map(|e| &**e), now_ms());
+        let census = || count_ejected(self.set.load().iter().map(|m| &*m.state), now_ms());
         if let Some(d) = record_outcome(ep, ok, outlier.as_ref().as_ref(), census) {
             tracing::warn!(dependency = %self.name, endpoint = %ep.address, "endpoint ejected for {d:?}");
         }
@@ -142,7 +181,84 @@ impl Endpoints {
 pub struct Balance {
     pub endpoints: Arc<Endpoints>,
     pub client: PeerClient,
+    /// HTTP/1.1 mTLS connections for upgrades, one per upgraded stream.
+    pub upgrade_connector: MtlsConnector,
     pub http2: bool,
+}
+
+/// Keeps an upgraded stream counted as in flight on its endpoint (in the `101`'s
+/// extensions until the relay takes it), and where its bytes are counted when the
+/// endpoint's zone is known.
+#[derive(Clone)]
+pub struct EndpointHold {
+    _in_flight: Arc<InFlight>,
+    pub bytes: Option<Counters>,
+}
+
+impl Balance {
+    /// An upgrade on an HTTP/1.1 mTLS connection of its own: the stream will own it.
+    async fn upgrade(
+        &self,
+        ep: &Member,
+        in_flight: InFlight,
+        mut req: Request<Body>,
+    ) -> Result<Response<Body>, ProxyError> {
+        let bytes = (ep.locality != Locality::Unknown)
+            .then(|| self.endpoints.traffic.of(ep.locality).clone());
+        let ep = &ep.state;
+        // HTTP/1.1 to one peer: origin-form target, Host kept from the app (or the peer's).
+        let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        *req.uri_mut() =
+            Uri::try_from(pq).map_err(|e| ProxyError::Other(format!("bad request target: {e}")))?;
+        *req.version_mut() = Version::HTTP_11;
+        if !req.headers().contains_key(header::HOST) {
+            if let Ok(h) = HeaderValue::from_str(&ep.address.to_string()) {
+                req.headers_mut().insert(header::HOST, h);
+            }
+        }
+        let target = Uri::builder()
+            .scheme("https")
+            .authority(ep.address.to_string())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| ProxyError::Other(format!("bad endpoint: {e}")))?;
+        let result = async {
+            let conn = self
+                .upgrade_connector
+                .clone()
+                .oneshot(target)
+                .await
+                .map_err(|e| classify_connect(&*e))?;
+            let (mut send, conn) = hyper::client::conn::http1::Builder::new()
+                .handshake(conn)
+                .await
+                .map_err(|e| ProxyError::Connect(error_chain(&e)))?;
+            tokio::spawn(async move {
+                // Runs until the stream is over (the relay owns the upgraded io).
+                let _ = conn.with_upgrades().await;
+            });
+            send.send_request(req)
+                .await
+                .map_err(|e| ProxyError::Reset(error_chain(&e)))
+        }
+        .await;
+        match result {
+            Ok(mut resp) => {
+                self.endpoints.record(ep, resp.status().as_u16() < 500);
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    resp.extensions_mut().insert(EndpointHold {
+                        _in_flight: Arc::new(in_flight),
+                        bytes,
+                    });
+                }
+                Ok(resp.map(boxed))
+            }
+            Err(e) => {
+                self.endpoints.record(ep, false);
+                Err(e)
+            }
+        }
+    }
 }
 
 impl tower::Service<Request<Body>> for Balance {
@@ -163,9 +279,18 @@ impl tower::Service<Request<Body>> for Balance {
                 .pick(tried.as_ref())
                 .ok_or(ProxyError::NoEndpoints)?;
             if let Some(t) = &tried {
-                t.push(ep.address);
+                t.push(ep.state.address);
             }
-            let _in_flight = ep.begin();
+            let in_flight = ep.state.begin();
+            let upgrade = req.extensions().get::<UpgradeCall>().is_some();
+            // What crossed zones: every try counts; bodies when both zones are known.
+            let traffic = this.endpoints.traffic.of(ep.locality);
+            traffic.requests.inc();
+            let received = (ep.locality != Locality::Unknown && !upgrade).then(|| {
+                let sent = traffic.sent_bytes.clone();
+                req = std::mem::take(&mut req).map(|b| counted(b, sent));
+                traffic.received_bytes.clone()
+            });
             let pq = req
                 .uri()
                 .path_and_query()
@@ -173,7 +298,7 @@ impl tower::Service<Request<Body>> for Balance {
                 .to_owned();
             *req.uri_mut() = Uri::builder()
                 .scheme("https")
-                .authority(ep.address.to_string())
+                .authority(ep.state.address.to_string())
                 .path_and_query(pq)
                 .build()
                 .map_err(|e| ProxyError::Other(format!("bad request target: {e}")))?;
@@ -184,22 +309,35 @@ impl tower::Service<Request<Body>> for Balance {
                     req.headers_mut().insert(grpc::GRPC_TIMEOUT, left);
                 }
             }
+            if upgrade {
+                return this.upgrade(&ep, in_flight, req).await;
+            }
             *req.version_mut() = if this.http2 {
                 Version::HTTP_2
             } else {
                 Version::HTTP_11
             };
-            match this.client.request(req).await {
+            let result = this.client.request(req).await;
+            drop(in_flight);
+            let ep = &ep.state;
+            match result {
+                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    this.endpoints.record(ep, false);
+                    Err(ProxyError::UnexpectedUpgrade(ep.address.to_string()))
+                }
                 Ok(resp) => {
                     // gRPC carries UNAVAILABLE & co. in a 200; a trailers-only answer
                     // says so at the head, which is all an endpoint verdict waits for.
                     let ok = resp.status().as_u16() < 500 && !grpc::failed_at_head(&resp);
-                    this.endpoints.record(&ep, ok);
-                    Ok(resp.map(boxed))
+                    this.endpoints.record(ep, ok);
+                    Ok(match received {
+                        Some(c) => resp.map(|b| counted(boxed(b), c)),
+                        None => resp.map(boxed),
+                    })
                 }
                 Err(e) => {
                     let err = classify(&e);
-                    this.endpoints.record(&ep, false);
+                    this.endpoints.record(ep, false);
                     Err(err)
                 }
             }

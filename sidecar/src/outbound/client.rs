@@ -160,6 +160,15 @@ pub fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
     ProxyError::Reset(chain)
 }
 
+/// A connector error (TCP connect, TLS handshake, peer identity): never sent.
+pub fn classify_connect(err: &(dyn std::error::Error + 'static)) -> ProxyError {
+    let chain = error_chain(err);
+    if find_source::<rustls::Error>(err).is_some() {
+        return ProxyError::PeerIdentity(chain);
+    }
+    ProxyError::Connect(chain)
+}
+
 fn h2_reason(err: &(dyn std::error::Error + 'static)) -> Option<h2::Reason> {
     let e = find_source::<h2::Error>(err)?;
     // A GOAWAY that did not cover this stream means it was never processed.

@@ -24,6 +24,7 @@
 
 pub mod balance;
 pub mod client;
+pub mod locality;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ use crate::resilience::{
     HedgePolicy, RateLimitLayer, RateLimiter, RetryLayer, RetryPolicy, TimeoutLayer,
 };
 use crate::state::State;
+use crate::upgrade;
 
 type Stack = BoxCloneSyncService<Request<Body>, Response<Body>, ProxyError>;
 
@@ -75,12 +77,18 @@ impl DependencyRt {
         prev: Option<&DependencyRt>,
         identity: &Arc<IdentityStore>,
     ) -> Self {
+        let placement = locality::Placement {
+            zone: cfg.own_zone.clone(),
+            region: cfg.own_region.clone(),
+            zone_aware: cfg.zone_aware,
+        };
         let endpoints = match prev {
             Some(p) => {
                 p.endpoints.set_outlier(cfg.outlier.clone());
+                p.endpoints.set_placement(placement);
                 p.endpoints.clone()
             }
-            None => Endpoints::new(&cfg.name, cfg.outlier.clone()),
+            None => Endpoints::new(&cfg.name, cfg.outlier.clone(), placement),
         };
         let bulkhead = match prev {
             Some(p) => {
@@ -143,6 +151,13 @@ impl DependencyRt {
                 http2: cfg.http2,
                 connect_timeout: cfg.connect_timeout,
             }),
+            // Upgrades get an HTTP/1.1 connection of their own, whatever `protocol` says.
+            upgrade_connector: MtlsConnector {
+                identity: identity.clone(),
+                server_identity: cfg.server_identity.as_str().into(),
+                http2: false,
+                connect_timeout: cfg.connect_timeout,
+            },
             http2: cfg.http2,
         };
         // Order and reasons: see the diagram at the top of this file.
@@ -169,11 +184,26 @@ impl DependencyRt {
     }
 
     /// Send one call from the app through the stack.
-    pub async fn call(&self, state: &State, req: Request<Incoming>) -> Response<Body> {
+    pub async fn call(&self, state: &State, mut req: Request<Incoming>) -> Response<Body> {
         let started = Instant::now();
+        // A WebSocket (or other HTTP/1.1 upgrade): the app's side of the stream, once
+        // it has our 101, and the `Upgrade` header to carry on (hop-by-hop, stripped below).
+        let upgrade = upgrade::is_upgrade_request(req.version(), req.headers()).then(|| {
+            let protocol = req.headers().get(header::UPGRADE).cloned();
+            (hyper::upgrade::on(&mut req), protocol)
+        });
         let (mut parts, body) = req.into_parts();
         let grpc_call = grpc::is_grpc(&parts.headers);
         strip_hop_by_hop(&mut parts.headers);
+        let app_upgrade = match upgrade {
+            Some((on_upgrade, Some(protocol))) => {
+                parts.headers.insert(header::UPGRADE, protocol);
+                upgrade::set_connection_upgrade(&mut parts.headers);
+                parts.extensions.insert(upgrade::UpgradeCall);
+                Some(on_upgrade)
+            }
+            _ => None,
+        };
         // Tell the peer's sidecar which HTTP version our app spoke (`app_protocol: auto`).
         parts.headers.remove(&ORIG_PROTO);
         if parts.version == http::Version::HTTP_2 {
@@ -217,7 +247,12 @@ impl DependencyRt {
             .with_label_values(&[name])
             .observe(started.elapsed().as_secs_f64());
         let (resp, outcome, error) = match result {
-            Ok(resp) => {
+            Ok(mut resp) => {
+                if let Some(app_side) = app_upgrade {
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        self.relay(app_side, &mut resp);
+                    }
+                }
                 let class = status_class(resp.status().as_u16());
                 METRICS
                     .outbound_requests
@@ -284,6 +319,38 @@ impl DependencyRt {
         resp
     }
 
+    /// Splice the app's upgraded connection with the peer's, once the app has the 101.
+    fn relay(&self, app_side: hyper::upgrade::OnUpgrade, resp: &mut Response<Body>) {
+        let peer_side = hyper::upgrade::on(&mut *resp);
+        // The endpoint counts the stream as in flight while it lives (least-loaded choice).
+        let hold = resp.extensions_mut().remove::<balance::EndpointHold>();
+        let name = self.cfg.name.clone();
+        let active = METRICS.upgrades_active.with_label_values(&[&name]);
+        let opened = METRICS.upgrades.with_label_values(&[&name]);
+        let (active2, name2) = (active.clone(), name.clone());
+        upgrade::spawn_relay(
+            format!("dependency {name}"),
+            app_side,
+            peer_side,
+            self.cfg.upgrade_idle_timeout,
+            move || {
+                opened.inc();
+                active.inc();
+            },
+            move |s| {
+                active2.dec();
+                if let Some(bytes) = hold.and_then(|h| h.bytes) {
+                    bytes.sent_bytes.inc_by(s.a_to_b);
+                    bytes.received_bytes.inc_by(s.b_to_a);
+                }
+                METRICS
+                    .upgrades_closed
+                    .with_label_values(&[&name2, s.closed.as_str()])
+                    .inc();
+            },
+        );
+    }
+
     /// What `/dependencies` shows.
     pub fn status(&self) -> Value {
         let now = tollgate_config::outlier::now_ms();
@@ -291,9 +358,12 @@ impl DependencyRt {
             .endpoints
             .current()
             .iter()
-            .map(|e| {
+            .map(|m| {
+                let e = &m.state;
                 json!({
                     "address": e.address.to_string(),
+                    "zone": m.at.zone,
+                    "locality": m.locality.label(),
                     "ejected": e.is_ejected(now),
                     "ejections": e.ejections(),
                     "in_flight": e.in_flight(),
@@ -306,6 +376,7 @@ impl DependencyRt {
             "name": self.cfg.name,
             "listen": self.cfg.listen.map(|a| a.to_string()),
             "server_identity": self.cfg.server_identity,
+            "zone_aware": self.cfg.zone_aware.map(|z| z.min_local_healthy),
             "protocol": if self.cfg.http2 { "http2" } else { "http1" },
             "breaker": self.breaker.as_ref().map(|b| serde_json::to_value(b.snapshot()).unwrap_or_default()),
             "retry": self.retry.as_ref().map(|r| json!({
@@ -388,7 +459,8 @@ where
         return;
     };
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(tcp), svc);
+    // With upgrades: a WebSocket from the app is carried through (see `upgrade`).
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
     let _ = watcher.watch(conn.into_owned()).await;
 }
 

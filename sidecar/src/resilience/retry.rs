@@ -138,7 +138,12 @@ impl RetryPolicy {
 }
 
 /// Whether repeating the request cannot do harm if an earlier try was processed.
+/// Never an upgrade (WebSocket): a second handshake would open a second stream, so it
+/// is repeated only when it provably never reached the peer, and never hedged.
 pub fn safe_to_repeat(method: &Method, headers: &HeaderMap) -> bool {
+    if headers.contains_key(http::header::UPGRADE) {
+        return false;
+    }
     matches!(
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE

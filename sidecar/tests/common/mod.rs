@@ -126,6 +126,16 @@ impl Mesh {
 
 /// Start a sidecar whose relative identity paths point into `dir`.
 pub async fn start_in(dir: &Path, yaml: &str, vars: &[(&str, String)]) -> Sidecar {
+    start_in_with_env(dir, yaml, vars, &[]).await
+}
+
+/// [`start_in`] with environment variables for the sidecar process.
+pub async fn start_in_with_env(
+    dir: &Path,
+    yaml: &str,
+    vars: &[(&str, String)],
+    env: &[(&str, &str)],
+) -> Sidecar {
     let d = dir.display().to_string();
     let yaml = yaml
         .replace("cert: a.crt", &format!("cert: {d}/a.crt"))
@@ -133,5 +143,5 @@ pub async fn start_in(dir: &Path, yaml: &str, vars: &[(&str, String)]) -> Sideca
         .replace("cert: b.crt", &format!("cert: {d}/b.crt"))
         .replace("key: b.key", &format!("key: {d}/b.key"))
         .replace("trust_bundle: ca.crt", &format!("trust_bundle: {d}/ca.crt"));
-    Sidecar::start(&yaml, vars).await.unwrap()
+    Sidecar::start_with_env(&yaml, vars, env).await.unwrap()
 }

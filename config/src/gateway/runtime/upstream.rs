@@ -63,11 +63,7 @@ pub enum HashOn {
     ClientIp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ZoneAware {
-    /// Fraction in 0..=1.
-    pub min_local_healthy: f64,
-}
+pub use crate::common::locality::ZoneAware;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
