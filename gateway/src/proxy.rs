@@ -302,7 +302,8 @@ impl ProxyHttp for GatewayProxy {
             }
             if end_of_stream {
                 if let Some(p) = ctx.idempotency.take() {
-                    // Sent to Redis before this last chunk goes out.
+                    // Off to Redis as this last chunk goes out (a duplicate arriving
+                    // meanwhile looks again for 100 ms before its 409).
                     tokio::spawn(idem.finish(*p, true));
                 }
             }
