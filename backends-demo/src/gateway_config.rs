@@ -65,6 +65,12 @@ impl GatewayConfig {
         self
     }
 
+    /// A route given whole (`{ name, match, redirect | fixed_response | ... }`).
+    pub fn raw_route(mut self, route: Value) -> Self {
+        self.push("routes", route);
+        self
+    }
+
     pub fn upstream(self, name: &str, endpoints: &[SocketAddr]) -> Self {
         self.upstream_with(name, endpoints, json!({}))
     }

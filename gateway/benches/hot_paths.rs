@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use gateway_lib::balance::{HashKey, Tier, UpstreamRt};
-use gateway_lib::routing::Router;
+use gateway_lib::routing::{MatchRequest, Router};
 use gateway_lib::snapshot::Snapshot;
 use http::{HeaderMap, HeaderValue, Method};
 use tollgate_config::gateway::{from_str, EnvOverrides, Loaded};
@@ -110,20 +110,18 @@ fn bench_route_match(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("route_match/1000_routes");
     for (name, host, path, headers, want) in cases {
-        let got = router
-            .find(routes, host, path, &get, headers)
-            .map(|i| routes[i].name.as_str());
+        let req = MatchRequest {
+            host,
+            path,
+            query: None,
+            method: &get,
+            headers,
+            client_ip: None,
+        };
+        let got = router.find(routes, &req).map(|i| routes[i].name.as_str());
         assert_eq!(got, want, "{name}");
         g.bench_function(name, |b| {
-            b.iter(|| {
-                router.find(
-                    black_box(routes),
-                    black_box(host),
-                    black_box(path),
-                    black_box(&get),
-                    black_box(headers),
-                )
-            })
+            b.iter(|| router.find(black_box(routes), black_box(&req)))
         });
     }
     g.finish();

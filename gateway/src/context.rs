@@ -34,6 +34,8 @@ pub struct Ctx {
     pub rejected: Option<&'static str>,
     /// The rejection's detail, for the access log.
     pub rejection_detail: Option<String>,
+    /// The route's action answered itself (`redirect`, `fixed_response`).
+    pub answered: Option<&'static str>,
     /// The request's trace and this gateway's span in it.
     pub trace: TraceContext,
     pub span_id: u64,
@@ -70,6 +72,7 @@ impl Ctx {
             filter_state: FilterState::default(),
             rejected: None,
             rejection_detail: None,
+            answered: None,
             trace: TraceContext::default(),
             span_id: 0,
             record_spans: false,

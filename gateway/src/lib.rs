@@ -38,3 +38,4 @@ pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;
+pub mod transform;

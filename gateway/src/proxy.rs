@@ -97,10 +97,14 @@ impl ProxyHttp for GatewayProxy {
         let host = guards::request_host(req);
         let found = snap.router.find(
             &snap.config.routes,
-            &host,
-            req.uri.path(),
-            &req.method,
-            &req.headers,
+            &crate::routing::MatchRequest {
+                host: &host,
+                path: req.uri.path(),
+                query: req.uri.query(),
+                method: &req.method,
+                headers: &req.headers,
+                client_ip: ctx.client.ip,
+            },
         );
         let Some((index, route)) = found.and_then(|i| Some((i, snap.routes.get(i)?))) else {
             crate::metrics::METRICS.no_route.inc();
@@ -184,6 +188,20 @@ impl ProxyHttp for GatewayProxy {
                 }
                 Ok(false)
             }
+            Action::Redirect(r) => {
+                let location = crate::transform::redirect_location(
+                    r,
+                    session.req_header(),
+                    &host,
+                    ctx.client.tls,
+                );
+                respond::redirect(session, ctx, r.status, &location).await?;
+                Ok(true)
+            }
+            Action::Fixed(f) => {
+                respond::fixed(session, ctx, f).await?;
+                Ok(true)
+            }
         }
     }
 
@@ -203,6 +221,15 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         forwarded::upstream_headers(ctx, session.req_header(), upstream_request)?;
+        if let (Some(route), Some(routed)) = (ctx.route(), ctx.routed.as_ref()) {
+            if let Some(rw) = &route.config.rewrite {
+                crate::transform::rewrite(rw, upstream_request)?;
+            }
+            let ops = &route.config.request_headers;
+            if !ops.is_empty() {
+                crate::transform::request_headers(ops, ctx, &routed.host, upstream_request)?;
+            }
+        }
         ctx.attempts.head_bytes_sent += head_bytes(
             upstream_request.method.as_str().len()
                 + upstream_request
@@ -244,14 +271,18 @@ impl ProxyHttp for GatewayProxy {
         if let Some(id) = &ctx.ids.request_id {
             forwarded::response_header(ctx, upstream_response, X_REQUEST_ID, id.clone())?;
         }
-        match ctx.route() {
-            Some(route) => {
-                route
-                    .filters
-                    .on_response(&ctx.client, &ctx.filter_state, upstream_response)
-            }
-            None => Ok(()),
+        let Some(route) = ctx.route() else {
+            return Ok(());
+        };
+        route
+            .filters
+            .on_response(&ctx.client, &ctx.filter_state, upstream_response)?;
+        let ops = &route.config.response_headers;
+        if !ops.is_empty() {
+            let host = ctx.routed.as_ref().map_or("", |r| r.host.as_str());
+            crate::transform::response_headers(ops, ctx, host, upstream_response)?;
         }
+        Ok(())
     }
 
     /// The body's pace: after the first `request_body_timeout` it must keep arriving at

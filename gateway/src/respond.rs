@@ -50,6 +50,57 @@ pub async fn reject(
     session.write_response_body(Some(body), true).await
 }
 
+/// Answer with a route's `fixed_response`: its status, content type and body, and
+/// the request id.
+pub async fn fixed(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    f: &tollgate_config::gateway::actions::FixedResponse,
+) -> pingora_error::Result<()> {
+    ctx.answered = Some("fixed_response");
+    let mut resp = ResponseHeader::build(f.status, Some(3))?;
+    resp.insert_header(CONTENT_TYPE, f.content_type.clone())?;
+    resp.insert_header(CONTENT_LENGTH, f.body.len())?;
+    if let Some(id) = &ctx.ids.request_id {
+        resp.insert_header(X_REQUEST_ID, id.clone())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(f.body.clone()), true)
+        .await
+}
+
+/// Answer with a route's `redirect` to `location`.
+pub async fn redirect(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    location: &str,
+) -> pingora_error::Result<()> {
+    let Ok(location) = HeaderValue::from_str(location) else {
+        let r = Rejection::new(
+            400,
+            "bad_request",
+            "request target not usable in a redirect",
+        );
+        return reject(session, ctx, &r).await;
+    };
+    ctx.answered = Some("redirect");
+    let r = Rejection::redirect(status, "redirect", location);
+    let body = body(&r, ctx.ids.request_id.as_ref());
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(CONTENT_TYPE, TEXT_PLAIN)?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    if let Some(l) = r.location {
+        resp.insert_header(LOCATION, l)?;
+    }
+    if let Some(id) = &ctx.ids.request_id {
+        resp.insert_header(X_REQUEST_ID, id.clone())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
 /// Answer the request with a response stored for its idempotency key, marked as a
 /// replay and carrying this request's id.
 pub async fn replay(

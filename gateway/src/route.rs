@@ -38,6 +38,10 @@ pub struct Fault {
 pub enum Action {
     /// To one upstream, or split by weight across several.
     Forward(Forward),
+    /// Answer with a redirect built from the request's URL.
+    Redirect(tollgate_config::gateway::actions::Redirect),
+    /// Answer with a fixed status and body.
+    Fixed(tollgate_config::gateway::actions::FixedResponse),
 }
 
 #[derive(Debug)]
@@ -79,6 +83,8 @@ impl RouteRt {
                     total_weight,
                 })
             }
+            RouteAction::Redirect(r) => Action::Redirect(r.clone()),
+            RouteAction::Fixed(f) => Action::Fixed(f.clone()),
         };
         let idempotency = match (&route.idempotency, redis) {
             (None, _) => None,

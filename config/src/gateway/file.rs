@@ -320,6 +320,21 @@ pub struct RouteFile {
     /// Or split traffic across upstreams by weight (canary releases).
     #[serde(default)]
     pub split: Option<Vec<SplitFile>>,
+    /// Or answer with a redirect (instead of `upstream` / `split`).
+    #[serde(default)]
+    pub redirect: Option<super::actions::RedirectFile>,
+    /// Or answer with a fixed status and body (instead of `upstream` / `split`).
+    #[serde(default)]
+    pub fixed_response: Option<super::actions::FixedResponseFile>,
+    /// Path and host rewrites on the way to the upstream.
+    #[serde(default)]
+    pub rewrite: Option<super::actions::RewriteFile>,
+    /// Header transforms on the request sent to the upstream.
+    #[serde(default)]
+    pub request_headers: Option<super::actions::HeaderOpsFile>,
+    /// Header transforms on the response sent to the client.
+    #[serde(default)]
+    pub response_headers: Option<super::actions::HeaderOpsFile>,
     #[serde(default)]
     pub timeouts: TimeoutsFile,
     #[serde(default)]
@@ -380,13 +395,24 @@ fn default_hsts_max_age() -> HumanDuration {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MatchFile {
-    /// Exact host (`api.example.com`) or a wildcard suffix (`*.example.com`).
+    /// Exact host (`api.example.com`), a wildcard suffix (`*.example.com`), or an ALB
+    /// wildcard pattern (`api-?.example.*`); case-insensitive.
     #[serde(default)]
     pub host: Option<String>,
     #[serde(default)]
     pub path_prefix: Option<String>,
     #[serde(default)]
     pub path_exact: Option<String>,
+    /// An ALB path pattern: the whole path, `*` any run of characters, `?` one
+    /// (`/api/*/users`); case-sensitive.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Query-string conditions; each must hold (each is met by any one parameter).
+    #[serde(default)]
+    pub query: Vec<super::actions::QueryMatchFile>,
+    /// The client's address (after trusted proxies) is in one of these CIDRs.
+    #[serde(default)]
+    pub source_ip: Vec<String>,
     /// Any of these methods (e.g. `[GET, HEAD]`).
     #[serde(default)]
     pub methods: Vec<String>,

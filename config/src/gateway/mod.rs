@@ -1,5 +1,6 @@
 //! The gateway's configuration: file types, validation, loading.
 
+pub mod actions;
 pub mod file;
 pub mod idempotency;
 pub mod ratelimit;

@@ -63,7 +63,9 @@ fn a_full_config_validates_into_runtime_types() {
     assert_eq!(api.retry.attempts, 3);
     assert!(api.retry.on_connect_failure && api.retry.on_5xx);
     assert_eq!(api.retry.statuses, vec![502]);
-    let RouteAction::Forward(targets) = &api.action;
+    let RouteAction::Forward(targets) = &api.action else {
+        panic!("api forwards")
+    };
     assert_eq!(targets.len(), 2);
     // Defaults: connect-failure retried once.
     assert_eq!(c.routes[1].retry, RetryPolicy::default());

@@ -129,7 +129,7 @@ pub(super) fn validate_listeners(
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or a single address (`10.1.2.3`, a /32 or /128).
-fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+pub(crate) fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
     let t = s.trim();
     if let Ok(ip) = t.parse::<std::net::IpAddr>() {
         return Ok(ipnet::IpNet::from(ip));

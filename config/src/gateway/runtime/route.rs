@@ -9,6 +9,10 @@ use regex::Regex;
 
 use crate::common::retry::{validate_attempts, validate_retry_on, RetryConditions};
 use crate::error::Problems;
+use crate::gateway::actions::{
+    validate_fixed_response, validate_header_ops, validate_query_match, validate_redirect,
+    validate_rewrite, FixedResponse, HeaderOps, QueryMatch, Redirect, Rewrite, Wildcard,
+};
 use crate::gateway::file::{MatchFile, RetryFile, RouteFile, UpstreamFile};
 use crate::gateway::ratelimit::{route_policies, RateLimitFile};
 
@@ -29,6 +33,11 @@ pub struct Route {
     pub concurrency: Option<Concurrency>,
     pub idempotency: Option<crate::gateway::Idempotency>,
     pub fault: Option<crate::common::fault::Fault>,
+    pub rewrite: Option<Rewrite>,
+    /// Transforms of the request sent upstream (empty: none).
+    pub request_headers: HeaderOps,
+    /// Transforms of the response sent to the client (empty: none).
+    pub response_headers: HeaderOps,
 }
 
 /// `routes[i].concurrency`, checked.
@@ -46,6 +55,10 @@ pub struct RouteMatch {
     /// Empty: any method.
     pub methods: Vec<Method>,
     pub headers: Vec<HeaderMatch>,
+    /// Each must hold.
+    pub query: Vec<QueryMatch>,
+    /// Empty: any client; else the client address is in one of these.
+    pub source_ip: Vec<ipnet::IpNet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +67,8 @@ pub enum HostMatch {
     Exact(String),
     /// `*.example.com` stored as `.example.com`: matches `a.example.com`, not `example.com`.
     Suffix(String),
+    /// Any other wildcard pattern (`api-?.example.*`), case-insensitive.
+    Pattern(Wildcard),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -62,6 +77,8 @@ pub enum PathMatch {
     Any,
     Prefix(String),
     Exact(String),
+    /// An ALB path pattern over the whole path.
+    Pattern(Wildcard),
 }
 
 #[derive(Debug, Clone)]
@@ -77,12 +94,13 @@ pub enum HeaderMatchKind {
     Present(bool),
 }
 
-/// What a route does with a matched request. Later actions (redirect, fixed response)
-/// become new variants.
+/// What a route does with a matched request.
 #[derive(Debug, Clone)]
 pub enum RouteAction {
     /// Forward to one upstream, or split by weight across several.
     Forward(Vec<WeightedUpstream>),
+    Redirect(Redirect),
+    Fixed(FixedResponse),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +191,68 @@ fn validate_route(
     p: &mut Problems,
 ) -> Route {
     let matcher = validate_match(at, &r.matcher, p);
-    let targets = validate_targets(at, r, upstreams, p);
+    let action = match (&r.redirect, &r.fixed_response) {
+        (Some(_), Some(_)) => {
+            p.push(
+                format!("{at}.fixed_response"),
+                "set one action: `upstream`/`split`, `redirect` or `fixed_response`",
+            );
+            RouteAction::Forward(Vec::new())
+        }
+        (Some(red), None) => {
+            if r.upstream.is_some() || r.split.is_some() {
+                p.push(
+                    format!("{at}.redirect"),
+                    "set one action: `upstream`/`split`, `redirect` or `fixed_response`",
+                );
+            }
+            RouteAction::Redirect(validate_redirect(&format!("{at}.redirect"), red, p))
+        }
+        (None, Some(f)) => {
+            if r.upstream.is_some() || r.split.is_some() {
+                p.push(
+                    format!("{at}.fixed_response"),
+                    "set one action: `upstream`/`split`, `redirect` or `fixed_response`",
+                );
+            }
+            RouteAction::Fixed(validate_fixed_response(
+                &format!("{at}.fixed_response"),
+                f,
+                p,
+            ))
+        }
+        (None, None) => RouteAction::Forward(validate_targets(at, r, upstreams, p)),
+    };
+    let forwards = matches!(action, RouteAction::Forward(_));
+    for (set, field) in [
+        (r.rewrite.is_some(), "rewrite"),
+        (r.request_headers.is_some(), "request_headers"),
+    ] {
+        if set && !forwards {
+            p.push(
+                format!("{at}.{field}"),
+                "applies to forwarded requests only; this route answers itself",
+            );
+        }
+    }
+    let matched_prefix = match &matcher.path {
+        PathMatch::Prefix(pre) => Some(pre.as_str()),
+        _ => r.matcher.path_prefix.as_deref(),
+    };
+    let rewrite = r
+        .rewrite
+        .as_ref()
+        .map(|rw| validate_rewrite(&format!("{at}.rewrite"), rw, matched_prefix, p));
+    let request_headers = r
+        .request_headers
+        .as_ref()
+        .map(|h| validate_header_ops(&format!("{at}.request_headers"), h, p))
+        .unwrap_or_default();
+    let response_headers = r
+        .response_headers
+        .as_ref()
+        .map(|h| validate_header_ops(&format!("{at}.response_headers"), h, p))
+        .unwrap_or_default();
     let retry = match &r.retry {
         None => RetryPolicy::default(),
         Some(rf) => validate_retry(at, rf, p),
@@ -204,7 +283,10 @@ fn validate_route(
         hsts,
         name: r.name.clone(),
         matcher,
-        action: RouteAction::Forward(targets),
+        action,
+        rewrite,
+        request_headers,
+        response_headers,
         connect_timeout,
         read_timeout,
         request_timeout,
@@ -308,21 +390,26 @@ fn validate_targets(
 fn validate_match(at: &str, m: &MatchFile, p: &mut Problems) -> RouteMatch {
     let host = m.host.as_ref().and_then(|h| {
         let h = h.trim().to_ascii_lowercase();
-        let valid = |s: &str| {
+        let valid = |s: &str, wild: bool| {
             !s.is_empty()
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+                && s.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || c == '-' || c == '.' || (wild && "*?".contains(c))
+                })
         };
-        if let Some(rest) = h.strip_prefix("*.") {
-            if valid(rest) {
-                return Some(HostMatch::Suffix(format!(".{rest}")));
-            }
-        } else if valid(&h) {
+        if let Some(rest) = h.strip_prefix("*.").filter(|r| valid(r, false)) {
+            return Some(HostMatch::Suffix(format!(".{rest}")));
+        }
+        if valid(&h, false) {
             return Some(HostMatch::Exact(h));
+        }
+        if valid(&h, true) {
+            if let Ok(w) = Wildcard::new(&h, true) {
+                return Some(HostMatch::Pattern(w));
+            }
         }
         p.push(
             format!("{at}.match.host"),
-            format!("{h:?} is not a host name or a wildcard like *.example.com"),
+            format!("{h:?} is not a host name or a wildcard like *.example.com or api-?.example.*"),
         );
         None
     });
@@ -352,6 +439,41 @@ fn validate_match(at: &str, m: &MatchFile, p: &mut Problems) -> RouteMatch {
         }
         (None, None) => PathMatch::Any,
     };
+    let path = match (&m.path, path) {
+        (None, path) => path,
+        (Some(_), PathMatch::Prefix(_) | PathMatch::Exact(_)) => {
+            p.push(
+                format!("{at}.match.path"),
+                "set one of `path`, `path_prefix`, `path_exact`",
+            );
+            PathMatch::Any
+        }
+        (Some(pat), _) if !pat.starts_with('/') && !pat.starts_with('*') => {
+            p.push(format!("{at}.match.path"), "must start with / (or *)");
+            PathMatch::Any
+        }
+        (Some(pat), _) if !Wildcard::has_wildcard(pat) => PathMatch::Exact(pat.clone()),
+        (Some(pat), _) => match Wildcard::new(pat, false) {
+            Ok(w) => PathMatch::Pattern(w),
+            Err(e) => {
+                p.push(format!("{at}.match.path"), e);
+                PathMatch::Any
+            }
+        },
+    };
+    let query = m
+        .query
+        .iter()
+        .enumerate()
+        .filter_map(|(i, q)| validate_query_match(&format!("{at}.match.query[{i}]"), q, p))
+        .collect();
+    let mut source_ip = Vec::new();
+    for (i, c) in m.source_ip.iter().enumerate() {
+        match super::listener::parse_cidr(c) {
+            Ok(net) => source_ip.push(net),
+            Err(e) => p.push(format!("{at}.match.source_ip[{i}]"), e),
+        }
+    }
     let mut methods = Vec::new();
     for (i, name) in m.methods.iter().enumerate() {
         match Method::from_bytes(name.trim().to_ascii_uppercase().as_bytes()) {
@@ -397,6 +519,8 @@ fn validate_match(at: &str, m: &MatchFile, p: &mut Problems) -> RouteMatch {
         path,
         methods,
         headers,
+        query,
+        source_ip,
     }
 }
 
