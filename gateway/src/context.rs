@@ -36,6 +36,10 @@ pub struct Ctx {
     pub rejection_detail: Option<String>,
     /// The route's action answered itself (`redirect`, `fixed_response`).
     pub answered: Option<&'static str>,
+    /// Why the request is not desync-compliant, when it is not (access log).
+    pub desync: Option<crate::desync::Reason>,
+    /// Ask the upstream to close its connection after this request (desync defence).
+    pub close_upstream: bool,
     /// The request's trace and this gateway's span in it.
     pub trace: TraceContext,
     pub span_id: u64,
@@ -73,6 +77,8 @@ impl Ctx {
             rejected: None,
             rejection_detail: None,
             answered: None,
+            desync: None,
+            close_upstream: false,
             trace: TraceContext::default(),
             span_id: 0,
             record_spans: false,

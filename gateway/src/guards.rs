@@ -1,16 +1,18 @@
 //! Listener guards: what every request on a listener goes through before routing.
-//! HTTPS redirect, request-head size, and framing (request smuggling) checks.
+//! HTTPS redirect, request-head size, and desync (request smuggling) mitigation.
 
-use http::header::{HOST, TRANSFER_ENCODING};
+use http::header::HOST;
 use http::HeaderValue;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 
 use crate::context::Client;
+use crate::desync::{Class, Reason};
 use crate::filters::{Rejection, Verdict};
 use crate::forwarded::client_used_https;
 use crate::routing::normalize_host;
 use crate::snapshot::Snapshot;
+use tollgate_config::gateway::file::DesyncMode;
 
 /// Run every guard of the request's listener, cheapest first.
 pub fn check(session: &Session, snap: &Snapshot, client: &Client) -> Verdict {
@@ -29,25 +31,63 @@ pub fn check(session: &Session, snap: &Snapshot, client: &Client) -> Verdict {
             format!("request header fields too large (limit {limit} bytes)"),
         ));
     }
-    // Request smuggling defence: Transfer-Encoding together with Content-Length is
-    // ambiguous framing; refuse it rather than guess (RFC 9112 6.3 allows either),
-    // and close: where this request ends is exactly what is in doubt.
-    if req.headers.contains_key(TRANSFER_ENCODING) {
-        let both = session.as_downstream().as_http1().is_some_and(|h1| {
-            contains_ignore_case(&h1.get_headers_raw_bytes(), b"\ncontent-length:")
-        });
-        if both {
-            return Verdict::Reject(
-                Rejection::new(
-                    400,
-                    "ambiguous_framing",
-                    "both Content-Length and Transfer-Encoding: ambiguous framing",
-                )
-                .close(),
-            );
-        }
-    }
     Verdict::Continue
+}
+
+/// What the listener's desync mitigation does with a request.
+#[derive(Debug)]
+pub enum Desync {
+    Forward,
+    /// Forward it, then close the client's and the upstream's connections (the
+    /// next request on either could be read differently by the other side).
+    ForwardAndClose,
+    Refuse(Rejection),
+}
+
+/// Classify an HTTP/1 request's head ([`desync`](crate::desync)) and decide by the
+/// listener's mode; count the decision. HTTP/2 framing is not ambiguous: not classified.
+pub fn desync(session: &Session, snap: &Snapshot, client: &Client) -> (Desync, Option<Reason>) {
+    let Some(h1) = session.as_downstream().as_http1() else {
+        return (Desync::Forward, None);
+    };
+    let mode = client
+        .listener
+        .and_then(|i| snap.config.listeners.get(i))
+        .map_or(DesyncMode::default(), |l| l.desync_mitigation);
+    let c = crate::desync::classify(&h1.get_headers_raw_bytes());
+    let decision = match (c.class, mode) {
+        (Class::Compliant, _) => {
+            crate::metrics::METRICS.desync_compliant[mode as usize].inc();
+            return (Desync::Forward, None);
+        }
+        (Class::Severe, _) => Desync::Refuse(desync_rejection(c).close()),
+        (Class::Ambiguous, DesyncMode::Strictest) => Desync::Refuse(desync_rejection(c).close()),
+        (Class::Acceptable, DesyncMode::Strictest) => Desync::Refuse(desync_rejection(c)),
+        (Class::Ambiguous, DesyncMode::Defensive) => Desync::ForwardAndClose,
+        (Class::Acceptable | Class::Ambiguous, _) => Desync::Forward,
+    };
+    let action = match &decision {
+        Desync::Forward => "forwarded",
+        Desync::ForwardAndClose => "forwarded_closed",
+        Desync::Refuse(_) => "refused",
+    };
+    crate::metrics::METRICS
+        .desync
+        .with_label_values(&[mode.as_str(), c.class.as_str(), c.reason.as_str(), action])
+        .inc();
+    (decision, Some(c.reason))
+}
+
+fn desync_rejection(c: crate::desync::Classification) -> Rejection {
+    Rejection::new(
+        400,
+        "desync",
+        format!(
+            "request framing refused: {} ({})",
+            c.reason.as_str(),
+            c.class.as_str()
+        ),
+    )
 }
 
 /// The request's host (URI authority, else `Host`), without port, lower case.
@@ -91,11 +131,6 @@ fn head_size(req: &RequestHeader) -> usize {
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum();
     target + headers
-}
-
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod balance;
 pub mod concurrency;
 pub mod connection;
 pub mod context;
+pub mod desync;
 pub mod filters;
 pub mod forwarded;
 pub mod guards;

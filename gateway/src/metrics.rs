@@ -27,6 +27,9 @@ pub struct Metrics {
     pub restart_required: IntGauge,
     pub discovery_errors: IntCounterVec,
     pub no_route: IntCounter,
+    /// `gateway_desync_requests_total` for compliant requests, by mode (fetched once).
+    pub desync_compliant: [IntCounter; 3],
+    pub desync: IntCounterVec,
     pub rate_limit_decisions: IntCounterVec,
     pub redis_duration: Histogram,
     pub redis_errors: IntCounterVec,
@@ -39,6 +42,11 @@ pub struct Metrics {
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let desync = m::counter_vec(
+        "gateway_desync_requests_total",
+        "HTTP/1 requests by the listener's desync mitigation mode, their class (compliant, acceptable, ambiguous, severe), the reason, and what was done (forwarded, forwarded_closed, refused)",
+        &["mode", "class", "reason", "action"],
+    );
     Metrics {
     requests: m::counter_vec(
         "gateway_requests_total",
@@ -137,6 +145,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         &["upstream"],
     ),
     no_route: m::counter("gateway_no_route_total", "Requests that matched no route"),
+    desync_compliant: {
+        let c = |mode: &str| desync.with_label_values(&[mode, "compliant", "none", "forwarded"]);
+        [c("monitor"), c("defensive"), c("strictest")]
+    },
+    desync,
     rate_limit_decisions: m::counter_vec(
         "gateway_rate_limit_decisions_total",
         "Rate-limit decisions by policy: allowed, limited (answered 429), skipped (a key part was missing); local_fallback and limited_locally are parts of allowed/limited decided without Redis",

@@ -88,6 +88,19 @@ impl ProxyHttp for GatewayProxy {
             respond::reject(session, ctx, &r).await?;
             return Ok(true);
         }
+        let (desync, reason) = guards::desync(session, &snap, &ctx.client);
+        ctx.desync = reason;
+        match desync {
+            guards::Desync::Forward => {}
+            guards::Desync::ForwardAndClose => {
+                session.set_keepalive(None);
+                ctx.close_upstream = true;
+            }
+            guards::Desync::Refuse(r) => {
+                respond::reject(session, ctx, &r).await?;
+                return Ok(true);
+            }
+        }
 
         if !session.is_body_empty() {
             // Each wait for the next piece of the body (nginx's client_body_timeout).
@@ -221,6 +234,9 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         forwarded::upstream_headers(ctx, session.req_header(), upstream_request)?;
+        if ctx.close_upstream {
+            upstream_request.insert_header(http::header::CONNECTION, "close")?;
+        }
         if let (Some(route), Some(routed)) = (ctx.route(), ctx.routed.as_ref()) {
             if let Some(rw) = &route.config.rewrite {
                 crate::transform::rewrite(rw, upstream_request)?;

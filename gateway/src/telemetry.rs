@@ -137,6 +137,7 @@ fn access_line(
     );
     l.opt_str("rejection", ctx.rejected);
     l.opt_str("action", ctx.answered);
+    l.opt_str("desync", ctx.desync.map(crate::desync::Reason::as_str));
     l.opt_str("rejection_detail", ctx.rejection_detail.as_deref());
     l.finish()
 }

@@ -87,7 +87,8 @@ async fn policy_answers_keep_the_connection_and_say_why() {
         .expect("400");
     assert_eq!(r.status, 400, "{r:?}");
     assert_eq!(r.header("connection"), Some("close"), "{r:?}");
-    assert!(r.body.contains("reason: ambiguous_framing"), "{}", r.body);
+    assert!(r.body.contains("reason: desync"), "{}", r.body);
+    assert!(r.body.contains("both_te_cl_present (severe)"), "{}", r.body);
     assert!(c.closed(), "connection closed after ambiguous framing");
     assert_eq!(
         app.stats().await.unwrap().requests,

@@ -74,6 +74,33 @@ pub struct ListenerFile {
     /// `X-Forwarded-Proto` are believed. From anyone else these headers are replaced.
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// HTTP/1 desync (request smuggling) mitigation, as ALB's: `monitor`, `defensive`
+    /// (the default) or `strictest`. Severe requests are refused in every mode.
+    #[serde(default)]
+    pub desync_mitigation: DesyncMode,
+}
+
+/// How a listener treats requests by their desync class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DesyncMode {
+    /// Forward compliant, acceptable and ambiguous requests as they are; count them.
+    Monitor,
+    /// Forward ambiguous requests, then close the client and upstream connections.
+    #[default]
+    Defensive,
+    /// Forward only compliant requests.
+    Strictest,
+}
+
+impl DesyncMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DesyncMode::Monitor => "monitor",
+            DesyncMode::Defensive => "defensive",
+            DesyncMode::Strictest => "strictest",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

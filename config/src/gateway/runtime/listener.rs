@@ -23,6 +23,7 @@ pub struct Listener {
     pub proxy_protocol: bool,
     /// Peers whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub desync_mitigation: crate::gateway::file::DesyncMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +113,7 @@ pub(super) fn validate_listeners(
             redirect_https: l.redirect_https.then_some(l.https_port.unwrap_or(0)),
             proxy_protocol: l.proxy_protocol,
             trusted_proxies,
+            desync_mitigation: l.desync_mitigation,
         });
     }
     // A redirect without an explicit port goes to the first TLS listener's port (443
