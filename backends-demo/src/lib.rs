@@ -22,6 +22,7 @@ mod ports;
 mod process;
 mod redis;
 pub mod server;
+pub mod websocket;
 
 pub use backend::{Backend, BackendBuilder, Stats};
 pub use bins::bin_path;

@@ -14,62 +14,14 @@ use backends_demo::pki::{CertSpec, TestCa};
 use backends_demo::{free_addr, test_client, wait_until, Sidecar};
 use common::{a_config, b_config, issue, start_in, MeshOpts, A_ID, B_ID};
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
-/// A WebSocket echo server in this process: every text or binary message comes back.
-/// Counts the handshakes it completed.
 async fn echo_server() -> (SocketAddr, Arc<AtomicU32>) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let handshakes = Arc::new(AtomicU32::new(0));
-    let count = handshakes.clone();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = l.accept().await {
-            let count = count.clone();
-            tokio::spawn(async move {
-                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
-                    return;
-                };
-                count.fetch_add(1, Ordering::SeqCst);
-                let (mut tx, mut rx) = ws.split();
-                while let Some(Ok(m)) = rx.next().await {
-                    if (m.is_text() || m.is_binary()) && tx.send(m).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (addr, handshakes)
+    backends_demo::websocket::echo_server().await.unwrap()
 }
 
-/// An app that answers `101 Switching Protocols` to every request, asked or not.
 async fn rogue_101_app() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = l.accept().await {
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let mut seen = Vec::new();
-                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => seen.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = tcp
-                    .write_all(
-                        b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\nrogue bytes",
-                    )
-                    .await;
-                let _ = tcp.read(&mut buf).await;
-            });
-        }
-    });
-    addr
+    backends_demo::websocket::rogue_101_app().await.unwrap()
 }
 
 /// Two sidecars in front of `app`; `dep_policy` goes into A's dependency block.
