@@ -108,7 +108,7 @@ pub struct Dependency {
     pub max_concurrent: u32,
     pub queue: u32,
     pub outlier: Option<Outlier>,
-    pub hedge_after: Option<Duration>,
+    pub hedge_after: Option<HedgeAfter>,
     pub rate_limit: Option<Rate>,
     pub fault: Option<Fault>,
     /// Upgraded streams (WebSocket) are closed after this long without a byte.
@@ -175,6 +175,54 @@ pub struct Retry {
 impl Retry {
     pub fn retries_status(&self, status: u16) -> bool {
         (self.on_5xx && (500..600).contains(&status)) || self.statuses.contains(&status)
+    }
+}
+
+/// When a hedge is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeAfter {
+    Fixed(Duration),
+    /// `quantile` (0.5 ..= 0.999) of the recent successful tries' latency, clamped to
+    /// `min ..= max`; `max` until enough tries have been seen.
+    Percentile {
+        quantile: f64,
+        min: Duration,
+        max: Duration,
+    },
+}
+
+impl HedgeAfter {
+    /// How the setting reads in the status view: `50ms`, `p95`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Fixed(d) => crate::units::format_duration(*d),
+            Self::Percentile { quantile, .. } => format!("p{}", quantile * 100.0),
+        }
+    }
+}
+
+fn validate_hedge_after(at: &str, h: &HedgeAfterFile, p: &mut Problems) -> HedgeAfter {
+    let field = format!("{at}.hedge_after");
+    let (quantile, min, max) = match *h {
+        HedgeAfterFile::Fixed(d) => {
+            if d.get().is_zero() {
+                p.push(field, "must be above 0");
+            }
+            return HedgeAfter::Fixed(d.get());
+        }
+        HedgeAfterFile::Percentile(q) => (q, default_hedge_min(), default_hedge_max()),
+        HedgeAfterFile::Adaptive(a) => (a.percentile, a.min, a.max),
+    };
+    let (min, max) = (min.get(), max.get());
+    if max.is_zero() {
+        p.push(format!("{field}.max"), "must be above 0");
+    } else if min > max {
+        p.push(format!("{field}.min"), "must not exceed `max`");
+    }
+    HedgeAfter::Percentile {
+        quantile: quantile.fraction(),
+        min,
+        max,
     }
 }
 
@@ -400,9 +448,10 @@ pub fn validate(
             .fault
             .as_ref()
             .and_then(|f| crate::common::fault::validate_fault(&format!("{at}.fault"), f, &mut p));
-        if d.hedge_after.is_some_and(|h| h.get().is_zero()) {
-            p.push(format!("{at}.hedge_after"), "must be above 0");
-        }
+        let hedge_after = d
+            .hedge_after
+            .as_ref()
+            .map(|h| validate_hedge_after(&at, h, &mut p));
         let zone_aware = d.zone_aware.as_ref().map(|z| {
             if zone.is_none() {
                 p.push(
@@ -441,7 +490,7 @@ pub fn validate(
                 max_concurrent: d.max_concurrent.max(1),
                 queue: d.queue,
                 outlier,
-                hedge_after: d.hedge_after.map(|h| h.get()),
+                hedge_after,
                 rate_limit: d.rate_limit,
                 fault,
                 upgrade_idle_timeout: d.upgrade_idle_timeout.get(),
