@@ -35,6 +35,12 @@ pub struct SidecarFile {
     /// the Host header (`http://payments/...`).
     #[serde(default)]
     pub proxy: Option<ProxyListenerFile>,
+    /// Transparent interception: the listener that the nftables rules installed by
+    /// `sidecar iptables install` redirect the app's outbound TCP to. A connection
+    /// whose original destination is one of a dependency's `addresses` goes through
+    /// that dependency; any other is passed through or refused (`unknown`).
+    #[serde(default)]
+    pub intercept: Option<InterceptFile>,
     #[serde(default)]
     pub admin: SidecarAdminFile,
     #[serde(default)]
@@ -130,6 +136,11 @@ pub struct DependencyFile {
     /// Loopback `IP:PORT` the app calls, e.g. `127.0.0.1:15101`.
     #[serde(default)]
     pub listen: Option<String>,
+    /// With `intercept`: the `IP:PORT`s the app calls this dependency at as if there
+    /// were no sidecar (its Service's ClusterIP and port, e.g. `10.96.12.34:8080`);
+    /// intercepted connections to them go through this dependency.
+    #[serde(default)]
+    pub addresses: Vec<String>,
     /// Peer sidecars, `HOST:PORT` (IPs, or names re-resolved every `resolve_every`), or
     /// `{ address: HOST:PORT, zone, region }` for zone-aware routing.
     pub endpoints: Vec<DependencyEndpointFile>,
@@ -452,6 +463,31 @@ fn default_max_open_for() -> HumanDuration {
 }
 fn default_probes() -> u32 {
     3
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptFile {
+    /// IPv4 listener the redirect points at: `127.0.0.1:PORT` (nftables `redirect`
+    /// sends locally made connections to 127.0.0.1), e.g. `127.0.0.1:15006`.
+    pub listen: String,
+    /// IPv6 listener (`[::1]:PORT`, same port) for the `ip6` table's redirect; without
+    /// it, install the rules with `--no-ipv6`.
+    #[serde(default)]
+    pub listen_v6: Option<String>,
+    /// What to do with a connection to an address no dependency lists:
+    /// `passthrough` (default: connect to the original destination and copy bytes
+    /// both ways, untouched) or `refuse` (close it).
+    #[serde(default)]
+    pub unknown: UnknownDestinationFile,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownDestinationFile {
+    #[default]
+    Passthrough,
+    Refuse,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

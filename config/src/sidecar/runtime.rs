@@ -27,6 +27,7 @@ pub struct SidecarConfig {
     pub inbound: Option<Inbound>,
     pub dependencies: BTreeMap<String, Dependency>,
     pub proxy_listen: Option<SocketAddr>,
+    pub intercept: Option<Intercept>,
     pub admin_address: SocketAddr,
     pub threads: usize,
     pub drain_delay: Duration,
@@ -35,6 +36,15 @@ pub struct SidecarConfig {
     pub tracing: Option<crate::common::telemetry::Tracing>,
     /// `server.log_level`, checked.
     pub log_level: Option<String>,
+}
+
+/// The transparent-interception listener(s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intercept {
+    pub listen: SocketAddr,
+    pub listen_v6: Option<SocketAddr>,
+    /// Connections to addresses no dependency lists are refused (else passed through).
+    pub refuse_unknown: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +106,8 @@ impl Inbound {
 pub struct Dependency {
     pub name: String,
     pub listen: Option<SocketAddr>,
+    /// Original destinations (intercepted) that mean this dependency.
+    pub addresses: Vec<SocketAddr>,
     pub endpoints: Vec<HostPort>,
     pub resolve_every: Duration,
     pub server_identity: String,
@@ -344,6 +356,37 @@ pub fn validate(
         Some(a)
     });
 
+    let intercept = file.intercept.as_ref().and_then(|i| {
+        let listen = addr(&i.listen, "intercept.listen".into(), &mut p)?;
+        claim(listen, "intercept.listen".into(), &mut p);
+        if !listen.is_ipv4() {
+            p.push(
+                "intercept.listen",
+                "must be an IPv4 address (127.0.0.1:PORT); IPv6 goes in listen_v6",
+            );
+        }
+        let listen_v6 = i.listen_v6.as_ref().and_then(|l| {
+            let a = addr(l, "intercept.listen_v6".into(), &mut p)?;
+            claim(a, "intercept.listen_v6".into(), &mut p);
+            if !a.is_ipv6() || a.port() != listen.port() {
+                p.push(
+                    "intercept.listen_v6",
+                    format!(
+                        "must be an IPv6 address on the same port as listen, e.g. [::1]:{}",
+                        listen.port()
+                    ),
+                );
+            }
+            Some(a)
+        });
+        Some(Intercept {
+            listen,
+            listen_v6,
+            refuse_unknown: i.unknown == UnknownDestinationFile::Refuse,
+        })
+    });
+
+    let mut intercepted: HashSet<SocketAddr> = HashSet::new();
     let mut dependencies = BTreeMap::new();
     for (name, d) in &file.outbound {
         let at = format!("outbound.{name}");
@@ -352,10 +395,35 @@ pub fn validate(
             claim(a, format!("{at}.listen"), &mut p);
             Some(a)
         });
-        if listen.is_none() && d.listen.is_none() && proxy_listen.is_none() {
+        let mut addresses = Vec::new();
+        for (n, a) in d.addresses.iter().enumerate() {
+            let field = format!("{at}.addresses[{n}]");
+            let Some(a) = addr(a, field.clone(), &mut p) else {
+                continue;
+            };
+            if a.ip().is_unspecified() || a.port() == 0 {
+                p.push(field, format!("{a} is not an address an app can call"));
+            } else if a.ip().is_loopback() {
+                p.push(
+                    field,
+                    "loopback destinations are never intercepted; use `listen`",
+                );
+            } else if !intercepted.insert(a) {
+                p.push(field, format!("address {a} is listed by two dependencies"));
+            } else {
+                addresses.push(a);
+            }
+        }
+        if !addresses.is_empty() && intercept.is_none() && file.intercept.is_none() {
+            p.push(
+                format!("{at}.addresses"),
+                "needs a top-level `intercept` listener (and the rules of `sidecar iptables install`)",
+            );
+        }
+        if d.listen.is_none() && d.addresses.is_empty() && proxy_listen.is_none() {
             p.push(
                 format!("{at}.listen"),
-                "needs `listen`, or a top-level `proxy` listener to reach it by Host",
+                "needs `listen`, `addresses` (with `intercept`), or a top-level `proxy` listener to reach it by Host",
             );
         }
         if d.endpoints.is_empty() {
@@ -478,6 +546,7 @@ pub fn validate(
             Dependency {
                 name: name.clone(),
                 listen,
+                addresses,
                 endpoints,
                 resolve_every: d.resolve_every.get().max(Duration::from_millis(100)),
                 server_identity: d.server_identity.clone(),
@@ -531,6 +600,7 @@ pub fn validate(
         inbound,
         dependencies,
         proxy_listen,
+        intercept,
         admin_address,
         threads,
         drain_delay: file.server.shutdown.drain_delay.get(),

@@ -360,3 +360,67 @@ fn a_bad_hedge_after_says_which_forms_are_accepted() {
         assert_eq!(fields, [field], "{value}: {e}");
     }
 }
+
+const INTERCEPTED: &str = r#"
+identity: { cert: a, key: b, trust_bundle: c }
+intercept: { listen: 127.0.0.1:15006, listen_v6: "[::1]:15006", unknown: refuse }
+outbound:
+  payments:
+    addresses: ["10.96.0.10:8080", "[fd00::10]:8080"]
+    endpoints: ["10.0.0.1:15001"]
+    server_identity: spiffe://td/payments
+"#;
+
+#[test]
+fn intercepted_dependencies_need_no_listener_of_their_own() {
+    let c = from_str(Path::new("s.yaml"), INTERCEPTED).unwrap().config;
+    let i = c.intercept.unwrap();
+    assert_eq!(i.listen.to_string(), "127.0.0.1:15006");
+    assert_eq!(i.listen_v6.unwrap().to_string(), "[::1]:15006");
+    assert!(i.refuse_unknown);
+    let d = &c.dependencies["payments"];
+    assert_eq!(d.listen, None);
+    let addrs: Vec<String> = d.addresses.iter().map(|a| a.to_string()).collect();
+    assert_eq!(addrs, ["10.96.0.10:8080", "[fd00::10]:8080"]);
+    // Unknown destinations are passed through unless told otherwise.
+    let passthrough = INTERCEPTED.replace(", unknown: refuse", "");
+    let c = from_str(Path::new("s.yaml"), &passthrough).unwrap().config;
+    assert!(!c.intercept.unwrap().refuse_unknown);
+}
+
+#[test]
+fn intercept_problems_name_their_fields() {
+    let err = |src: &str| {
+        let e = from_str(Path::new("s.yaml"), src).unwrap_err();
+        e.problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let e = err(&INTERCEPTED.replace("\"[::1]:15006\"", "\"[::1]:15007\""));
+    assert!(
+        e.contains("intercept.listen_v6: must be an IPv6 address on the same port"),
+        "{e}"
+    );
+    let e = err(&INTERCEPTED.replace("10.96.0.10:8080", "127.0.0.1:8080"));
+    assert!(
+        e.contains("outbound.payments.addresses[0]: loopback"),
+        "{e}"
+    );
+    let e = err(&INTERCEPTED.replace("[fd00::10]:8080", "10.96.0.10:8080"));
+    assert!(
+        e.contains("outbound.payments.addresses[1]: address 10.96.0.10:8080 is listed by two"),
+        "{e}"
+    );
+    let e = err(&INTERCEPTED.replace(
+        "intercept: { listen: 127.0.0.1:15006, listen_v6: \"[::1]:15006\", unknown: refuse }\n",
+        "",
+    ));
+    assert!(
+        e.contains("outbound.payments.addresses: needs a top-level `intercept`"),
+        "{e}"
+    );
+    let e = err(&INTERCEPTED.replace("unknown: refuse", "unknown: drop"));
+    assert!(e.contains("passthrough") && e.contains("refuse"), "{e}");
+}
