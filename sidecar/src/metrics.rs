@@ -20,6 +20,7 @@ pub struct Metrics {
     pub dependency_requests: IntCounterVec,
     pub dependency_sent_bytes: IntCounterVec,
     pub dependency_received_bytes: IntCounterVec,
+    pub intercepted: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -93,6 +94,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "sidecar_dependency_received_bytes_total",
         "Response body bytes received from a dependency's endpoints (and upgraded-stream bytes), by locality",
         &["dependency", "locality"],
+    ),
+    intercepted: m::counter_vec(
+        "sidecar_intercepted_connections_total",
+        "Connections redirected to the interception listener, by outcome: dependency, passthrough, refused, not_redirected, error",
+        &["outcome"],
     ),
 }
 });
