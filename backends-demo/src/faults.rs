@@ -37,6 +37,9 @@ pub struct Faults {
     pub action: Option<Action>,
     /// The share of normal requests that get `action`, in `0.0..=1.0`.
     pub rate: f64,
+    /// The share of normal requests delayed by `latency` (default all): a backend with
+    /// a slow tail, as a replica with a long GC pause or a cold cache has.
+    pub latency_rate: f64,
 }
 
 impl Default for Faults {
@@ -46,6 +49,7 @@ impl Default for Faults {
             load_latency: None,
             action: None,
             rate: 1.0,
+            latency_rate: 1.0,
         }
     }
 }
@@ -89,6 +93,7 @@ impl Faults {
         let mut status = None;
         let mut rate = None;
         let mut latency = None;
+        let mut latency_rate = None;
         let mut load_latency = None;
         let mut hang = None;
         let mut reset = None;
@@ -99,6 +104,7 @@ impl Faults {
                 "latency" => latency
                     .replace(parse_duration(value).map_err(|e| bad(format!("latency: {e}")))?)
                     .is_some(),
+                "latency_rate" => latency_rate.replace(parse_rate(value)?).is_some(),
                 "load_latency" => load_latency
                     .replace(
                         parse_duration(value).map_err(|e| bad(format!("load_latency: {e}")))?,
@@ -108,7 +114,7 @@ impl Faults {
                 "reset" => reset.replace(parse_bool(key, value)?).is_some(),
                 _ => {
                     return Err(bad(format!(
-                        "unknown knob {key:?}: expected status, rate, latency, load_latency, hang or reset"
+                        "unknown knob {key:?}: expected status, rate, latency, latency_rate, load_latency, hang or reset"
                     )))
                 }
             };
@@ -132,7 +138,11 @@ impl Faults {
                 "rate applies to status, hang or reset (latency applies to every request)",
             ));
         }
+        if latency_rate.is_some() && latency.is_none() {
+            return Err(bad("latency_rate applies to latency"));
+        }
         Ok(Self {
+            latency_rate: latency_rate.unwrap_or(1.0),
             latency: latency.filter(|d: &Duration| !d.is_zero()),
             load_latency: load_latency.filter(|d: &Duration| !d.is_zero()),
             action,
@@ -143,6 +153,12 @@ impl Faults {
     /// No knob set: requests are answered as if faults did not exist.
     pub fn is_none(&self) -> bool {
         self.latency.is_none() && self.load_latency.is_none() && self.action.is_none()
+    }
+
+    /// Roll the dice for one request: its delay, if it falls in the delayed share.
+    pub fn roll_latency(&self) -> Option<Duration> {
+        let latency = self.latency?;
+        (self.latency_rate >= 1.0 || rand::random::<f64>() < self.latency_rate).then_some(latency)
     }
 
     /// Roll the dice for one request: its action, if it falls in the faulted share.
@@ -239,6 +255,7 @@ impl Knobs {
             },
             rate: f.rate,
             latency: f.latency.map(format_duration),
+            latency_rate: f.latency_rate,
             load_latency: f.load_latency.map(format_duration),
             hang: f.action == Some(Action::Hang),
             reset: f.action == Some(Action::Reset),
@@ -253,6 +270,7 @@ pub struct KnobsView {
     pub status: Option<u16>,
     pub rate: f64,
     pub latency: Option<String>,
+    pub latency_rate: f64,
     pub load_latency: Option<String>,
     pub hang: bool,
     pub reset: bool,
@@ -323,6 +341,8 @@ mod tests {
         assert!(refused("status=503&status=500").contains("twice"));
         assert!(refused("status=503&hang=true").contains("choose one"));
         assert!(refused("rate=0.5").contains("rate applies"));
+        assert!(refused("latency_rate=0.5").contains("latency_rate applies"));
+        assert!(refused("latency=1s&latency_rate=3").contains("rate"));
     }
 
     #[test]
@@ -334,6 +354,18 @@ mod tests {
         let half = parse("status=503&rate=0.5");
         let hits = (0..10_000).filter(|_| half.roll().is_some()).count();
         assert!((4000..6000).contains(&hits), "{hits}");
+    }
+
+    #[test]
+    fn latency_rate_delays_a_share() {
+        let all = parse("latency=50ms");
+        assert!((0..1000).all(|_| all.roll_latency() == Some(Duration::from_millis(50))));
+        let tail = parse("latency=50ms&latency_rate=0.05");
+        let hits = (0..10_000)
+            .filter(|_| tail.roll_latency().is_some())
+            .count();
+        assert!((300..700).contains(&hits), "{hits}");
+        assert!(parse("status=503").roll_latency().is_none());
     }
 
     #[test]

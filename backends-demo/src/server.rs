@@ -296,7 +296,7 @@ async fn normal(state: &State, req: Request<Incoming>) -> Result<Resp, ResetConn
 
     let (parts, body) = req.into_parts();
     let body_bytes = count_body(body).await.map_err(|_| ResetConnection)?;
-    if let Some(latency) = faults.and_then(|f| f.latency) {
+    if let Some(latency) = faults.as_ref().and_then(Faults::roll_latency) {
         tokio::time::sleep(latency).await;
     }
     if let Some(per) = faults.and_then(|f| f.load_latency) {

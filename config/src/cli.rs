@@ -34,13 +34,32 @@ pub struct Binary {
     pub run: fn(&Path) -> Result<(), Box<dyn std::error::Error>>,
 }
 
+/// A subcommand only one binary has (`sidecar iptables`), run instead of the rest.
+pub struct Extra {
+    pub command: clap::Command,
+    pub run: fn(&clap::ArgMatches) -> ExitCode,
+}
+
 /// Parse the command line and do what it says.
 pub fn main(bin: Binary) -> ExitCode {
-    let matches = Cli::command()
+    main_with(bin, Vec::new())
+}
+
+/// [`main`] with subcommands of the binary's own.
+pub fn main_with(bin: Binary, extra: Vec<Extra>) -> ExitCode {
+    let mut command = Cli::command()
         .name(bin.name)
         .about(bin.about)
-        .version(env!("CARGO_PKG_VERSION"))
-        .get_matches();
+        .version(env!("CARGO_PKG_VERSION"));
+    for e in &extra {
+        command = command.subcommand(e.command.clone());
+    }
+    let matches = command.get_matches();
+    if let Some((name, sub)) = matches.subcommand() {
+        if let Some(e) = extra.iter().find(|e| e.command.get_name() == name) {
+            return (e.run)(sub);
+        }
+    }
     let cli = match Cli::from_arg_matches(&matches) {
         Ok(c) => c,
         Err(e) => e.exit(),

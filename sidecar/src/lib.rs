@@ -3,8 +3,9 @@
 //! circuit breaker and concurrency limit, as a tower stack per dependency.
 //!
 //! It owns identity and TLS (`identity`), the inbound listener (`inbound`), the
-//! outbound listeners and per-dependency stacks (`outbound`, `resilience`), and its
-//! admin endpoints. The config schema lives in `tollgate-config`.
+//! outbound listeners and per-dependency stacks (`outbound`, `resilience`), transparent
+//! interception (`intercept`, and the nftables rules of `sidecar iptables`: `nftables`),
+//! and its admin endpoints. The config schema lives in `tollgate-config`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -12,8 +13,10 @@ pub mod body;
 pub mod error;
 pub mod identity;
 pub mod inbound;
+pub mod intercept;
 pub mod listener;
 pub mod metrics;
+pub mod nftables;
 pub mod outbound;
 pub mod resilience;
 pub mod server;

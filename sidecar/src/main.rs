@@ -1,5 +1,6 @@
 //! `sidecar --config FILE` runs; `sidecar validate FILE` checks the config and the
-//! identity files; `sidecar schema` prints the JSON Schema of the config.
+//! identity files; `sidecar schema` prints the JSON Schema of the config;
+//! `sidecar iptables install|uninstall` sets up transparent interception.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -23,11 +24,18 @@ fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
-    cli::main(Binary {
-        name: "sidecar",
-        about: "mTLS sidecar with per-dependency resilience",
-        schema: sidecar::json_schema,
-        validate,
-        run,
-    })
+    let iptables = cli::Extra {
+        command: sidecar_lib::nftables::command(),
+        run: sidecar_lib::nftables::run_matches,
+    };
+    cli::main_with(
+        Binary {
+            name: "sidecar",
+            about: "mTLS sidecar with per-dependency resilience",
+            schema: sidecar::json_schema,
+            validate,
+            run,
+        },
+        vec![iptables],
+    )
 }

@@ -20,6 +20,7 @@ pub struct Metrics {
     pub dependency_requests: IntCounterVec,
     pub dependency_sent_bytes: IntCounterVec,
     pub dependency_received_bytes: IntCounterVec,
+    pub intercepted: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -94,6 +95,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Response body bytes received from a dependency's endpoints (and upgraded-stream bytes), by locality",
         &["dependency", "locality"],
     ),
+    intercepted: m::counter_vec(
+        "sidecar_intercepted_connections_total",
+        "Connections redirected to the interception listener, by outcome: dependency, passthrough, refused, not_redirected, error",
+        &["outcome"],
+    ),
 }
 });
 
@@ -110,6 +116,17 @@ type Extract = fn(&crate::outbound::DependencyRt) -> Option<u64>;
 
 /// (name, help, is_counter, extractor)
 const SERIES: &[(&str, &str, bool, Extract)] = &[
+    // Nanoseconds, exposed in seconds: see `Family::Seconds`.
+    (
+        "sidecar_hedge_after_seconds",
+        "The delay after which a try is hedged now (fixed, or the percentile of recent latency)",
+        false,
+        |d| {
+            d.hedge
+                .as_ref()
+                .map(|h| u64::try_from(h.after().as_nanos()).unwrap_or(u64::MAX))
+        },
+    ),
     ("sidecar_retries_total", "Retries sent", true, |d| {
         d.retry.as_ref().map(|r| r.stats().snapshot().retries)
     }),
@@ -170,6 +187,8 @@ const SERIES: &[(&str, &str, bool, Extract)] = &[
 enum Family {
     Counter(IntCounterVec),
     Gauge(IntGaugeVec),
+    /// A gauge in seconds whose extractor gives nanoseconds (names ending `_seconds`).
+    Seconds(prometheus::GaugeVec),
 }
 
 impl Family {
@@ -178,6 +197,7 @@ impl Family {
         match self {
             Self::Counter(c) => c.collect(),
             Self::Gauge(g) => g.collect(),
+            Self::Seconds(g) => g.collect(),
         }
     }
 }
@@ -191,6 +211,10 @@ fn families() -> Vec<Family> {
                 IntCounterVec::new(opts, &["dependency"])
                     .ok()
                     .map(Family::Counter)
+            } else if name.ends_with("_seconds") {
+                prometheus::GaugeVec::new(opts, &["dependency"])
+                    .ok()
+                    .map(Family::Seconds)
             } else {
                 IntGaugeVec::new(opts, &["dependency"])
                     .ok()
@@ -208,6 +232,7 @@ impl DependencyCollector {
             .flat_map(|f| match f {
                 Family::Counter(c) => c.desc().into_iter().cloned().collect::<Vec<_>>(),
                 Family::Gauge(g) => g.desc().into_iter().cloned().collect(),
+                Family::Seconds(g) => g.desc().into_iter().cloned().collect(),
             })
             .collect();
         let me = Self {
@@ -239,6 +264,7 @@ impl prometheus::core::Collector for DependencyCollector {
                     Family::Gauge(g) => g
                         .with_label_values(&[name.as_str()])
                         .set(i64::try_from(v).unwrap_or(i64::MAX)),
+                    Family::Seconds(g) => g.with_label_values(&[name.as_str()]).set(v as f64 / 1e9),
                 }
             }
         }

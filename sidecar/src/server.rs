@@ -63,7 +63,7 @@ async fn serve(
             let _ = st.reload("file");
         })?;
 
-    // Static listeners: inbound and proxy need a restart to move.
+    // Static listeners: inbound, proxy and intercept need a restart to move.
     if let Some(inb) = &cfg.inbound {
         let l = bind(inb.listen, "inbound").await?;
         let st = state.clone();
@@ -83,6 +83,19 @@ async fn serve(
             "proxy",
             move |tcp, _| crate::outbound::serve_proxy_conn(st.clone(), tcp),
         ));
+    }
+    if let Some(i) = &cfg.intercept {
+        for addr in std::iter::once(i.listen).chain(i.listen_v6) {
+            let l = bind(addr, "intercept").await?;
+            let st = state.clone();
+            tokio::spawn(accept_loop(
+                l,
+                state.connections.stop_signal(),
+                "intercept",
+                move |tcp, peer| crate::intercept::serve_conn(st.clone(), tcp, peer),
+            ));
+            tracing::info!("intercepting on {addr}");
+        }
     }
     let mut listeners = Listeners::default();
     listeners.reconcile(&state).await?;

@@ -90,6 +90,10 @@ impl State {
             tracing::warn!("identity file paths changed: restart the sidecar to apply them");
         }
         let cfg = &loaded.config;
+        let listen = |i: &Option<sidecar::Intercept>| i.as_ref().map(|i| (i.listen, i.listen_v6));
+        if listen(&cfg.intercept) != listen(&current.config.intercept) {
+            tracing::warn!("intercept listeners changed: restart the sidecar to apply them (`unknown` and dependency addresses apply now)");
+        }
         for why in self
             .telemetry
             .restart_needed(&cfg.access_log, false, cfg.tracing.as_ref())

@@ -182,3 +182,77 @@ async fn hedged_gets_get_past_hung_requests() {
     assert!(sent >= CALLS + 25, "{sent} requests for {CALLS} calls");
     assert!(sent <= 2 * CALLS, "{sent} requests for {CALLS} calls");
 }
+
+#[tokio::test]
+async fn hedges_fire_at_the_observed_p95_and_win() {
+    // 2.5% of the dependency's answers take 300ms (a slow tail), the rest a few ms: the
+    // p95 of recent tries sits at the top of the fast ones, so a slow first copy is
+    // hedged there and the hedge (97.5% likely fast) answers first. (A tail of 5% or
+    // more would put the p95 itself in the slow mode, where it stays: the slow tries
+    // are then never hedged, so all of them are counted. That is what p95 means.)
+    let m = Mesh::start(policy(
+        "timeout: 2s\nhedge_after: { percentile: p95, min: 1ms, max: 500ms }",
+    ))
+    .await;
+    let c = test_client();
+    let dep = [("dependency", "app")];
+    // Before any try: the ceiling, shown as warming up.
+    let status = m.a.admin_json("/dependencies").await.unwrap();
+    let hedge = &status["dependencies"][0]["hedge"];
+    assert_eq!(hedge["source"], "warming_up", "{hedge}");
+    assert_eq!(hedge["after_ms"], 500.0, "{hedge}");
+    assert_eq!(
+        m.a.metric("sidecar_hedge_after_seconds", &dep)
+            .await
+            .unwrap(),
+        0.5
+    );
+
+    m.app
+        .fault("latency=300ms&latency_rate=0.05")
+        .await
+        .unwrap();
+    const CALLS: u64 = 600;
+    for _ in 0..CALLS {
+        assert_eq!(get(&c, &m, false).await.0, 200);
+    }
+    let status = m.a.admin_json("/dependencies").await.unwrap();
+    let hedge = &status["dependencies"][0]["hedge"];
+    println!("hedge status after {CALLS} calls: {hedge}");
+    assert_eq!(hedge["source"], "percentile", "{hedge}");
+    assert_eq!(hedge["hedge_after"], "p95", "{hedge}");
+    let after_ms = hedge["after_ms"].as_f64().unwrap();
+    let p95 = hedge["observed_ms"]["p95"].as_f64().unwrap();
+    let p99 = hedge["observed_ms"]["p99"].as_f64().unwrap();
+    // The delay in force is the observed p95 (floor 1ms), below the slow tail.
+    assert!((1.0..300.0).contains(&after_ms), "{hedge}");
+    assert!(
+        (after_ms - p95.max(1.0)).abs() <= p95 * 0.5 + 1.0,
+        "{hedge}"
+    );
+    assert!(p99 >= after_ms, "{hedge}");
+    let gauge =
+        m.a.metric("sidecar_hedge_after_seconds", &dep)
+            .await
+            .unwrap();
+    assert!(gauge > 0.0 && gauge < 0.3, "{gauge}");
+
+    let hedged = m.a.metric("sidecar_hedges_total", &dep).await.unwrap();
+    let won = m.a.metric("sidecar_hedges_won_total", &dep).await.unwrap();
+    let sent = m.app.stats().await.unwrap().requests;
+    println!(
+        "p95 hedging: delay {after_ms:.2} ms (observed p95 {p95:.2} ms, p99 {p99:.2} ms), \
+         {hedged} hedges, {won} won, {sent} requests for {CALLS} calls"
+    );
+    // About 15 slow first copies (2.5% of 600, less the warm-up's) are hedged and won,
+    // plus the fast tries just above the p95.
+    assert!(won >= 4.0, "{won} hedges won of {hedged}");
+    assert!(hedged >= won, "{hedged} {won}");
+    // Within the hedging budget (10% of requests + 10/s), and one hedge per call at most.
+    assert!(hedged <= (CALLS / 2) as f64, "{hedged}");
+    // A losing copy may be cancelled before the peer passes it on: at most one each.
+    assert!(
+        sent >= CALLS && sent as f64 <= CALLS as f64 + hedged,
+        "{sent} requests for {CALLS} calls and {hedged} hedges"
+    );
+}

@@ -35,6 +35,12 @@ pub struct SidecarFile {
     /// the Host header (`http://payments/...`).
     #[serde(default)]
     pub proxy: Option<ProxyListenerFile>,
+    /// Transparent interception: the listener that the nftables rules installed by
+    /// `sidecar iptables install` redirect the app's outbound TCP to. A connection
+    /// whose original destination is one of a dependency's `addresses` goes through
+    /// that dependency; any other is passed through or refused (`unknown`).
+    #[serde(default)]
+    pub intercept: Option<InterceptFile>,
     #[serde(default)]
     pub admin: SidecarAdminFile,
     #[serde(default)]
@@ -130,6 +136,11 @@ pub struct DependencyFile {
     /// Loopback `IP:PORT` the app calls, e.g. `127.0.0.1:15101`.
     #[serde(default)]
     pub listen: Option<String>,
+    /// With `intercept`: the `IP:PORT`s the app calls this dependency at as if there
+    /// were no sidecar (its Service's ClusterIP and port, e.g. `10.96.12.34:8080`);
+    /// intercepted connections to them go through this dependency.
+    #[serde(default)]
+    pub addresses: Vec<String>,
     /// Peer sidecars, `HOST:PORT` (IPs, or names re-resolved every `resolve_every`), or
     /// `{ address: HOST:PORT, zone, region }` for zone-aware routing.
     pub endpoints: Vec<DependencyEndpointFile>,
@@ -161,9 +172,11 @@ pub struct DependencyFile {
     #[serde(default)]
     pub outlier_detection: Option<OutlierFile>,
     /// Send a second try to another endpoint when the first is slower than this
-    /// (idempotent calls only; counted against the retry budget).
+    /// (idempotent calls only; counted against the retry budget): a duration (`50ms`),
+    /// a percentile of the dependency's recent latency (`p95`), or
+    /// `{ percentile: p95, min: 10ms, max: 500ms }`.
     #[serde(default)]
-    pub hedge_after: Option<HumanDuration>,
+    pub hedge_after: Option<HedgeAfterFile>,
     /// Outbound rate limit; beyond it, 429 at once.
     #[serde(default)]
     pub rate_limit: Option<Rate>,
@@ -178,6 +191,127 @@ pub struct DependencyFile {
     /// The timeouts above bound only the wait for the `101`, never the stream.
     #[serde(default = "default_upgrade_idle_timeout")]
     pub upgrade_idle_timeout: HumanDuration,
+}
+
+/// When to hedge: `50ms` (fixed), `p95` (a percentile of recent latency, default floor
+/// and ceiling), or `{ percentile: p95, min: 10ms, max: 500ms }`.
+///
+/// Deserialized by hand rather than `untagged`: a string is a duration or `pNN`, a map
+/// is [`HedgeAdaptiveFile`] with its own unknown-field errors, and a bad value says
+/// which forms are accepted instead of "did not match any variant".
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum HedgeAfterFile {
+    Fixed(HumanDuration),
+    Percentile(PercentileFile),
+    Adaptive(HedgeAdaptiveFile),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HedgeAdaptiveFile {
+    /// `p50` .. `p99.9` of the latency of the dependency's recent successful tries.
+    pub percentile: PercentileFile,
+    /// Never hedge sooner than this (default 10ms).
+    #[serde(default = "default_hedge_min")]
+    pub min: HumanDuration,
+    /// Never wait longer than this; also the delay used until enough tries have been
+    /// seen to estimate the percentile (default 500ms).
+    #[serde(default = "default_hedge_max")]
+    pub max: HumanDuration,
+}
+
+pub fn default_hedge_min() -> HumanDuration {
+    HumanDuration::from_millis(10)
+}
+pub fn default_hedge_max() -> HumanDuration {
+    HumanDuration::from_millis(500)
+}
+
+impl<'de> Deserialize<'de> for HedgeAfterFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = HedgeAfterFile;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a duration (50ms), a percentile (p95), or { percentile: p95, min: 10ms, max: 500ms }",
+                )
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                if v.trim_start().starts_with(['p', 'P']) {
+                    v.parse().map(HedgeAfterFile::Percentile).map_err(E::custom)
+                } else {
+                    v.parse().map(HedgeAfterFile::Fixed).map_err(|e| {
+                        E::custom(format!(
+                            "{e}; or a percentile of recent latency such as p95"
+                        ))
+                    })
+                }
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<Self::Value, A::Error> {
+                HedgeAdaptiveFile::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(HedgeAfterFile::Adaptive)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A percentile written `p50` .. `p99.9`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct PercentileFile(f64);
+
+impl PercentileFile {
+    /// The percentile as a fraction (`p95` is 0.95).
+    pub fn fraction(self) -> f64 {
+        self.0 / 100.0
+    }
+}
+
+impl std::str::FromStr for PercentileFile {
+    type Err = String;
+    fn from_str(input: &str) -> Result<Self, String> {
+        let s = input.trim();
+        s.strip_prefix(['p', 'P'])
+            .and_then(|n| n.parse::<f64>().ok())
+            .filter(|v| (50.0..=99.9).contains(v))
+            .map(Self)
+            .ok_or_else(|| {
+                format!("{input:?} is not a percentile: expected p50 .. p99.9, e.g. p95")
+            })
+    }
+}
+
+impl std::fmt::Display for PercentileFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "p{}", self.0)
+    }
+}
+
+impl Serialize for PercentileFile {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for PercentileFile {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for PercentileFile {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Percentile".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": "string", "pattern": r"^[pP][0-9.]+$", "description": "A percentile from p50 to p99.9, e.g. p95" })
+    }
 }
 
 /// A peer sidecar: `HOST:PORT`, or `{ address: HOST:PORT, zone, region }`.
@@ -329,6 +463,31 @@ fn default_max_open_for() -> HumanDuration {
 }
 fn default_probes() -> u32 {
     3
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptFile {
+    /// IPv4 listener the redirect points at: `127.0.0.1:PORT` (nftables `redirect`
+    /// sends locally made connections to 127.0.0.1), e.g. `127.0.0.1:15006`.
+    pub listen: String,
+    /// IPv6 listener (`[::1]:PORT`, same port) for the `ip6` table's redirect; without
+    /// it, install the rules with `--no-ipv6`.
+    #[serde(default)]
+    pub listen_v6: Option<String>,
+    /// What to do with a connection to an address no dependency lists:
+    /// `passthrough` (default: connect to the original destination and copy bytes
+    /// both ways, untouched) or `refuse` (close it).
+    #[serde(default)]
+    pub unknown: UnknownDestinationFile,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownDestinationFile {
+    #[default]
+    Passthrough,
+    Refuse,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

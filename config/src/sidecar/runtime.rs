@@ -27,6 +27,7 @@ pub struct SidecarConfig {
     pub inbound: Option<Inbound>,
     pub dependencies: BTreeMap<String, Dependency>,
     pub proxy_listen: Option<SocketAddr>,
+    pub intercept: Option<Intercept>,
     pub admin_address: SocketAddr,
     pub threads: usize,
     pub drain_delay: Duration,
@@ -35,6 +36,15 @@ pub struct SidecarConfig {
     pub tracing: Option<crate::common::telemetry::Tracing>,
     /// `server.log_level`, checked.
     pub log_level: Option<String>,
+}
+
+/// The transparent-interception listener(s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Intercept {
+    pub listen: SocketAddr,
+    pub listen_v6: Option<SocketAddr>,
+    /// Connections to addresses no dependency lists are refused (else passed through).
+    pub refuse_unknown: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,6 +106,8 @@ impl Inbound {
 pub struct Dependency {
     pub name: String,
     pub listen: Option<SocketAddr>,
+    /// Original destinations (intercepted) that mean this dependency.
+    pub addresses: Vec<SocketAddr>,
     pub endpoints: Vec<HostPort>,
     pub resolve_every: Duration,
     pub server_identity: String,
@@ -108,7 +120,7 @@ pub struct Dependency {
     pub max_concurrent: u32,
     pub queue: u32,
     pub outlier: Option<Outlier>,
-    pub hedge_after: Option<Duration>,
+    pub hedge_after: Option<HedgeAfter>,
     pub rate_limit: Option<Rate>,
     pub fault: Option<Fault>,
     /// Upgraded streams (WebSocket) are closed after this long without a byte.
@@ -175,6 +187,54 @@ pub struct Retry {
 impl Retry {
     pub fn retries_status(&self, status: u16) -> bool {
         (self.on_5xx && (500..600).contains(&status)) || self.statuses.contains(&status)
+    }
+}
+
+/// When a hedge is sent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HedgeAfter {
+    Fixed(Duration),
+    /// `quantile` (0.5 ..= 0.999) of the recent successful tries' latency, clamped to
+    /// `min ..= max`; `max` until enough tries have been seen.
+    Percentile {
+        quantile: f64,
+        min: Duration,
+        max: Duration,
+    },
+}
+
+impl HedgeAfter {
+    /// How the setting reads in the status view: `50ms`, `p95`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Fixed(d) => crate::units::format_duration(*d),
+            Self::Percentile { quantile, .. } => format!("p{}", quantile * 100.0),
+        }
+    }
+}
+
+fn validate_hedge_after(at: &str, h: &HedgeAfterFile, p: &mut Problems) -> HedgeAfter {
+    let field = format!("{at}.hedge_after");
+    let (quantile, min, max) = match *h {
+        HedgeAfterFile::Fixed(d) => {
+            if d.get().is_zero() {
+                p.push(field, "must be above 0");
+            }
+            return HedgeAfter::Fixed(d.get());
+        }
+        HedgeAfterFile::Percentile(q) => (q, default_hedge_min(), default_hedge_max()),
+        HedgeAfterFile::Adaptive(a) => (a.percentile, a.min, a.max),
+    };
+    let (min, max) = (min.get(), max.get());
+    if max.is_zero() {
+        p.push(format!("{field}.max"), "must be above 0");
+    } else if min > max {
+        p.push(format!("{field}.min"), "must not exceed `max`");
+    }
+    HedgeAfter::Percentile {
+        quantile: quantile.fraction(),
+        min,
+        max,
     }
 }
 
@@ -296,6 +356,37 @@ pub fn validate(
         Some(a)
     });
 
+    let intercept = file.intercept.as_ref().and_then(|i| {
+        let listen = addr(&i.listen, "intercept.listen".into(), &mut p)?;
+        claim(listen, "intercept.listen".into(), &mut p);
+        if !listen.is_ipv4() {
+            p.push(
+                "intercept.listen",
+                "must be an IPv4 address (127.0.0.1:PORT); IPv6 goes in listen_v6",
+            );
+        }
+        let listen_v6 = i.listen_v6.as_ref().and_then(|l| {
+            let a = addr(l, "intercept.listen_v6".into(), &mut p)?;
+            claim(a, "intercept.listen_v6".into(), &mut p);
+            if !a.is_ipv6() || a.port() != listen.port() {
+                p.push(
+                    "intercept.listen_v6",
+                    format!(
+                        "must be an IPv6 address on the same port as listen, e.g. [::1]:{}",
+                        listen.port()
+                    ),
+                );
+            }
+            Some(a)
+        });
+        Some(Intercept {
+            listen,
+            listen_v6,
+            refuse_unknown: i.unknown == UnknownDestinationFile::Refuse,
+        })
+    });
+
+    let mut intercepted: HashSet<SocketAddr> = HashSet::new();
     let mut dependencies = BTreeMap::new();
     for (name, d) in &file.outbound {
         let at = format!("outbound.{name}");
@@ -304,10 +395,35 @@ pub fn validate(
             claim(a, format!("{at}.listen"), &mut p);
             Some(a)
         });
-        if listen.is_none() && d.listen.is_none() && proxy_listen.is_none() {
+        let mut addresses = Vec::new();
+        for (n, a) in d.addresses.iter().enumerate() {
+            let field = format!("{at}.addresses[{n}]");
+            let Some(a) = addr(a, field.clone(), &mut p) else {
+                continue;
+            };
+            if a.ip().is_unspecified() || a.port() == 0 {
+                p.push(field, format!("{a} is not an address an app can call"));
+            } else if a.ip().is_loopback() {
+                p.push(
+                    field,
+                    "loopback destinations are never intercepted; use `listen`",
+                );
+            } else if !intercepted.insert(a) {
+                p.push(field, format!("address {a} is listed by two dependencies"));
+            } else {
+                addresses.push(a);
+            }
+        }
+        if !addresses.is_empty() && intercept.is_none() && file.intercept.is_none() {
+            p.push(
+                format!("{at}.addresses"),
+                "needs a top-level `intercept` listener (and the rules of `sidecar iptables install`)",
+            );
+        }
+        if d.listen.is_none() && d.addresses.is_empty() && proxy_listen.is_none() {
             p.push(
                 format!("{at}.listen"),
-                "needs `listen`, or a top-level `proxy` listener to reach it by Host",
+                "needs `listen`, `addresses` (with `intercept`), or a top-level `proxy` listener to reach it by Host",
             );
         }
         if d.endpoints.is_empty() {
@@ -400,9 +516,10 @@ pub fn validate(
             .fault
             .as_ref()
             .and_then(|f| crate::common::fault::validate_fault(&format!("{at}.fault"), f, &mut p));
-        if d.hedge_after.is_some_and(|h| h.get().is_zero()) {
-            p.push(format!("{at}.hedge_after"), "must be above 0");
-        }
+        let hedge_after = d
+            .hedge_after
+            .as_ref()
+            .map(|h| validate_hedge_after(&at, h, &mut p));
         let zone_aware = d.zone_aware.as_ref().map(|z| {
             if zone.is_none() {
                 p.push(
@@ -429,6 +546,7 @@ pub fn validate(
             Dependency {
                 name: name.clone(),
                 listen,
+                addresses,
                 endpoints,
                 resolve_every: d.resolve_every.get().max(Duration::from_millis(100)),
                 server_identity: d.server_identity.clone(),
@@ -441,7 +559,7 @@ pub fn validate(
                 max_concurrent: d.max_concurrent.max(1),
                 queue: d.queue,
                 outlier,
-                hedge_after: d.hedge_after.map(|h| h.get()),
+                hedge_after,
                 rate_limit: d.rate_limit,
                 fault,
                 upgrade_idle_timeout: d.upgrade_idle_timeout.get(),
@@ -482,6 +600,7 @@ pub fn validate(
         inbound,
         dependencies,
         proxy_listen,
+        intercept,
         admin_address,
         threads,
         drain_delay: file.server.shutdown.drain_delay.get(),

@@ -289,3 +289,138 @@ fn zone_aware_needs_both_zones_and_says_how() {
         .to_string();
     assert!(e.contains("zone: must not be empty"), "{e}");
 }
+
+fn with_hedge(hedge: &str) -> Result<Loaded, crate::error::ConfigError> {
+    let src = format!(
+        "identity: {{ cert: a, key: b, trust_bundle: c }}\nproxy: {{ listen: 127.0.0.1:3 }}\noutbound:\n  x:\n    endpoints: [\"10.0.0.1:1\"]\n    server_identity: spiffe://td/x\n    hedge_after: {hedge}\n"
+    );
+    from_str(Path::new("s.yaml"), &src)
+}
+
+fn hedge(hedge: &str) -> HedgeAfter {
+    with_hedge(hedge).unwrap().config.dependencies["x"]
+        .hedge_after
+        .unwrap()
+}
+
+#[test]
+fn hedge_after_takes_a_duration_a_percentile_or_both_bounds() {
+    // The old form keeps working.
+    assert_eq!(hedge("50ms"), HedgeAfter::Fixed(Duration::from_millis(50)));
+    assert_eq!(
+        hedge("p95"),
+        HedgeAfter::Percentile {
+            quantile: 0.95,
+            min: Duration::from_millis(10),
+            max: Duration::from_millis(500)
+        }
+    );
+    let HedgeAfter::Percentile { quantile, min, max } =
+        hedge("{ percentile: p99.9, min: 2ms, max: 1s }")
+    else {
+        panic!("not a percentile");
+    };
+    assert!((quantile - 0.999).abs() < 1e-9);
+    assert_eq!(
+        (min, max),
+        (Duration::from_millis(2), Duration::from_secs(1))
+    );
+    assert_eq!(hedge("{ percentile: p50 }").label(), "p50");
+    assert_eq!(hedge("50ms").label(), "50ms");
+}
+
+#[test]
+fn a_bad_hedge_after_says_which_forms_are_accepted() {
+    for (value, want) in [
+        ("p42", "expected p50 .. p99.9"),
+        ("p100", "expected p50 .. p99.9"),
+        ("pfast", "is not a percentile"),
+        ("fast", "such as p95"),
+        ("50", "a duration (50ms), a percentile (p95)"),
+        ("{ percentile: p95, floor: 1ms }", "unknown field `floor`"),
+        ("{ min: 1ms }", "missing field `percentile`"),
+    ] {
+        let e = with_hedge(value).unwrap_err().to_string();
+        assert!(e.contains(want), "{value}: {e}");
+        assert!(e.starts_with("s.yaml:7:"), "{value}: {e}");
+    }
+    for (value, field) in [
+        ("0s", "outbound.x.hedge_after"),
+        (
+            "{ percentile: p95, min: 1s, max: 10ms }",
+            "outbound.x.hedge_after.min",
+        ),
+        (
+            "{ percentile: p95, min: 0s, max: 0s }",
+            "outbound.x.hedge_after.max",
+        ),
+    ] {
+        let e = with_hedge(value).unwrap_err();
+        let fields: Vec<_> = e.problems.iter().map(|p| p.field.as_str()).collect();
+        assert_eq!(fields, [field], "{value}: {e}");
+    }
+}
+
+const INTERCEPTED: &str = r#"
+identity: { cert: a, key: b, trust_bundle: c }
+intercept: { listen: 127.0.0.1:15006, listen_v6: "[::1]:15006", unknown: refuse }
+outbound:
+  payments:
+    addresses: ["10.96.0.10:8080", "[fd00::10]:8080"]
+    endpoints: ["10.0.0.1:15001"]
+    server_identity: spiffe://td/payments
+"#;
+
+#[test]
+fn intercepted_dependencies_need_no_listener_of_their_own() {
+    let c = from_str(Path::new("s.yaml"), INTERCEPTED).unwrap().config;
+    let i = c.intercept.unwrap();
+    assert_eq!(i.listen.to_string(), "127.0.0.1:15006");
+    assert_eq!(i.listen_v6.unwrap().to_string(), "[::1]:15006");
+    assert!(i.refuse_unknown);
+    let d = &c.dependencies["payments"];
+    assert_eq!(d.listen, None);
+    let addrs: Vec<String> = d.addresses.iter().map(|a| a.to_string()).collect();
+    assert_eq!(addrs, ["10.96.0.10:8080", "[fd00::10]:8080"]);
+    // Unknown destinations are passed through unless told otherwise.
+    let passthrough = INTERCEPTED.replace(", unknown: refuse", "");
+    let c = from_str(Path::new("s.yaml"), &passthrough).unwrap().config;
+    assert!(!c.intercept.unwrap().refuse_unknown);
+}
+
+#[test]
+fn intercept_problems_name_their_fields() {
+    let err = |src: &str| {
+        let e = from_str(Path::new("s.yaml"), src).unwrap_err();
+        e.problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field, p.message))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let e = err(&INTERCEPTED.replace("\"[::1]:15006\"", "\"[::1]:15007\""));
+    assert!(
+        e.contains("intercept.listen_v6: must be an IPv6 address on the same port"),
+        "{e}"
+    );
+    let e = err(&INTERCEPTED.replace("10.96.0.10:8080", "127.0.0.1:8080"));
+    assert!(
+        e.contains("outbound.payments.addresses[0]: loopback"),
+        "{e}"
+    );
+    let e = err(&INTERCEPTED.replace("[fd00::10]:8080", "10.96.0.10:8080"));
+    assert!(
+        e.contains("outbound.payments.addresses[1]: address 10.96.0.10:8080 is listed by two"),
+        "{e}"
+    );
+    let e = err(&INTERCEPTED.replace(
+        "intercept: { listen: 127.0.0.1:15006, listen_v6: \"[::1]:15006\", unknown: refuse }\n",
+        "",
+    ));
+    assert!(
+        e.contains("outbound.payments.addresses: needs a top-level `intercept`"),
+        "{e}"
+    );
+    let e = err(&INTERCEPTED.replace("unknown: refuse", "unknown: drop"));
+    assert!(e.contains("passthrough") && e.contains("refuse"), "{e}");
+}

@@ -385,7 +385,7 @@ impl DependencyRt {
             })),
             "bulkhead": { "max_concurrent": self.cfg.max_concurrent, "stats": serde_json::to_value(self.bulkhead.stats().snapshot()).unwrap_or_default() },
             "rate_limit": self.rate_limit.as_ref().map(|r| serde_json::to_value(r.snapshot()).unwrap_or_default()),
-            "hedge": self.hedge.as_ref().map(|h| serde_json::to_value(h.stats().snapshot()).unwrap_or_default()),
+            "hedge": self.hedge.as_ref().map(|h| serde_json::to_value(h.status()).unwrap_or_default()),
             "endpoints": eps,
         })
     }

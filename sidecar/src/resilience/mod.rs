@@ -27,6 +27,7 @@ pub mod bulkhead;
 pub mod fault;
 pub mod grpc;
 pub mod hedge;
+pub mod latency;
 pub mod ratelimit;
 mod replay;
 pub mod retry;
@@ -53,7 +54,9 @@ pub use budget::{BudgetSnapshot, RetryBudget};
 pub use bulkhead::{Bulkhead, BulkheadLayer, BulkheadService, BulkheadSnapshot, BulkheadStats};
 pub use fault::{FaultLayer, FaultService};
 pub use grpc::GrpcHead;
-pub use hedge::{HedgeLayer, HedgePolicy, HedgeService, HedgeStats, HedgeStatsSnapshot};
+pub use hedge::{
+    HedgeLayer, HedgePolicy, HedgeService, HedgeStats, HedgeStatsSnapshot, HedgeStatus,
+};
 pub use ratelimit::{RateLimitLayer, RateLimitService, RateLimitSnapshot, RateLimiter};
 pub use retry::{
     safe_to_repeat, RetryLayer, RetryPolicy, RetryService, RetryStats, RetryStatsSnapshot,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use http::{HeaderValue, Method, Request, Response};
 use tokio::time::Instant;
+use tollgate_config::sidecar::HedgeAfter;
 use tower::{Layer, ServiceBuilder, ServiceExt};
 
 use super::{call, code, get, request, status, streamed, Fake, FakeService, Step};
@@ -20,7 +21,7 @@ const MS: Duration = Duration::from_millis(1);
 const AFTER: Duration = Duration::from_millis(50);
 
 fn stack(fake: &Fake) -> (Arc<HedgePolicy>, HedgeService<FakeService>) {
-    let policy = Arc::new(HedgePolicy::new(AFTER, None));
+    let policy = Arc::new(HedgePolicy::new(HedgeAfter::Fixed(AFTER), None));
     let svc = HedgeLayer::new(Arc::clone(&policy)).layer(fake.service());
     (policy, svc)
 }
@@ -108,7 +109,7 @@ async fn only_bodiless_calls_safe_to_repeat_are_hedged() {
 async fn one_copy_failing_waits_for_the_other() {
     // Each copy has its own per-try timeout of 200ms.
     let fake = Fake::new([Step::Hang, Step::Sleep(190 * MS, 200)]);
-    let policy = Arc::new(HedgePolicy::new(AFTER, None));
+    let policy = Arc::new(HedgePolicy::new(HedgeAfter::Fixed(AFTER), None));
     let svc = ServiceBuilder::new()
         .layer(HedgeLayer::new(Arc::clone(&policy)))
         .layer(TimeoutLayer::new(200 * MS))
@@ -134,7 +135,10 @@ async fn one_copy_failing_waits_for_the_other() {
 async fn hedges_are_paid_from_the_budget() {
     let fake = Fake::new([Step::Sleep(Duration::from_secs(1), 200)]);
     let empty_budget = Arc::new(RetryBudget::new(0.0, 0));
-    let policy = Arc::new(HedgePolicy::new(AFTER, Some(Arc::clone(&empty_budget))));
+    let policy = Arc::new(HedgePolicy::new(
+        HedgeAfter::Fixed(AFTER),
+        Some(Arc::clone(&empty_budget)),
+    ));
     let svc = HedgeLayer::new(Arc::clone(&policy)).layer(fake.service());
     let start = Instant::now();
     assert_eq!(code(&svc, get()).await, 200);
@@ -196,7 +200,7 @@ async fn the_hedge_shares_the_tried_list_and_the_loser_is_dropped() {
             Ok::<Response<Body>, ProxyError>(status(200))
         }
     });
-    let policy = Arc::new(HedgePolicy::new(AFTER, None));
+    let policy = Arc::new(HedgePolicy::new(HedgeAfter::Fixed(AFTER), None));
     let svc = HedgeLayer::new(policy).layer(inner);
     let mut req = get();
     let tried = Tried::default();
@@ -216,20 +220,112 @@ async fn the_hedge_shares_the_tried_list_and_the_loser_is_dropped() {
 
 #[tokio::test(start_paused = true)]
 async fn reconfigure_changes_the_delay_and_the_budget_source() {
-    let policy = HedgePolicy::new(AFTER, None);
+    let policy = HedgePolicy::new(HedgeAfter::Fixed(AFTER), None);
     let own = policy.budget();
-    policy.reconfigure(100 * MS, None);
+    policy.reconfigure(HedgeAfter::Fixed(100 * MS), None);
     assert_eq!(policy.after(), 100 * MS);
     assert!(Arc::ptr_eq(&own, &policy.budget()), "own budget kept");
 
     let shared = Arc::new(RetryBudget::new(0.2, 5));
-    policy.reconfigure(100 * MS, Some(Arc::clone(&shared)));
+    policy.reconfigure(HedgeAfter::Fixed(100 * MS), Some(Arc::clone(&shared)));
     assert!(Arc::ptr_eq(&shared, &policy.budget()));
 
-    policy.reconfigure(100 * MS, None);
+    policy.reconfigure(HedgeAfter::Fixed(100 * MS), None);
     assert!(
         !Arc::ptr_eq(&shared, &policy.budget()),
         "back to one of its own"
     );
     assert_eq!(policy.budget().snapshot().budget, 0.1);
+}
+
+fn percentile(q: f64, min: Duration, max: Duration) -> HedgeAfter {
+    HedgeAfter::Percentile {
+        quantile: q,
+        min,
+        max,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_percentile_uses_the_ceiling_until_twenty_tries_are_seen() {
+    let fake = Fake::new([Step::Sleep(4 * MS, 200)]);
+    let policy = Arc::new(HedgePolicy::new(percentile(0.95, MS, 300 * MS), None));
+    let svc = HedgeLayer::new(Arc::clone(&policy)).layer(fake.service());
+    for _ in 0..19 {
+        assert_eq!(code(&svc, get()).await, 200);
+    }
+    tokio::time::advance(200 * MS).await;
+    assert_eq!(policy.after(), 300 * MS, "19 tries: still the ceiling");
+    assert_eq!(policy.status().source, "warming_up");
+    // A hung first copy on a cold start is still rescued, at the ceiling.
+    fake.then([Step::Hang, Step::Sleep(4 * MS, 201)]);
+    let start = Instant::now();
+    assert_eq!(code(&svc, get()).await, 201);
+    assert_eq!(start.elapsed(), 304 * MS);
+    // The hedge's answer was the 20th try: the percentile takes over at the next read.
+    tokio::time::advance(200 * MS).await;
+    let after = policy.after();
+    assert!(after >= 4 * MS && after < 5 * MS, "{after:?}");
+    let status = policy.status();
+    assert_eq!(status.source, "percentile");
+    assert_eq!(status.samples, 20);
+    assert_eq!(status.hedge_after, "p95");
+}
+
+#[tokio::test(start_paused = true)]
+async fn hedges_fire_at_the_observed_percentile_within_floor_and_ceiling() {
+    // 95 fast answers and 5 slow ones: p95 is the fast mode, p99 the slow one.
+    let fake = Fake::new([Step::Sleep(8 * MS, 200)]);
+    let policy = Arc::new(HedgePolicy::new(
+        percentile(0.95, MS, Duration::from_secs(1)),
+        None,
+    ));
+    let svc = HedgeLayer::new(Arc::clone(&policy)).layer(fake.service());
+    for _ in 0..95 {
+        assert_eq!(code(&svc, get()).await, 200);
+    }
+    for _ in 0..5 {
+        policy.record(100 * MS);
+    }
+    tokio::time::advance(200 * MS).await;
+    let p95 = policy.after();
+    assert!(p95 >= 8 * MS && p95 <= 9 * MS, "{p95:?}");
+    let observed = policy.status().observed_ms.unwrap();
+    assert!(observed.p99 >= 100.0, "{observed:?}");
+
+    // A slow first copy is now hedged at the p95, and the hedge wins.
+    fake.then([
+        Step::Sleep(Duration::from_secs(1), 200),
+        Step::Sleep(8 * MS, 201),
+    ]);
+    let start = Instant::now();
+    assert_eq!(code(&svc, get()).await, 201);
+    // (The paused clock's timers fire on whole milliseconds.)
+    let took = start.elapsed();
+    assert!(took >= p95 + 8 * MS && took <= p95 + 9 * MS, "{took:?}");
+    assert_eq!(policy.stats().won(), 1);
+
+    // The floor and the ceiling bound it.
+    policy.reconfigure(percentile(0.95, 20 * MS, Duration::from_secs(1)), None);
+    assert_eq!(policy.after(), 20 * MS);
+    policy.reconfigure(percentile(0.99, MS, 50 * MS), None);
+    assert_eq!(policy.after(), 50 * MS);
+    // Back to a fixed delay: the history stays for the status view.
+    policy.reconfigure(HedgeAfter::Fixed(AFTER), None);
+    assert_eq!(policy.after(), AFTER);
+    assert_eq!(policy.status().source, "fixed");
+    assert!(policy.status().samples >= 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_errors_are_not_taken_as_latency() {
+    let fake = Fake::new([Step::Sleep(MS, 503)]);
+    let policy = Arc::new(HedgePolicy::new(percentile(0.5, MS, 300 * MS), None));
+    let svc = HedgeLayer::new(Arc::clone(&policy)).layer(fake.service());
+    for _ in 0..30 {
+        assert_eq!(code(&svc, get()).await, 503);
+    }
+    tokio::time::advance(200 * MS).await;
+    assert_eq!(policy.after(), 300 * MS);
+    assert_eq!(policy.status().samples, 0);
 }

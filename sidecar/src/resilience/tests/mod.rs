@@ -9,6 +9,7 @@ mod bulkhead;
 mod fault;
 mod grpc;
 mod hedge;
+mod latency;
 mod ratelimit;
 mod replay;
 mod retry;
