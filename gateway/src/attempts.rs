@@ -193,7 +193,12 @@ pub fn next_peer(
         return Error::e_explain(ErrorType::InternalError, "no route chosen");
     };
     let up = routed.upstream.clone();
-    let (connect, read) = (route.config.connect_timeout, route.config.read_timeout);
+    let connect = route.config.connect_timeout;
+    let read = if ctx.upgrade {
+        route.config.upgrade_idle_timeout
+    } else {
+        route.config.read_timeout
+    };
     let mut remaining = None;
     if let Some(d) = routed.deadline {
         let left = d.saturating_duration_since(Instant::now());
@@ -236,7 +241,7 @@ pub fn next_peer(
     peer.options.read_timeout = Some(cap(read));
     // A request head without a body fits the socket buffer: a write timer per request
     // (Pingora arms one per write) would cost more than it could catch.
-    peer.options.write_timeout = (!body_empty).then(|| cap(read));
+    peer.options.write_timeout = (!body_empty || ctx.upgrade).then(|| cap(read));
     peer.options.idle_timeout = Some(Duration::from_secs(60));
     Ok(Box::new(peer))
 }

@@ -40,6 +40,11 @@ pub struct Ctx {
     pub desync: Option<crate::desync::Reason>,
     /// Ask the upstream to close its connection after this request (desync defence).
     pub close_upstream: bool,
+    /// The client asked to upgrade the connection (WebSocket).
+    pub upgrade: bool,
+    /// The connection was upgraded: counted in `gateway_upgraded_connections` until
+    /// the request (the whole upgraded stream) ends.
+    pub upgraded: Option<crate::metrics::GaugeGuard>,
     /// The request's trace and this gateway's span in it.
     pub trace: TraceContext,
     pub span_id: u64,
@@ -79,6 +84,8 @@ impl Ctx {
             answered: None,
             desync: None,
             close_upstream: false,
+            upgrade: false,
+            upgraded: None,
             trace: TraceContext::default(),
             span_id: 0,
             record_spans: false,

@@ -30,6 +30,8 @@ pub struct Metrics {
     /// `gateway_desync_requests_total` for compliant requests, by mode (fetched once).
     pub desync_compliant: [IntCounter; 3],
     pub desync: IntCounterVec,
+    pub upgraded: IntGaugeVec,
+    pub upgrades: IntCounterVec,
     pub rate_limit_decisions: IntCounterVec,
     pub redis_duration: Histogram,
     pub redis_errors: IntCounterVec,
@@ -150,6 +152,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         [c("monitor"), c("defensive"), c("strictest")]
     },
     desync,
+    upgraded: m::gauge_vec(
+        "gateway_upgraded_connections",
+        "Upgraded connections (WebSockets) open now, by route",
+        &["route"],
+    ),
+    upgrades: m::counter_vec(
+        "gateway_upgrades_total",
+        "Connections upgraded (101 Switching Protocols from the upstream), by route",
+        &["route"],
+    ),
     rate_limit_decisions: m::counter_vec(
         "gateway_rate_limit_decisions_total",
         "Rate-limit decisions by policy: allowed, limited (answered 429), skipped (a key part was missing); local_fallback and limited_locally are parts of allowed/limited decided without Redis",
@@ -265,6 +277,9 @@ pub struct RouteMetrics {
     by_method: Arc<[[OnceLock<IntCounter>; 6]; 8]>,
     route: Arc<str>,
     pub duration: Histogram,
+    /// `gateway_upgraded_connections` and `gateway_upgrades_total` of the route.
+    pub upgraded: IntGauge,
+    pub upgrades: IntCounter,
 }
 
 impl RouteMetrics {
@@ -273,6 +288,8 @@ impl RouteMetrics {
             by_method: Arc::new(Default::default()),
             route: route.into(),
             duration: METRICS.duration.with_label_values(&[route]),
+            upgraded: METRICS.upgraded.with_label_values(&[route]),
+            upgrades: METRICS.upgrades.with_label_values(&[route]),
         };
         // The common series exist from the start (at 0), so rates work right away.
         for class in [1, 4, 5] {

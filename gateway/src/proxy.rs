@@ -102,7 +102,8 @@ impl ProxyHttp for GatewayProxy {
             }
         }
 
-        if !session.is_body_empty() {
+        ctx.upgrade = session.is_upgrade_req();
+        if !ctx.upgrade && !session.is_body_empty() {
             // Each wait for the next piece of the body (nginx's client_body_timeout).
             session.set_read_timeout(Some(snap.config.request_body_timeout));
         }
@@ -184,6 +185,11 @@ impl ProxyHttp for GatewayProxy {
         }
         match &route.action {
             Action::Forward(forward) => {
+                if ctx.upgrade {
+                    // Once upgraded, the client's bytes are the "body": an idle WebSocket
+                    // waits up to the route's upgrade_idle, not the body timeout.
+                    session.set_read_timeout(Some(route.config.upgrade_idle_timeout));
+                }
                 let Some(upstream) = forward.pick().cloned() else {
                     return Error::e_explain(ErrorType::InternalError, "route has no upstream");
                 };
@@ -194,7 +200,12 @@ impl ProxyHttp for GatewayProxy {
                 ctx.routed = Some(Routed {
                     host,
                     upstream,
-                    deadline: route.config.request_timeout.map(|t| ctx.started + t),
+                    // An upgraded stream lives as long as it is used.
+                    deadline: route
+                        .config
+                        .request_timeout
+                        .filter(|_| !ctx.upgrade)
+                        .map(|t| ctx.started + t),
                 });
                 if route.config.retry.attempts > 1 && is_idempotent(session) {
                     session.as_downstream_mut().enable_retry_buffering();
@@ -264,6 +275,22 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        if status == 101 {
+            if !ctx.upgrade {
+                // The backend switched protocols nobody asked it to: what follows on
+                // that connection is not HTTP the client expects.
+                let mut e = Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "101 Switching Protocols for a request that did not ask to upgrade",
+                );
+                e.as_up();
+                return Err(e);
+            }
+            if let Some(route) = ctx.route() {
+                route.metrics.upgrades.inc();
+                ctx.upgraded = Some(crate::metrics::GaugeGuard::new(&route.metrics.upgraded));
+            }
+        }
         if let Some(p) = ctx.adaptive.as_ref().filter(|_| status < 500) {
             p.answered();
         }
@@ -311,7 +338,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let rate = ctx.snap.config.min_request_body_rate;
-        if rate == 0 || end_of_stream {
+        if rate == 0 || end_of_stream || ctx.upgrade {
             return Ok(());
         }
         let (started, bytes) = ctx

@@ -479,6 +479,10 @@ pub struct TimeoutsFile {
     /// Whole request, all tries included (optional).
     #[serde(default)]
     pub request: Option<HumanDuration>,
+    /// An upgraded connection (WebSocket) is closed after this long without bytes in
+    /// a direction; `read` and `request` do not apply to it once upgraded.
+    #[serde(default = "default_upgrade_idle_timeout")]
+    pub upgrade_idle: HumanDuration,
 }
 
 impl Default for TimeoutsFile {
@@ -487,8 +491,13 @@ impl Default for TimeoutsFile {
             connect: default_connect_timeout(),
             read: default_read_timeout(),
             request: None,
+            upgrade_idle: default_upgrade_idle_timeout(),
         }
     }
+}
+
+fn default_upgrade_idle_timeout() -> HumanDuration {
+    HumanDuration::from_secs(300)
 }
 
 fn default_connect_timeout() -> HumanDuration {

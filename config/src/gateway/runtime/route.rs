@@ -23,6 +23,8 @@ pub struct Route {
     pub action: RouteAction,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
+    /// For upgraded connections (WebSockets), in place of the read timeout.
+    pub upgrade_idle_timeout: Duration,
     pub request_timeout: Option<Duration>,
     pub retry: RetryPolicy,
     /// `Strict-Transport-Security` value for responses over HTTPS.
@@ -259,6 +261,10 @@ fn validate_route(
     };
     let connect_timeout = r.timeouts.connect.get();
     let read_timeout = r.timeouts.read.get();
+    let upgrade_idle_timeout = r.timeouts.upgrade_idle.get();
+    if upgrade_idle_timeout.is_zero() {
+        p.push(format!("{at}.timeouts.upgrade_idle"), "must be above 0");
+    }
     if connect_timeout.is_zero() {
         p.push(format!("{at}.timeouts.connect"), "must be above 0");
     }
@@ -289,6 +295,7 @@ fn validate_route(
         response_headers,
         connect_timeout,
         read_timeout,
+        upgrade_idle_timeout,
         request_timeout,
         retry,
         rate_limits: Vec::new(),
