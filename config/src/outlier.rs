@@ -37,6 +37,14 @@ pub struct EndpointState {
     in_flight: AtomicI64,
     requests: AtomicU64,
     failures: AtomicU64,
+    /// Since when the endpoint has been available (ms): created, healthy again, or
+    /// back from an ejection. Slow start ramps from here.
+    available_since_ms: AtomicU64,
+    /// Requests using the endpoint until their whole exchange ends (an upgraded
+    /// WebSocket included), unlike `in_flight` which ends at the response head.
+    active: AtomicI64,
+    /// Removed from its upstream and draining until this time (ms); 0 = not draining.
+    drain_until_ms: AtomicU64,
 }
 
 /// What a health check observation changed.
@@ -62,7 +70,50 @@ impl EndpointState {
             in_flight: AtomicI64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            // Never 0: that means "available since the gateway started" (no ramp).
+            available_since_ms: AtomicU64::new(now_ms().max(1)),
+            active: AtomicI64::new(0),
+            drain_until_ms: AtomicU64::new(0),
         })
+    }
+
+    /// Since when the endpoint has been available (ms, see [`now_ms`]).
+    pub fn available_since_ms(&self) -> u64 {
+        self.available_since_ms.load(Relaxed)
+    }
+
+    /// Pretend the endpoint became available at `ms` (0: it always was).
+    pub fn set_available_since(&self, ms: u64) {
+        self.available_since_ms.store(ms, Relaxed);
+    }
+
+    /// Requests whose exchange with the endpoint has not ended.
+    pub fn active(&self) -> i64 {
+        self.active.load(Relaxed)
+    }
+
+    /// Held from the start of an attempt to the end of its request.
+    pub fn hold(self: &Arc<Self>) -> Active {
+        self.active.fetch_add(1, Relaxed);
+        Active(self.clone())
+    }
+
+    /// Draining (removed) until this time (ms); `None` when not draining.
+    pub fn drain_until_ms(&self) -> Option<u64> {
+        Some(self.drain_until_ms.load(Relaxed)).filter(|&t| t != 0)
+    }
+
+    /// Start draining until `until_ms`, unless already draining; `None` clears it
+    /// (the endpoint came back).
+    pub fn set_draining(&self, until_ms: Option<u64>) {
+        match until_ms {
+            Some(t) => {
+                let _ = self
+                    .drain_until_ms
+                    .compare_exchange(0, t.max(1), Relaxed, Relaxed);
+            }
+            None => self.drain_until_ms.store(0, Relaxed),
+        }
     }
 
     pub fn is_healthy(&self) -> bool {
@@ -104,6 +155,7 @@ impl EndpointState {
             self.consecutive_fail.store(0, Relaxed);
             let n = self.consecutive_ok.fetch_add(1, Relaxed).saturating_add(1);
             if n >= healthy_after && !self.healthy.swap(true, Relaxed) {
+                self.available_since_ms.store(now_ms().max(1), Relaxed);
                 return Transition::BecameHealthy;
             }
         } else {
@@ -167,10 +219,28 @@ impl EndpointState {
     pub fn eject(&self, o: &Outlier) -> Duration {
         let k = self.ejections.fetch_add(1, Relaxed).saturating_add(1);
         let d = o.eject_for.saturating_mul(k).min(o.max_eject_for);
-        self.ejected_until_ms
-            .store(now_ms() + d.as_millis() as u64, Relaxed);
+        let until = now_ms() + d.as_millis() as u64;
+        self.ejected_until_ms.store(until, Relaxed);
+        // Available again when the ejection ends: slow start ramps from there.
+        self.available_since_ms.store(until, Relaxed);
         self.passive_failures.store(0, Relaxed);
         d
+    }
+}
+
+/// A request using an endpoint ([`EndpointState::hold`]); dropping it ends the use.
+#[derive(Debug)]
+pub struct Active(Arc<EndpointState>);
+
+impl Active {
+    pub fn state(&self) -> &Arc<EndpointState> {
+        &self.0
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Relaxed);
     }
 }
 

@@ -175,7 +175,7 @@ fn bench_pick(c: &mut Criterion) {
         } else {
             HashKey::None
         };
-        let first = up.pick(key, &[]).expect("an endpoint");
+        let first = up.pick(key, &[], None).expect("an endpoint");
         assert!(!first.panic, "{algo}: every endpoint is healthy");
         assert_eq!(
             first.tier,
@@ -183,17 +183,17 @@ fn bench_pick(c: &mut Criterion) {
             "{algo}: zone-aware stays local"
         );
         for _ in 0..16 {
-            let p = up.pick(key, &tried).expect("an endpoint");
+            let p = up.pick(key, &tried, None).expect("an endpoint");
             assert_ne!(
                 p.address, tried[0],
                 "{algo}: a retry avoids the tried endpoint"
             );
         }
         g.bench_function(format!("{algo}/first_try"), |b| {
-            b.iter(|| up.pick(black_box(key), black_box(&[])))
+            b.iter(|| up.pick(black_box(key), black_box(&[]), None))
         });
         g.bench_function(format!("{algo}/retry"), |b| {
-            b.iter(|| up.pick(black_box(key), black_box(&tried)))
+            b.iter(|| up.pick(black_box(key), black_box(&tried), None))
         });
     }
     g.finish();

@@ -121,8 +121,11 @@ impl GatewayAdmin {
                             "ejected": ejected,
                             "ejected_for_ms": if ejected { s.ejected_until_ms() - now } else { 0 },
                             "ejections": s.ejections(),
-                            "available": s.is_available(now),
+                            "available": s.is_available(now) && !m.draining(),
+                            "draining": m.draining(),
+                            "drain_left_ms": s.drain_until_ms().map(|t| t.saturating_sub(now)),
                             "in_flight": s.in_flight(),
+                            "active": s.active(),
                             "requests": s.requests(),
                             "failures": s.failures(),
                         })
@@ -131,7 +134,7 @@ impl GatewayAdmin {
                 let available = set
                     .members
                     .iter()
-                    .filter(|m| m.state.is_available(now))
+                    .filter(|m| m.state.is_available(now) && !m.draining())
                     .count();
                 Some(json!({
                     "name": name,

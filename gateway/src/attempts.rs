@@ -10,7 +10,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, RetryType};
 use pingora_http::RequestHeader;
 use tollgate_config::gateway::{Balance, HashOn};
-use tollgate_config::outlier::{count_ejected, now_ms, record_outcome, InFlight};
+use tollgate_config::outlier::{count_ejected, now_ms, record_outcome, Active, InFlight};
 
 use crate::balance::{HashKey, Pick, UpstreamRt};
 use crate::context::Ctx;
@@ -25,6 +25,11 @@ pub struct Attempts {
     /// inside Pingora's futures: every inline byte is copied several times a request).
     pub tried: smallvec::SmallVec<[SocketAddr; 2]>,
     current: Option<InFlight>,
+    /// The endpoint of the latest attempt is in use until the request ends (its
+    /// deregistration delay waits for it).
+    active: Option<Active>,
+    /// The sticky-cookie token of the latest attempt's endpoint.
+    pub token: u64,
     pub tries: u32,
     /// The last attempt's failure was already recorded (retry on status).
     retrying_status: bool,
@@ -58,6 +63,8 @@ impl Attempts {
         self.tries += 1;
         self.tried.push(pick.address);
         self.current = Some(pick.state.begin());
+        self.active = Some(pick.state.hold());
+        self.token = pick.token;
         self.span_id = new_span_id();
         self.started = Some(Instant::now());
         self.last = Some((pick.address, pick.locality));
@@ -207,7 +214,12 @@ pub fn next_peer(
         }
         remaining = Some(left);
     }
-    let Some(pick) = up.pick(hash_key(&up, req, ctx), &ctx.attempts.tried) else {
+    let sticky = up
+        .cfg
+        .sticky
+        .as_ref()
+        .and_then(|st| crate::sticky::requested(st, req));
+    let Some(pick) = up.pick(hash_key(&up, req, ctx), &ctx.attempts.tried, sticky) else {
         return Error::e_explain(
             ErrorType::HTTPStatus(503),
             format!("upstream {} has no endpoints", up.cfg.name),

@@ -33,6 +33,15 @@ pub struct Member {
     /// Where the endpoint is, for the cross-zone traffic metrics.
     pub locality: Locality,
     pub state: Arc<EndpointState>,
+    /// What a sticky cookie names this endpoint by (the same on every replica).
+    pub token: u64,
+}
+
+impl Member {
+    /// Removed from the upstream, finishing its requests.
+    pub fn draining(&self) -> bool {
+        self.cfg.draining || self.state.drain_until_ms().is_some()
+    }
 }
 
 /// An immutable set of endpoints with precomputed locality and hash ring.
@@ -48,28 +57,60 @@ const RING_POINTS_PER_WEIGHT: u32 = 100;
 impl EndpointSet {
     /// Build from endpoint configs, reusing live state from `previous` for addresses
     /// that are still present.
+    ///
+    /// An endpoint of `previous` that is gone but still has requests using it stays,
+    /// draining (no new requests), until they end or `deregistration_delay` passes.
     pub fn build(
         endpoints: &[Endpoint],
         zone: Option<&str>,
         region: Option<&str>,
         consistent_hash: bool,
         previous: Option<&EndpointSet>,
+        deregistration_delay: std::time::Duration,
     ) -> Self {
-        let members: Vec<Member> = endpoints
+        let mut members: Vec<Member> = endpoints
             .iter()
             .map(|e| {
                 let state = previous
                     .and_then(|p| p.members.iter().find(|m| m.cfg.address == e.address))
                     .map(|m| m.state.clone())
-                    .unwrap_or_else(|| EndpointState::new(e.address));
+                    .unwrap_or_else(|| {
+                        let s = EndpointState::new(e.address);
+                        if previous.is_none() {
+                            // There from the start: nothing to ramp up from.
+                            s.set_available_since(0);
+                        }
+                        s
+                    });
+                // Back in the set: no longer draining.
+                state.set_draining(None);
                 Member {
                     tier: tier_of(e, zone, region),
                     locality: Locality::of(zone, region, e.zone.as_deref(), e.region.as_deref()),
+                    token: hash64(&e.address),
                     cfg: e.clone(),
                     state,
                 }
             })
             .collect();
+        let now = now_ms();
+        for gone in previous
+            .into_iter()
+            .flat_map(|p| &p.members)
+            .filter(|m| !endpoints.iter().any(|e| e.address == m.cfg.address))
+        {
+            gone.state
+                .set_draining(Some(now + deregistration_delay.as_millis() as u64));
+            if gone.state.active() > 0 && gone.state.drain_until_ms().is_some_and(|t| t > now) {
+                members.push(Member {
+                    tier: gone.tier,
+                    locality: gone.locality,
+                    token: gone.token,
+                    cfg: gone.cfg.clone(),
+                    state: gone.state.clone(),
+                });
+            }
+        }
         let ring = if consistent_hash {
             build_ring(&members)
         } else {
@@ -87,7 +128,7 @@ fn tier_of(e: &Endpoint, zone: Option<&str>, region: Option<&str>) -> Tier {
     Tier::of(zone, region, e.zone.as_deref(), e.region.as_deref())
 }
 
-fn hash64<T: Hash + ?Sized>(v: &T) -> u64 {
+pub fn hash64<T: Hash + ?Sized>(v: &T) -> u64 {
     // SipHash with fixed keys: stable across processes, so every gateway replica maps a
     // key to the same endpoint.
     #[allow(deprecated)]
@@ -135,6 +176,8 @@ pub struct Pick {
     pub address: SocketAddr,
     pub tier: Tier,
     pub locality: Locality,
+    /// The endpoint's sticky-cookie token.
+    pub token: u64,
     /// True when no endpoint was available and health was ignored.
     pub panic: bool,
 }
@@ -179,6 +222,7 @@ impl UpstreamRt {
             region.as_deref(),
             matches!(cfg.balance, Balance::ConsistentHash(_)),
             prev_set.as_deref(),
+            cfg.deregistration_delay,
         );
         // Loaded here and only here: an upstream configured with TLS is never built
         // without it (the whole snapshot is refused instead).
@@ -227,21 +271,93 @@ impl UpstreamRt {
             self.region.as_deref(),
             matches!(self.cfg.balance, Balance::ConsistentHash(_)),
             Some(&prev),
+            self.cfg.deregistration_delay,
         );
         self.set.store(Arc::new(set));
         self.discovered.store(Arc::new(found));
         true
     }
 
-    /// Pick an endpoint, avoiding `tried` when possible.
-    /// Choose an endpoint. Allocation-free for up to 32 endpoints (runs per request).
-    pub fn pick(&self, key: HashKey<'_>, tried: &[SocketAddr]) -> Option<Pick> {
+    /// Drop draining endpoints whose requests have ended or whose deregistration
+    /// delay has passed. Returns how many were dropped.
+    pub fn sweep_drained(&self, now: u64) -> usize {
+        let set = self.set.load();
+        let done = |m: &Member| {
+            m.state
+                .drain_until_ms()
+                .is_some_and(|t| now >= t || m.state.active() <= 0)
+                && !self
+                    .cfg
+                    .endpoints
+                    .iter()
+                    .any(|e| e.address == m.cfg.address)
+                && !self
+                    .discovered
+                    .load()
+                    .iter()
+                    .any(|e| e.address == m.cfg.address)
+        };
+        let n = set.members.iter().filter(|m| done(m)).count();
+        if n == 0 {
+            return 0;
+        }
+        let keep: Vec<Member> = set
+            .members
+            .iter()
+            .filter(|m| !done(m))
+            .map(|m| Member {
+                tier: m.tier,
+                locality: m.locality,
+                token: m.token,
+                cfg: m.cfg.clone(),
+                state: m.state.clone(),
+            })
+            .collect();
+        let ring = if set.ring.is_empty() {
+            Vec::new()
+        } else {
+            build_ring(&keep)
+        };
+        self.set.store(Arc::new(EndpointSet {
+            members: keep,
+            ring,
+        }));
+        n
+    }
+
+    /// Choose an endpoint, avoiding `tried` when possible; `sticky`, the token a
+    /// sticky-session cookie names, wins while its endpoint is available (whatever
+    /// its locality tier: a session matters more than a zone). Allocation-free for up
+    /// to 32 endpoints (runs per request).
+    pub fn pick(
+        &self,
+        key: HashKey<'_>,
+        tried: &[SocketAddr],
+        sticky: Option<u64>,
+    ) -> Option<Pick> {
         let set = self.set.load();
         let members = &set.members;
         if members.is_empty() {
             return None;
         }
         let now = now_ms();
+        if let Some(m) = sticky.and_then(|t| {
+            members.iter().find(|m| {
+                m.token == t
+                    && m.state.is_available(now)
+                    && !m.draining()
+                    && !tried.contains(&m.cfg.address)
+            })
+        }) {
+            return Some(Pick {
+                state: m.state.clone(),
+                address: m.cfg.address,
+                tier: m.tier,
+                locality: m.locality,
+                token: m.token,
+                panic: false,
+            });
+        }
         let mut candidates: Candidates = Candidates::new();
         // Endpoints this request already tried count as unavailable, so a retry spills
         // to the next locality tier rather than hitting the same dead zone again.
@@ -261,9 +377,13 @@ impl UpstreamRt {
                 candidates = fresh;
             }
         }
+        let ramp = self
+            .cfg
+            .slow_start
+            .map(|d| (now, d.as_millis().max(1) as u64));
         let idx = match &self.cfg.balance {
-            Balance::RoundRobin => self.weighted_rr(members, &candidates),
-            Balance::LeastRequest => p2c(members, &candidates),
+            Balance::RoundRobin => self.weighted_rr(members, &candidates, ramp),
+            Balance::LeastRequest => p2c(members, &candidates, ramp),
             Balance::ConsistentHash(_) => {
                 let h = match key {
                     HashKey::None => None,
@@ -272,7 +392,7 @@ impl UpstreamRt {
                 };
                 match h {
                     Some(h) => ring_lookup(&set.ring, h, &candidates),
-                    None => p2c(members, &candidates),
+                    None => p2c(members, &candidates, None),
                 }
             }
         }?;
@@ -282,6 +402,7 @@ impl UpstreamRt {
             address: m.cfg.address,
             tier: m.tier,
             locality: m.locality,
+            token: m.token,
             panic,
         })
     }
@@ -295,7 +416,7 @@ impl UpstreamRt {
         out: &mut Candidates,
     ) -> bool {
         let available = |m: &Member| {
-            m.state.is_available(now) && !m.cfg.draining && !tried.contains(&m.cfg.address)
+            m.state.is_available(now) && !m.draining() && !tried.contains(&m.cfg.address)
         };
         // The locality tiers and the min_local_healthy rule: one implementation, shared.
         if locality::candidates(
@@ -313,24 +434,47 @@ impl UpstreamRt {
         false
     }
 
-    fn weighted_rr(&self, members: &[Member], candidates: &[u32]) -> Option<u32> {
-        let total: u64 = candidates
-            .iter()
-            .map(|&i| u64::from(members[i as usize].cfg.weight))
-            .sum();
+    fn weighted_rr(
+        &self,
+        members: &[Member],
+        candidates: &[u32],
+        ramp: Option<(u64, u64)>,
+    ) -> Option<u32> {
+        // While an endpoint ramps up, a weighted random draw over the effective
+        // weights (round robin over scaled weights would send runs of a thousand).
+        if let Some((now, len)) = ramp {
+            let ramping = candidates
+                .iter()
+                .any(|&i| ramp_fraction(&members[i as usize], now, len).is_some());
+            if ramping {
+                let weight = |i: u32| effective_weight(&members[i as usize], ramp);
+                let total: u64 = candidates.iter().map(|&i| weight(i)).sum();
+                return pick_by_weight(candidates, weight, rand::random_range(0..total.max(1)));
+            }
+        }
+        let weight = |i: u32| u64::from(members[i as usize].cfg.weight);
+        let total: u64 = candidates.iter().map(|&i| weight(i)).sum();
         if total == 0 {
             return candidates.first().copied();
         }
-        let mut pos = (self.rr.fetch_add(1, Relaxed) as u64) % total;
-        for &i in candidates {
-            let w = u64::from(members[i as usize].cfg.weight);
-            if pos < w {
-                return Some(i);
-            }
-            pos -= w;
-        }
-        candidates.last().copied()
+        pick_by_weight(
+            candidates,
+            weight,
+            (self.rr.fetch_add(1, Relaxed) as u64) % total,
+        )
     }
+}
+
+/// The candidate whose weight range holds `pos`.
+fn pick_by_weight(candidates: &[u32], weight: impl Fn(u32) -> u64, mut pos: u64) -> Option<u32> {
+    for &i in candidates {
+        let w = weight(i);
+        if pos < w {
+            return Some(i);
+        }
+        pos -= w;
+    }
+    candidates.last().copied()
 }
 
 fn merge_endpoints(static_eps: &[Endpoint], discovered: &[Endpoint]) -> Vec<Endpoint> {
@@ -346,14 +490,45 @@ fn merge_endpoints(static_eps: &[Endpoint], discovered: &[Endpoint]) -> Vec<Endp
 /// Indices of the endpoints a pick chooses from.
 type Candidates = smallvec::SmallVec<[u32; 32]>;
 
-/// Power of two choices on in-flight requests per unit of weight.
-fn p2c(members: &[Member], candidates: &[u32]) -> Option<u32> {
+/// Weight units per configured weight point: slow start needs a fine ramp.
+const WEIGHT_SCALE: u64 = 1000;
+
+/// How far through its slow start the endpoint is (0..1), or `None` when it is not
+/// ramping. Endpoints present when the gateway started (available since 0) do not ramp.
+fn ramp_fraction(m: &Member, now: u64, len: u64) -> Option<f64> {
+    ramp_at(m.state.available_since_ms(), now, len)
+}
+
+fn ramp_at(since: u64, now: u64, len: u64) -> Option<f64> {
+    let elapsed = now.saturating_sub(since);
+    (since != 0 && elapsed < len).then(|| elapsed as f64 / len as f64)
+}
+
+/// The endpoint's weight now, scaled by [`WEIGHT_SCALE`]: during slow start
+/// (`ramp` = now and the ramp's length, ms), in proportion to the time since it became
+/// available, from 1% up.
+fn effective_weight(m: &Member, ramp: Option<(u64, u64)>) -> u64 {
+    let full = u64::from(m.cfg.weight) * WEIGHT_SCALE;
+    match ramp.and_then(|(now, len)| ramp_fraction(m, now, len)) {
+        Some(f) => ((full as f64 * f) as u64).max(full / 100).max(1),
+        None => full,
+    }
+}
+
+/// Power of two choices on in-flight requests per unit of weight. With slow start the
+/// load is (in flight + 1) per effective weight, so an idle endpoint still ramping is
+/// not always the less loaded one.
+fn p2c(members: &[Member], candidates: &[u32], ramp: Option<(u64, u64)>) -> Option<u32> {
     tollgate_config::common::balance::p2c(candidates, |&i| {
         let m = &members[i as usize];
-        (
-            u64::try_from(m.state.in_flight()).unwrap_or(0),
-            m.cfg.weight,
-        )
+        let in_flight = u64::try_from(m.state.in_flight()).unwrap_or(0);
+        match ramp {
+            None => (in_flight, m.cfg.weight),
+            Some(_) => (
+                (in_flight + 1) * WEIGHT_SCALE,
+                u32::try_from(effective_weight(m, ramp)).unwrap_or(u32::MAX),
+            ),
+        }
     })
     .copied()
 }

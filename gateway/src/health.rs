@@ -53,6 +53,13 @@ async fn health_loop(state: Arc<State>) {
         let snap = state.snapshot.load_full();
         let now = now_ms();
         for up in snap.upstreams.values() {
+            let dropped = up.sweep_drained(now);
+            if dropped > 0 {
+                tracing::info!(
+                    upstream = %up.cfg.name,
+                    "{dropped} deregistered endpoint(s) drained and removed"
+                );
+            }
             let Some(hc) = up.cfg.health_check.clone() else {
                 continue;
             };

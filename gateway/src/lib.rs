@@ -36,6 +36,7 @@ pub mod routing;
 pub mod server;
 pub mod snapshot;
 pub mod state;
+pub mod sticky;
 pub mod telemetry;
 pub mod tls;
 pub mod trace;

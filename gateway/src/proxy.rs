@@ -303,7 +303,7 @@ impl ProxyHttp for GatewayProxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
@@ -317,6 +317,20 @@ impl ProxyHttp for GatewayProxy {
         let Some(route) = ctx.route() else {
             return Ok(());
         };
+        if let Some(st) = ctx
+            .routed
+            .as_ref()
+            .and_then(|r| r.upstream.cfg.sticky.as_ref())
+        {
+            let token = ctx.attempts.token;
+            crate::sticky::on_response(
+                st,
+                token,
+                ctx.client.tls,
+                session.req_header(),
+                upstream_response,
+            )?;
+        }
         route
             .filters
             .on_response(&ctx.client, &ctx.filter_state, upstream_response)?;

@@ -557,6 +557,51 @@ pub struct UpstreamFile {
     /// it falls over. Off by default.
     #[serde(default)]
     pub adaptive_concurrency: Option<AdaptiveConcurrencyFile>,
+    /// Sticky sessions: a client's requests keep going to the same endpoint while it is
+    /// available (ALB's `lb_cookie` and `app_cookie` stickiness).
+    #[serde(default)]
+    pub sticky: Option<StickyFile>,
+    /// A new or recovered endpoint's share of traffic ramps up linearly over this long
+    /// (ALB: 30s to 900s; off by default). Round robin and least request only.
+    #[serde(default)]
+    pub slow_start: Option<HumanDuration>,
+    /// An endpoint removed by a reload or by discovery gets no new requests, and its
+    /// requests in flight (WebSockets included) get this long to finish (default 300s,
+    /// as ALB; it ends early when nothing is in flight).
+    #[serde(default = "default_deregistration_delay")]
+    pub deregistration_delay: HumanDuration,
+}
+
+fn default_deregistration_delay() -> HumanDuration {
+    HumanDuration::from_secs(300)
+}
+
+/// `sticky`: which cookie keeps a client on its endpoint.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StickyFile {
+    /// `lb_cookie`: the gateway issues a cookie naming the endpoint. `app_cookie`: the
+    /// client stays on its endpoint while it carries the application's cookie `cookie`.
+    #[serde(rename = "type")]
+    pub kind: StickyKind,
+    /// For `lb_cookie`, the gateway's cookie name (default `tollgate_sticky`); for
+    /// `app_cookie`, the application's cookie (required), e.g. `JSESSIONID`.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// How long the gateway's cookie lasts (default 1d; ALB: 1s to 7d).
+    #[serde(default = "default_sticky_duration")]
+    pub duration: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StickyKind {
+    LbCookie,
+    AppCookie,
+}
+
+fn default_sticky_duration() -> HumanDuration {
+    HumanDuration::from_secs(24 * 3600)
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

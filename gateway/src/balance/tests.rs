@@ -33,6 +33,9 @@ fn upstream(balance: Balance, zone_aware: Option<f64>, eps: Vec<Endpoint>) -> Up
             tls: None,
             concurrency: None,
             adaptive_concurrency: None,
+            sticky: None,
+            slow_start: None,
+            deregistration_delay: std::time::Duration::from_secs(300),
         },
         Some("a".into()),
         None,
@@ -55,7 +58,7 @@ fn mark_down(u: &UpstreamRt, last: u8) {
 fn spread(u: &UpstreamRt, n: usize) -> HashMap<u8, usize> {
     let mut out = HashMap::new();
     for _ in 0..n {
-        let p = u.pick(HashKey::None, &[]).unwrap();
+        let p = u.pick(HashKey::None, &[], None).unwrap();
         let IpAddr::V4(ip) = p.address.ip() else {
             panic!()
         };
@@ -108,9 +111,9 @@ fn panic_mode_when_nothing_is_healthy() {
         vec![ep(1, "a", 1), ep(2, "b", 1)],
     );
     mark_down(&u, 1);
-    assert!(!u.pick(HashKey::None, &[]).unwrap().panic);
+    assert!(!u.pick(HashKey::None, &[], None).unwrap().panic);
     mark_down(&u, 2);
-    let p = u.pick(HashKey::None, &[]).unwrap();
+    let p = u.pick(HashKey::None, &[], None).unwrap();
     assert!(p.panic);
     assert_eq!(spread(&u, 200).len(), 2, "fail open across all endpoints");
 }
@@ -123,8 +126,8 @@ fn retries_avoid_tried_endpoints() {
         vec![ep(1, "a", 1), ep(2, "a", 1)],
     );
     for _ in 0..20 {
-        let first = u.pick(HashKey::None, &[]).unwrap().address;
-        let second = u.pick(HashKey::None, &[first]).unwrap().address;
+        let first = u.pick(HashKey::None, &[], None).unwrap().address;
+        let second = u.pick(HashKey::None, &[first], None).unwrap().address;
         assert_ne!(first, second);
     }
 }
@@ -149,12 +152,18 @@ fn consistent_hash_is_sticky_and_remaps_minimally() {
     let keys: Vec<String> = (0..1000).map(|i| format!("user-{i}")).collect();
     let before: Vec<SocketAddr> = keys
         .iter()
-        .map(|k| u.pick(HashKey::Bytes(k.as_bytes()), &[]).unwrap().address)
+        .map(|k| {
+            u.pick(HashKey::Bytes(k.as_bytes()), &[], None)
+                .unwrap()
+                .address
+        })
         .collect();
     // Sticky.
     for (k, b) in keys.iter().zip(&before) {
         assert_eq!(
-            u.pick(HashKey::Bytes(k.as_bytes()), &[]).unwrap().address,
+            u.pick(HashKey::Bytes(k.as_bytes()), &[], None)
+                .unwrap()
+                .address,
             *b
         );
     }
@@ -170,7 +179,10 @@ fn consistent_hash_is_sticky_and_remaps_minimally() {
     mark_down(&u, 3);
     let gone = SocketAddr::from(([127, 0, 0, 3], 8000));
     for (k, b) in keys.iter().zip(&before) {
-        let now = u.pick(HashKey::Bytes(k.as_bytes()), &[]).unwrap().address;
+        let now = u
+            .pick(HashKey::Bytes(k.as_bytes()), &[], None)
+            .unwrap()
+            .address;
         if *b != gone {
             assert_eq!(now, *b, "key {k} moved although its endpoint is up");
         } else {
@@ -224,9 +236,9 @@ fn retries_spill_to_other_zones_when_local_endpoints_were_tried() {
     let a1 = SocketAddr::from(([127, 0, 0, 1], 8000));
     let a2 = SocketAddr::from(([127, 0, 0, 2], 8000));
     // One local endpoint tried: 1 of 2 local left is still 50%, stay local.
-    assert_eq!(u.pick(HashKey::None, &[a1]).unwrap().address, a2);
+    assert_eq!(u.pick(HashKey::None, &[a1], None).unwrap().address, a2);
     // Both local tried (the zone is down but checks have not noticed yet): go remote.
-    let p = u.pick(HashKey::None, &[a1, a2]).unwrap();
+    let p = u.pick(HashKey::None, &[a1, a2], None).unwrap();
     assert_eq!(p.address, SocketAddr::from(([127, 0, 0, 3], 8000)));
     assert!(!p.panic);
 }
@@ -252,4 +264,93 @@ fn hc() -> tollgate_config::gateway::HealthCheck {
         unhealthy: 1,
         expect: vec![(200, 299)],
     }
+}
+
+#[test]
+fn a_sticky_token_wins_while_its_endpoint_is_available() {
+    let mut u = upstream(
+        Balance::RoundRobin,
+        None,
+        vec![ep(1, "a", 1), ep(2, "a", 1), ep(3, "a", 1)],
+    );
+    u.cfg.health_check = Some(hc());
+    let token = u.set.load().members[1].token;
+    for _ in 0..50 {
+        let p = u.pick(HashKey::None, &[], Some(token)).unwrap();
+        assert_eq!(p.address.port(), 8000);
+        assert_eq!(p.token, token);
+        assert_eq!(p.address, SocketAddr::from(([127, 0, 0, 2], 8000)));
+    }
+    // Unhealthy: replaced, and the pick names the new endpoint's token.
+    mark_down(&u, 2);
+    let p = u.pick(HashKey::None, &[], Some(token)).unwrap();
+    assert_ne!(p.address, SocketAddr::from(([127, 0, 0, 2], 8000)));
+    assert_ne!(p.token, token);
+    // A token nobody has: the algorithm decides.
+    assert!(u.pick(HashKey::None, &[], Some(42)).is_some());
+}
+
+#[test]
+fn slow_start_ramps_a_new_endpoints_share() {
+    let mut u = upstream(Balance::RoundRobin, None, vec![ep(1, "a", 1)]);
+    u.cfg.slow_start = Some(Duration::from_secs(100));
+    // Endpoint 1 was there from the start; endpoint 2 joins now.
+    u.cfg.endpoints.push(ep(2, "a", 1));
+    let u2 = UpstreamRt::new(u.cfg.clone(), Some("a".into()), None, Some(&u)).unwrap();
+    let s = spread(&u2, 2000);
+    let new = s.get(&2).copied().unwrap_or(0);
+    assert!(new <= 60, "a brand-new endpoint gets about 1%: {s:?}");
+    // The same with least request.
+    let mut cfg = u2.cfg.clone();
+    cfg.balance = Balance::LeastRequest;
+    let u3 = UpstreamRt::new(cfg, Some("a".into()), None, Some(&u2)).unwrap();
+    let s = spread(&u3, 2000);
+    assert!(s.get(&2).copied().unwrap_or(0) <= 100, "{s:?}");
+}
+
+#[test]
+fn the_ramp_is_linear_and_ends() {
+    assert_eq!(ramp_at(0, 5_000, 10_000), None, "there from the start");
+    assert_eq!(ramp_at(1_000, 1_000, 10_000), Some(0.0));
+    assert_eq!(ramp_at(1_000, 6_000, 10_000), Some(0.5));
+    assert_eq!(ramp_at(1_000, 11_000, 10_000), None, "done");
+    assert_eq!(ramp_at(9_000, 5_000, 10_000), Some(0.0), "not yet back");
+}
+
+#[test]
+fn a_removed_endpoint_drains_while_in_use() {
+    let u = upstream(
+        Balance::RoundRobin,
+        None,
+        vec![ep(1, "a", 1), ep(2, "a", 1)],
+    );
+    let busy = u.set.load().members[1].state.hold();
+    let mut cfg = u.cfg.clone();
+    cfg.endpoints = vec![ep(1, "a", 1)];
+    let u2 = UpstreamRt::new(cfg, Some("a".into()), None, Some(&u)).unwrap();
+    let set = u2.set.load_full();
+    assert_eq!(set.members.len(), 2, "kept while a request uses it");
+    assert!(set.members[1].draining());
+    for _ in 0..20 {
+        assert_eq!(
+            u2.pick(HashKey::None, &[], None).unwrap().address,
+            SocketAddr::from(([127, 0, 0, 1], 8000)),
+            "no new requests to a draining endpoint"
+        );
+    }
+    assert_eq!(u2.sweep_drained(now_ms()), 0, "still in use");
+    drop(busy);
+    assert_eq!(u2.sweep_drained(now_ms()), 1);
+    assert_eq!(u2.set.load().members.len(), 1);
+
+    // Past the delay, it goes even while in use.
+    let mut cfg = u2.cfg.clone();
+    cfg.endpoints = vec![ep(1, "a", 1), ep(2, "a", 1)];
+    cfg.deregistration_delay = Duration::from_millis(1);
+    let u3 = UpstreamRt::new(cfg.clone(), Some("a".into()), None, Some(&u2)).unwrap();
+    let _busy = u3.set.load().members[1].state.hold();
+    cfg.endpoints = vec![ep(1, "a", 1)];
+    let u4 = UpstreamRt::new(cfg, Some("a".into()), None, Some(&u3)).unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(u4.sweep_drained(now_ms()), 1);
 }

@@ -28,6 +28,20 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     pub concurrency: Option<super::route::Concurrency>,
     pub adaptive_concurrency: Option<AdaptiveConcurrency>,
+    pub sticky: Option<Sticky>,
+    pub slow_start: Option<Duration>,
+    pub deregistration_delay: Duration,
+}
+
+/// `sticky`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sticky {
+    /// The application's cookie (`app_cookie`), whose presence keeps the client on
+    /// its endpoint; `None` for `lb_cookie`.
+    pub app_cookie: Option<String>,
+    /// The gateway's own cookie, naming the endpoint.
+    pub cookie: String,
+    pub duration: Duration,
 }
 
 /// `adaptive_concurrency`, checked.
@@ -217,10 +231,77 @@ pub(super) fn validate_upstream(
             min_rtt_samples: a.min_rtt_samples.max(1),
         }
     });
+    let sticky = u.sticky.as_ref().and_then(|st| {
+        let at = format!("{at}.sticky");
+        let valid = |c: &str| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        };
+        let duration = st.duration.get();
+        if duration < Duration::from_secs(1) || duration > Duration::from_secs(7 * 24 * 3600) {
+            p.push(format!("{at}.duration"), "must be between 1s and 7d");
+        }
+        if matches!(balance, Balance::ConsistentHash(_)) {
+            p.push(
+                at.clone(),
+                "consistent_hash is already sticky by its key; use round_robin or least_request",
+            );
+        }
+        let cookie = st.cookie.as_deref().map(str::trim);
+        if let Some(c) = cookie.filter(|c| !valid(c)) {
+            p.push(
+                format!("{at}.cookie"),
+                format!("{c:?} is not a cookie name"),
+            );
+            return None;
+        }
+        Some(match (st.kind, cookie) {
+            (crate::gateway::file::StickyKind::LbCookie, c) => Sticky {
+                app_cookie: None,
+                cookie: c.unwrap_or("tollgate_sticky").to_owned(),
+                duration,
+            },
+            (crate::gateway::file::StickyKind::AppCookie, Some(c)) => Sticky {
+                app_cookie: Some(c.to_owned()),
+                cookie: format!("tollgate_sticky_{c}"),
+                duration,
+            },
+            (crate::gateway::file::StickyKind::AppCookie, None) => {
+                p.push(
+                    format!("{at}.cookie"),
+                    "app_cookie needs the application's cookie name (e.g. JSESSIONID)",
+                );
+                return None;
+            }
+        })
+    });
+    let slow_start = u.slow_start.map(|d| d.get());
+    if let Some(d) = slow_start {
+        if d < Duration::from_secs(1) || d > Duration::from_secs(900) {
+            p.push(format!("{at}.slow_start"), "must be between 1s and 900s");
+        }
+        if matches!(balance, Balance::ConsistentHash(_)) {
+            p.push(
+                format!("{at}.slow_start"),
+                "applies to round_robin and least_request only",
+            );
+        }
+    }
+    let deregistration_delay = u.deregistration_delay.get();
+    if deregistration_delay > Duration::from_secs(3600) {
+        p.push(
+            format!("{at}.deregistration_delay"),
+            "must be at most 3600s",
+        );
+    }
     if p.len() != before {
         return None;
     }
     Some(Upstream {
+        sticky,
+        slow_start,
+        deregistration_delay,
         concurrency,
         adaptive_concurrency,
         name: name.to_owned(),
