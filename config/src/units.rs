@@ -221,6 +221,54 @@ impl fmt::Display for Rate {
     }
 }
 
+/// A size in bytes: `1048576`, `64KiB`, `10MiB`, `1GiB` (also `KB`/`MB`/`GB` = 1000s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct ByteSize(pub u64);
+
+impl ByteSize {
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl FromStr for ByteSize {
+    type Err = UnitError;
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        const KIND: &str = "size";
+        const HINT: &str = "a number of bytes, or with a unit: 64KiB, 10MiB, 1GiB";
+        let t = input.trim();
+        let digits = t.len() - t.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (n, unit) = t.split_at(digits);
+        let n: u64 = n.parse().map_err(|_| UnitError::new(KIND, input, HINT))?;
+        let times: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" => 1 << 10,
+            "MiB" => 1 << 20,
+            "GiB" => 1 << 30,
+            "KB" | "kB" => 1_000,
+            "MB" => 1_000_000,
+            "GB" => 1_000_000_000,
+            _ => return Err(UnitError::new(KIND, input, HINT)),
+        };
+        n.checked_mul(times)
+            .map(Self)
+            .ok_or_else(|| UnitError::new(KIND, input, HINT))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        match b {
+            0 => f.write_str("0"),
+            b if b % (1 << 30) == 0 => write!(f, "{}GiB", b >> 30),
+            b if b % (1 << 20) == 0 => write!(f, "{}MiB", b >> 20),
+            b if b % (1 << 10) == 0 => write!(f, "{}KiB", b >> 10),
+            b => write!(f, "{b}"),
+        }
+    }
+}
+
 macro_rules! string_unit {
     ($ty:ty, $name:literal, $pattern:literal, $desc:literal) => {
         impl Serialize for $ty {
@@ -251,6 +299,12 @@ string_unit!(
     "Duration",
     r"^(0|[0-9.]+(us|ms|s|m|h|d))$",
     "A duration such as 250ms, 2s, 1m"
+);
+string_unit!(
+    ByteSize,
+    "ByteSize",
+    r"^[0-9]+ *(B|KiB|MiB|GiB|KB|kB|MB|GB)?$",
+    "A size in bytes such as 1048576, 64KiB, 10MiB"
 );
 string_unit!(
     Percent,

@@ -377,6 +377,11 @@ pub fn failure_rejection(e: &Error) -> Option<Rejection> {
                 .retry_after(Duration::from_secs(1))
         }
         ErrorType::HTTPStatus(504) => Rejection::new(504, "upstream_timeout", "upstream timed out"),
+        ErrorType::HTTPStatus(413) if *e.esource() == ErrorSource::Downstream => Rejection::new(
+            413,
+            "body_too_large",
+            "request body larger than this route accepts",
+        ),
         ErrorType::HTTPStatus(c) => Rejection::new(*c, "upstream_failure", "upstream unavailable"),
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
             if *e.esource() != ErrorSource::Downstream =>

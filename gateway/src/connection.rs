@@ -48,6 +48,12 @@ pub fn head_read() {
     let _ = CONN.try_with(|c| c.phase.store(BUSY, Ordering::Relaxed));
 }
 
+/// How long the current client connection has been open (HTTP/1 and HTTP/2 served
+/// by the gateway's own accept loop; `None` outside one).
+pub fn age() -> Option<std::time::Duration> {
+    CONN.try_with(|c| c.opened.elapsed()).ok()
+}
+
 /// Called when a request's context is dropped: the connection waits for the next
 /// head, and the head deadline starts again.
 pub fn request_done() {

@@ -396,3 +396,21 @@ mod tests {
         assert!(!valid_request_id(&HeaderValue::from_static("a b")));
     }
 }
+
+/// Remove request headers whose names are not letters, digits and hyphens
+/// (`server.limits.drop_invalid_header_fields`, as ALB's option).
+pub fn drop_invalid_header_fields(req: &mut RequestHeader) {
+    let invalid: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|n| {
+            !n.as_str()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .cloned()
+        .collect();
+    for n in &invalid {
+        req.remove_header(n);
+    }
+}

@@ -23,6 +23,26 @@ pub fn check(session: &Session, snap: &Snapshot, client: &Client) -> Verdict {
             return Verdict::Reject(redirect_https(req, port));
         }
     }
+    let line_limit = snap.config.max_request_line_bytes;
+    if req.raw_path().len() > line_limit {
+        return Verdict::Reject(Rejection::new(
+            414,
+            "uri_too_long",
+            format!("request target too long (limit {line_limit} bytes)"),
+        ));
+    }
+    let field_limit = snap.config.max_header_field_bytes;
+    if let Some((name, _)) = req
+        .headers
+        .iter()
+        .find(|(n, v)| n.as_str().len() + v.len() > field_limit)
+    {
+        return Verdict::Reject(Rejection::new(
+            431,
+            "header_too_large",
+            format!("header field {name} too large (limit {field_limit} bytes)"),
+        ));
+    }
     let limit = snap.config.max_request_header_bytes;
     if head_size(req) > limit {
         return Verdict::Reject(Rejection::new(

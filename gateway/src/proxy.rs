@@ -44,6 +44,14 @@ fn head_bytes(line: usize, headers: &http::HeaderMap) -> u64 {
     (line + 13 + fields + 2) as u64
 }
 
+fn body_too_large(max: u64) -> Rejection {
+    Rejection::new(
+        413,
+        "body_too_large",
+        format!("request body larger than this route accepts ({max} bytes)"),
+    )
+}
+
 pub struct GatewayProxy {
     pub state: Arc<State>,
 }
@@ -69,6 +77,13 @@ impl ProxyHttp for GatewayProxy {
     fn init_downstream_modules(&self, _modules: &mut HttpModules) {}
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Box<Ctx>) -> Result<bool> {
+        let limits = &ctx.snap.config;
+        // HTTP/1 keep-alive: idle at most client_idle_timeout between requests, and a
+        // connection past keepalive_duration closes after this answer (ALB's two).
+        session.set_keepalive(Some(limits.client_idle_timeout.as_secs().max(1)));
+        if crate::connection::age().is_some_and(|age| age > limits.keepalive_duration) {
+            session.set_keepalive(None);
+        }
         if self.state.health.get() == Readiness::Draining {
             // Tell keep-alive clients to reconnect (elsewhere) before the listeners close.
             session.set_keepalive(None);
@@ -137,6 +152,19 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         }
 
+        if let Some(max) = route.config.max_request_body {
+            let declared = session
+                .req_header()
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+            if declared.is_some_and(|n| n > max) {
+                // Closed: the body is not read.
+                let r = body_too_large(max).close();
+                respond::reject(session, ctx, &r).await?;
+                return Ok(true);
+            }
+        }
         if let Some(fault) = &route.fault {
             let injected = fault.cfg.decide(&session.req_header().headers);
             if let Some(delay) = injected.delay {
@@ -248,6 +276,9 @@ impl ProxyHttp for GatewayProxy {
         if ctx.close_upstream {
             upstream_request.insert_header(http::header::CONNECTION, "close")?;
         }
+        if ctx.snap.config.drop_invalid_header_fields {
+            forwarded::drop_invalid_header_fields(upstream_request);
+        }
         if let (Some(route), Some(routed)) = (ctx.route(), ctx.routed.as_ref()) {
             if let Some(rw) = &route.config.rewrite {
                 crate::transform::rewrite(rw, upstream_request)?;
@@ -352,13 +383,27 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         let rate = ctx.snap.config.min_request_body_rate;
-        if rate == 0 || end_of_stream || ctx.upgrade {
+        let max = ctx.route().and_then(|r| r.config.max_request_body);
+        if (rate == 0 && max.is_none()) || ctx.upgrade {
             return Ok(());
         }
         let (started, bytes) = ctx
             .body_progress
             .get_or_insert_with(|| (std::time::Instant::now(), 0));
         *bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if let Some(max) = max.filter(|&m| *bytes > m) {
+            // A chunked body past the route's limit (a declared one was refused before
+            // the upstream was contacted).
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(413),
+                format!("request body over the route's max_request_body ({max} bytes)"),
+            );
+            e.as_down();
+            return Err(e);
+        }
+        if rate == 0 || end_of_stream {
+            return Ok(());
+        }
         let allowed = ctx.snap.config.request_body_timeout
             + std::time::Duration::from_secs_f64(*bytes as f64 / rate as f64);
         if started.elapsed() > allowed {

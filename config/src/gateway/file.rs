@@ -271,6 +271,25 @@ pub struct LimitsFile {
     /// Largest request head (request line + headers) accepted; larger gets 431.
     #[serde(default = "default_max_header_bytes")]
     pub max_request_header_bytes: usize,
+    /// Longest request target (path and query); longer gets 414 (ALB: 16 KiB).
+    #[serde(default = "default_max_field_bytes")]
+    pub max_request_line_bytes: usize,
+    /// Longest single header field (name and value); longer gets 431 (ALB: 16 KiB).
+    #[serde(default = "default_max_field_bytes")]
+    pub max_header_field_bytes: usize,
+    /// HTTP/1: a kept-alive client connection idle this long is closed (ALB's idle
+    /// timeout, 60s).
+    #[serde(default = "default_client_idle_timeout")]
+    pub client_idle_timeout: HumanDuration,
+    /// HTTP/1: a client connection older than this is closed after its current request
+    /// (`Connection: close`), so clients spread again over replicas (ALB: 3600s).
+    #[serde(default = "default_keepalive_duration")]
+    pub keepalive_duration: HumanDuration,
+    /// Remove request headers whose names are not letters, digits and hyphens before
+    /// forwarding (`X_Forwarded_For` cannot pose as `X-Forwarded-For` to a backend
+    /// that folds `_` into `-`), as ALB's `drop_invalid_header_fields`.
+    #[serde(default)]
+    pub drop_invalid_header_fields: bool,
     /// The whole request head must arrive within this time (HTTP/1: from the first byte
     /// on a new or kept-alive connection); a client that trickles it is disconnected.
     #[serde(default = "default_request_head_timeout")]
@@ -303,6 +322,11 @@ impl Default for LimitsFile {
     fn default() -> Self {
         Self {
             max_request_header_bytes: default_max_header_bytes(),
+            max_request_line_bytes: default_max_field_bytes(),
+            max_header_field_bytes: default_max_field_bytes(),
+            client_idle_timeout: default_client_idle_timeout(),
+            keepalive_duration: default_keepalive_duration(),
+            drop_invalid_header_fields: false,
             request_head_timeout: default_request_head_timeout(),
             max_connections_per_client: 0,
             max_connections: None,
@@ -325,7 +349,19 @@ fn default_request_head_timeout() -> HumanDuration {
 }
 
 fn default_max_header_bytes() -> usize {
-    32 * 1024
+    64 * 1024
+}
+
+fn default_max_field_bytes() -> usize {
+    16 * 1024
+}
+
+fn default_client_idle_timeout() -> HumanDuration {
+    HumanDuration::from_secs(60)
+}
+
+fn default_keepalive_duration() -> HumanDuration {
+    HumanDuration::from_secs(3600)
 }
 
 fn yes() -> bool {
@@ -385,6 +421,9 @@ pub struct RouteFile {
     /// Fault injection for game days: delay and/or abort a share of requests.
     #[serde(default)]
     pub fault: Option<crate::common::fault::FaultFile>,
+    /// Largest request body accepted (`10MiB`); larger gets 413. Default: no limit.
+    #[serde(default)]
+    pub max_request_body: Option<crate::units::ByteSize>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

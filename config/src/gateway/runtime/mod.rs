@@ -33,6 +33,11 @@ pub struct GatewayConfig {
     pub drain_delay: Duration,
     pub grace_period: Duration,
     pub max_request_header_bytes: usize,
+    pub max_request_line_bytes: usize,
+    pub max_header_field_bytes: usize,
+    pub client_idle_timeout: Duration,
+    pub keepalive_duration: Duration,
+    pub drop_invalid_header_fields: bool,
     pub watch_config: bool,
     /// Deadline for a whole request head.
     pub request_head_timeout: Duration,
@@ -128,6 +133,25 @@ pub fn validate(
         );
     }
 
+    let limits = &file.server.limits;
+    for (field, v) in [
+        ("max_request_line_bytes", limits.max_request_line_bytes),
+        ("max_header_field_bytes", limits.max_header_field_bytes),
+    ] {
+        if !(256..=1024 * 1024).contains(&v) {
+            p.push(
+                format!("server.limits.{field}"),
+                "must be between 256 and 1048576",
+            );
+        }
+    }
+    if limits.client_idle_timeout.get() < Duration::from_secs(1) {
+        p.push("server.limits.client_idle_timeout", "must be at least 1s");
+    }
+    if limits.keepalive_duration.get() < Duration::from_secs(1) {
+        p.push("server.limits.keepalive_duration", "must be at least 1s");
+    }
+
     // Upstreams first, so routes can be checked against them.
     let mut upstreams = BTreeMap::new();
     for (name, u) in &file.upstreams {
@@ -174,6 +198,11 @@ pub fn validate(
         drain_delay: file.server.shutdown.drain_delay.get(),
         grace_period: file.server.shutdown.grace_period.get(),
         max_request_header_bytes,
+        max_request_line_bytes: file.server.limits.max_request_line_bytes,
+        max_header_field_bytes: file.server.limits.max_header_field_bytes,
+        client_idle_timeout: file.server.limits.client_idle_timeout.get(),
+        keepalive_duration: file.server.limits.keepalive_duration.get(),
+        drop_invalid_header_fields: file.server.limits.drop_invalid_header_fields,
         watch_config: file.server.watch_config,
         request_head_timeout: file.server.limits.request_head_timeout.get(),
         max_connections_per_client: file.server.limits.max_connections_per_client,

@@ -36,6 +36,8 @@ pub struct Route {
     pub idempotency: Option<crate::gateway::Idempotency>,
     pub fault: Option<crate::common::fault::Fault>,
     pub rewrite: Option<Rewrite>,
+    /// Largest request body accepted (413 beyond).
+    pub max_request_body: Option<u64>,
     /// Transforms of the request sent upstream (empty: none).
     pub request_headers: HeaderOps,
     /// Transforms of the response sent to the client (empty: none).
@@ -291,6 +293,7 @@ fn validate_route(
         matcher,
         action,
         rewrite,
+        max_request_body: r.max_request_body.map(|b| b.get()),
         request_headers,
         response_headers,
         connect_timeout,
