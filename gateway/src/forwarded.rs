@@ -324,6 +324,24 @@ pub fn client_behind_proxies<'a>(
     client
 }
 
+/// Remove request headers whose names are not letters, digits and hyphens
+/// (`server.limits.drop_invalid_header_fields`, as ALB's option).
+pub fn drop_invalid_header_fields(req: &mut RequestHeader) {
+    let invalid: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|n| {
+            !n.as_str()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .cloned()
+        .collect();
+    for n in &invalid {
+        req.remove_header(n);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -394,23 +412,5 @@ mod tests {
         assert!(valid_request_id(&HeaderValue::from_static("abc-123")));
         assert!(!valid_request_id(&HeaderValue::from_static("")));
         assert!(!valid_request_id(&HeaderValue::from_static("a b")));
-    }
-}
-
-/// Remove request headers whose names are not letters, digits and hyphens
-/// (`server.limits.drop_invalid_header_fields`, as ALB's option).
-pub fn drop_invalid_header_fields(req: &mut RequestHeader) {
-    let invalid: Vec<HeaderName> = req
-        .headers
-        .keys()
-        .filter(|n| {
-            !n.as_str()
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        .cloned()
-        .collect();
-    for n in &invalid {
-        req.remove_header(n);
     }
 }
