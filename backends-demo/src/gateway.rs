@@ -39,13 +39,27 @@ impl ProxyProc {
         admin: SocketAddr,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        let mut p = Self::launch(bin, &[], yaml, vars, admin, env)?;
+        p.wait_ready().await?;
+        Ok(p)
+    }
+
+    /// Start `bin ARGS... --config FILE` without waiting for it.
+    fn launch(
+        bin: &str,
+        args: &[&str],
+        yaml: &str,
+        vars: Vec<(String, String)>,
+        admin: SocketAddr,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("{bin}-"))
             .tempdir()?;
         let config_path = dir.path().join(format!("{bin}.yaml"));
         std::fs::write(&config_path, fill(yaml, &vars))?;
         let mut cmd = Command::new(bin_path(bin)?);
-        cmd.arg("--config").arg(&config_path);
+        cmd.args(args).arg("--config").arg(&config_path);
         cmd.env(
             "RUST_LOG",
             std::env::var("PROXY_LOG").unwrap_or_else(|_| "info".into()),
@@ -54,25 +68,36 @@ impl ProxyProc {
             cmd.env(k, v);
         }
         let proc = Proc::spawn(cmd, bin)?;
-        let mut p = Self {
+        Ok(Self {
             proc,
             admin,
             config_path,
             _dir: dir,
             client: test_client(),
             vars,
-        };
-        p.wait_ready().await?;
-        Ok(p)
+        })
     }
 
     async fn wait_ready(&mut self) -> anyhow::Result<()> {
+        self.wait_until_ready(false).await
+    }
+
+    /// Wait for `/readyz` 200; with `own_admin`, from this process's admin (during an
+    /// upgrade the address answers for the old process until it lets go of it).
+    async fn wait_until_ready(&mut self, own_admin: bool) -> anyhow::Result<()> {
         let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
         let url = self.admin_url("/readyz");
         loop {
-            if let Ok(r) = self.client.get(&url).send().await {
-                if r.status() == 200 {
-                    return Ok(());
+            let ours = !own_admin
+                || self
+                    .admin_json("/upgrade")
+                    .await
+                    .is_ok_and(|v| v["pid"].as_u64() == Some(u64::from(self.proc.pid())));
+            if ours {
+                if let Ok(r) = self.client.get(&url).send().await {
+                    if r.status() == 200 {
+                        return Ok(());
+                    }
                 }
             }
             if !self.proc.is_running() {
@@ -172,6 +197,24 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.listen)
+    }
+
+    /// `gateway upgrade --config` with `yaml` (same `${LISTEN}` and `${ADMIN}`, plus
+    /// `extra` placeholders): returns the new process once it took the sockets over and
+    /// its own admin reports ready. The old one (`self`) drains and exits by itself.
+    pub async fn upgrade(&self, yaml: &str, extra: &[(&str, String)]) -> anyhow::Result<Self> {
+        let mut vars = vec![
+            ("LISTEN".to_owned(), self.listen.to_string()),
+            ("ADMIN".to_owned(), self.admin.to_string()),
+        ];
+        vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        let mut inner = ProxyProc::launch("gateway", &["upgrade"], yaml, vars, self.admin, &[])?;
+        inner.wait_until_ready(true).await?;
+        Ok(Self {
+            inner,
+            listen: self.listen,
+            admin: self.admin,
+        })
     }
 }
 

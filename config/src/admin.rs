@@ -104,9 +104,34 @@ pub fn spawn(
     health: Arc<Health>,
     handler: Arc<dyn AdminHandler>,
 ) -> std::io::Result<SocketAddr> {
-    let std_listener = std::net::TcpListener::bind(addr)?;
+    let listener = std::net::TcpListener::bind(addr)?;
+    serve_on(listener, health, handler).map(|(local, _)| local)
+}
+
+/// Lets go of the admin port while the process keeps running: a gateway handing over
+/// to its successor (binary upgrade) releases it so the new process can bind it.
+#[derive(Debug, Clone, Default)]
+pub struct Release {
+    notify: Arc<tokio::sync::Notify>,
+}
+
+impl Release {
+    /// Close the listening socket; connections already open get a moment to finish.
+    pub fn release(&self) {
+        self.notify.notify_one();
+    }
+}
+
+/// Serve an already bound admin listener on a dedicated thread.
+pub fn serve_on(
+    std_listener: std::net::TcpListener,
+    health: Arc<Health>,
+    handler: Arc<dyn AdminHandler>,
+) -> std::io::Result<(SocketAddr, Release)> {
     std_listener.set_nonblocking(true)?;
     let local = std_listener.local_addr()?;
+    let release = Release::default();
+    let released = release.notify.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -122,7 +147,11 @@ pub fn spawn(
                     }
                 };
                 loop {
-                    let (stream, _) = match listener.accept().await {
+                    let accepted = tokio::select! {
+                        a = listener.accept() => a,
+                        _ = released.notified() => break,
+                    };
+                    let (stream, _) = match accepted {
                         Ok(s) => s,
                         Err(e) => {
                             tracing::warn!("admin accept: {e}");
@@ -140,9 +169,14 @@ pub fn spawn(
                             .await;
                     });
                 }
+                drop(listener);
+                tracing::info!("admin listener released");
+                // Answers being written (the one that asked for the release) finish;
+                // the process is on its way out, so nothing waits for longer ones.
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
             });
         })?;
-    Ok(local)
+    Ok((local, release))
 }
 
 async fn serve(

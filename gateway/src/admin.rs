@@ -1,5 +1,5 @@
 //! The gateway's own admin endpoints: `/config`, `/upstreams`, `/certificates`,
-//! `POST /reload`. (`/healthz`, `/readyz`, `/metrics` and the status page are served by
+//! `POST /reload`, `GET`/`POST /upgrade` (binary upgrade handoff, see `upgrade.rs`). (`/healthz`, `/readyz`, `/metrics` and the status page are served by
 //! the shared admin listener.)
 
 use std::sync::Arc;
@@ -9,10 +9,12 @@ use serde_json::{json, Value};
 use tollgate_config::admin::{AdminHandler, AdminRequest, AdminResponse};
 
 use crate::state::{ReloadOutcome, State};
+use crate::upgrade::Handoff;
 use tollgate_config::outlier::now_ms;
 
 pub struct GatewayAdmin {
     pub state: Arc<State>,
+    pub upgrade: Arc<Handoff>,
 }
 
 impl AdminHandler for GatewayAdmin {
@@ -25,6 +27,16 @@ impl AdminHandler for GatewayAdmin {
             (&Method::GET, "/certificates") => {
                 Some(AdminResponse::json(StatusCode::OK, &self.certificates()))
             }
+            (&Method::GET, "/upgrade") => {
+                Some(AdminResponse::json(StatusCode::OK, &self.upgrade.info()))
+            }
+            (&Method::POST, "/upgrade") => Some(match self.upgrade.request() {
+                Ok(v) => AdminResponse::json(StatusCode::ACCEPTED, &v),
+                Err(e) => AdminResponse::json(
+                    StatusCode::CONFLICT,
+                    &json!({ "result": "refused", "error": e }),
+                ),
+            }),
             (&Method::POST, "/reload") => Some(match self.state.reload("api") {
                 Ok(ReloadOutcome::Applied { version }) => AdminResponse::json(
                     StatusCode::OK,

@@ -8,7 +8,8 @@
 //! upstream attempts and retries (`attempts`), endpoint selection (`balance`). Around
 //! it: TLS termination (`tls`), PROXY protocol (`proxy_protocol`, `connection`), active
 //! health checks, DNS discovery and certificate rotation (`health`), the running
-//! snapshot and reloads (`snapshot`, `state`), and process wiring (`server`).
+//! snapshot and reloads (`snapshot`, `state`), process wiring (`server`) and the binary
+//! upgrade handoff (`upgrade`).
 //! It does not own the config schema (the `tollgate-config` crate).
 #![forbid(unsafe_code)]
 
@@ -41,3 +42,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod trace;
 pub mod transform;
+pub mod upgrade;

@@ -1,5 +1,8 @@
 //! Process wiring: Pingora server and services, admin listener, background checks,
-//! config watching, signals (SIGHUP reload, SIGTERM drain, SIGINT fast exit).
+//! config watching, signals (SIGHUP reload, SIGTERM drain, SIGINT fast exit, SIGUSR2
+//! binary upgrade), and the
+//! two ways to start: fresh (`gateway --config`) or taking over from a running gateway
+//! (`gateway upgrade --config`, see `upgrade.rs`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -8,8 +11,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::apps::HttpServerOptions;
-use pingora_core::server::configuration::ServerConf;
-use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{ExecutionPhase, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::listening::Service;
 use tokio::signal::unix::{signal, SignalKind};
 use tollgate_config::admin::Readiness;
@@ -20,12 +23,23 @@ use crate::connection::{self, ListenerTable};
 use crate::proxy::GatewayProxy;
 use crate::state::State;
 use crate::tls::{client_verifier, HandshakeCallbacks, SniResolver};
+use crate::upgrade::{Handoff, Predecessor};
 use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 
 /// Run the gateway until shutdown. Returns an error for startup failures.
 pub fn run(path: &Path) -> anyhow::Result<()> {
+    start(path, None)
+}
+
+/// Take the listening sockets over from the gateway whose admin listens on `from`
+/// (default: this config's admin address), then run until shutdown.
+pub fn upgrade(path: &Path, from: Option<SocketAddr>) -> anyhow::Result<()> {
+    start(path, Some(from))
+}
+
+fn start(path: &Path, upgrade_from: Option<Option<SocketAddr>>) -> anyhow::Result<()> {
     let env = EnvOverrides::from_process_env();
     let loaded = gateway::load(path, &env)?;
     let cfg = loaded.config.clone();
@@ -39,14 +53,76 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
     let state = State::new(path.to_path_buf(), env, loaded, telemetry)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
 
-    let admin_addr = tollgate_config::admin::spawn(
-        cfg.admin_address,
+    // Everything above checked the new config; only now is the old process asked.
+    let predecessor = match upgrade_from {
+        Some(from) => {
+            let p = crate::upgrade::find(from.unwrap_or(cfg.admin_address))?;
+            tracing::info!(pid = p.pid, socket = %p.socket.display(), "upgrade: taking over");
+            p.prepare_socket()?;
+            Some(p)
+        }
+        None => None,
+    };
+    let handoff = Arc::new(Handoff::new(
+        state.health.clone(),
+        cfg.upgrade_socket.clone(),
+        cfg.listeners
+            .iter()
+            .map(|l| l.address.to_string())
+            .collect(),
+    ));
+    let conf = ServerConf {
+        threads: cfg.threads,
+        // Pingora sleeps this long in full after SIGTERM; our drain watcher exits as
+        // soon as in-flight requests are done, so this is only the upper bound.
+        grace_period_seconds: Some(cfg.grace_period.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(1),
+        // Measured in benches/: without stealing, CPU per request is ~10% lower.
+        work_stealing: cfg.work_stealing,
+        // On upgrade, first where the predecessor sends its sockets (it told us).
+        upgrade_sock: match &predecessor {
+            Some(p) => p.socket.display().to_string(),
+            None => cfg.upgrade_socket.display().to_string(),
+        },
+        ..ServerConf::default()
+    };
+    let opt = Opt {
+        upgrade: predecessor.is_some(),
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), conf);
+    if let Some(p) = &predecessor {
+        p.ask_when_listening()?;
+    }
+    // Upgrade: waits here for the old process's listening sockets (exits 1 if none come).
+    server.bootstrap();
+    if predecessor.is_some() {
+        tracing::info!("upgrade: listening sockets received");
+        // Pingora listens and sends on one path; from now on this process sends where
+        // its own config says, for the next upgrade.
+        server.configuration = Arc::new(crate::upgrade::with_upgrade_socket(
+            &server.configuration,
+            &cfg.upgrade_socket,
+        )?);
+    }
+    let conf = server.configuration.clone();
+
+    // On upgrade, the old process releases its admin port right after handing over.
+    let admin_listener = match &predecessor {
+        Some(_) => crate::upgrade::bind_admin(cfg.admin_address),
+        None => std::net::TcpListener::bind(cfg.admin_address),
+    }
+    .map_err(|e| anyhow::anyhow!("admin listener {}: {e}", cfg.admin_address))?;
+    let (admin_addr, admin_release) = tollgate_config::admin::serve_on(
+        admin_listener,
         state.health.clone(),
         Arc::new(GatewayAdmin {
             state: state.clone(),
+            upgrade: handoff.clone(),
         }),
     )
     .map_err(|e| anyhow::anyhow!("admin listener {}: {e}", cfg.admin_address))?;
+    handoff.set_admin(admin_release);
     crate::health::spawn(state.clone())?;
     spawn_sighup(state.clone())?;
     // Always watch; `server.watch_config` (reloadable) decides whether a change reloads.
@@ -59,24 +135,16 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
 
     // Listeners are bound by Pingora when the server starts; check them first so a
     // taken port is a clear startup error rather than a panic in a service thread.
-    for l in &cfg.listeners {
+    // (Those whose sockets came from the old process are bound already.)
+    let inherited = |a: &SocketAddr| {
+        predecessor
+            .as_ref()
+            .is_some_and(|p: &Predecessor| p.listeners.contains(&a.to_string()))
+    };
+    for l in cfg.listeners.iter().filter(|l| !inherited(&l.address)) {
         std::net::TcpListener::bind(l.address)
             .map_err(|e| anyhow::anyhow!("listener {} ({}): {e}", l.name, l.address))?;
     }
-
-    let conf = ServerConf {
-        threads: cfg.threads,
-        // Pingora sleeps this long in full after SIGTERM; our drain watcher exits as
-        // soon as in-flight requests are done, so this is only the upper bound.
-        grace_period_seconds: Some(cfg.grace_period.as_secs().max(1)),
-        graceful_shutdown_timeout_seconds: Some(1),
-        // Measured in benches/: without stealing, CPU per request is ~10% lower.
-        work_stealing: cfg.work_stealing,
-        ..ServerConf::default()
-    };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
-    let conf = server.configuration.clone();
 
     // One service per `h2c` setting. Every connection first goes through
     // `connection`: which listener, PROXY protocol header, handshake accounting.
@@ -139,10 +207,16 @@ pub fn run(path: &Path) -> anyhow::Result<()> {
         admin = %admin_addr,
         listeners = ?cfg.listeners.iter().map(|l| l.address.to_string()).collect::<Vec<_>>(),
         zone = ?cfg.zone,
+        upgraded_from = predecessor.as_ref().map(|p| p.pid),
         "gateway started"
     );
+    let phases = std::sync::Mutex::new(Some(server.watch_execution_phase()));
     server.run(RunArgs {
-        shutdown_signal: Box::new(Drain { state }),
+        shutdown_signal: Box::new(Drain {
+            state,
+            handoff,
+            phases,
+        }),
     });
     Ok(())
 }
@@ -201,6 +275,7 @@ fn spawn_ready_when_listening(state: Arc<State>, addrs: Vec<SocketAddr>) -> std:
             }
             state.health.set(Readiness::Ready);
             tracing::info!("listeners bound: ready");
+            crate::upgrade::notify_systemd("READY=1");
         })?;
     Ok(())
 }
@@ -213,13 +288,22 @@ fn spawn_sighup(state: Arc<State>) -> std::io::Result<()> {
         .name("sighup".into())
         .spawn(move || {
             rt.block_on(async move {
-                let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                    tracing::error!("cannot listen for SIGHUP; reload with POST /reload");
+                let (Ok(mut hup), Ok(mut usr2)) = (
+                    signal(SignalKind::hangup()),
+                    signal(SignalKind::user_defined2()),
+                ) else {
+                    tracing::error!("cannot listen for SIGHUP/SIGUSR2; reload with POST /reload");
                     return;
                 };
-                while hup.recv().await.is_some() {
-                    let st = state.clone();
-                    let _ = tokio::task::spawn_blocking(move || st.reload("signal")).await;
+                loop {
+                    tokio::select! {
+                        Some(()) = hup.recv() => {
+                            let st = state.clone();
+                            let _ = tokio::task::spawn_blocking(move || st.reload("signal")).await;
+                        }
+                        Some(()) = usr2.recv() => crate::upgrade::spawn_successor(&state.path),
+                        else => return,
+                    }
                 }
             })
         })?;
@@ -229,8 +313,12 @@ fn spawn_sighup(state: Arc<State>) -> std::io::Result<()> {
 /// SIGTERM: report not-ready, keep serving for `drain_delay` (so load balancers move
 /// away), then let Pingora stop accepting, and exit as soon as in-flight requests are
 /// done (Pingora's grace period is the upper bound). SIGINT: exit now.
+/// A successor's `POST /upgrade`: hand the listening sockets over, then the same drain
+/// without the delay (the sockets keep being served by the new process).
 struct Drain {
     state: Arc<State>,
+    handoff: Arc<Handoff>,
+    phases: std::sync::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
 }
 
 #[async_trait]
@@ -249,6 +337,7 @@ impl ShutdownSignalWatch for Drain {
                 tracing::info!("SIGINT: exiting now");
                 return ShutdownSignal::FastShutdown;
             }
+            _ = self.handoff.requested() => return self.hand_over(),
         }
         let (drain_delay, grace) = {
             let snap = self.state.snapshot.load();
@@ -268,6 +357,33 @@ impl ShutdownSignalWatch for Drain {
             .name("drain".into())
             .spawn(move || exit_when_idle(&state, grace));
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+impl Drain {
+    fn hand_over(&self) -> ShutdownSignal {
+        self.state.health.set(Readiness::Draining);
+        let grace = self.state.snapshot.load().config.grace_period;
+        let phases = self.phases.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let state = self.state.clone();
+        // Pingora sends the sockets, keeps accepting for its close timeout beside the
+        // new process, then stops accepting: only then do in-flight requests run down.
+        let _ = std::thread::Builder::new()
+            .name("drain".into())
+            .spawn(move || {
+                if let Some(mut rx) = phases {
+                    loop {
+                        match rx.blocking_recv() {
+                            Ok(ExecutionPhase::ShutdownStarted) => break,
+                            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                        }
+                    }
+                }
+                tracing::info!("upgrade: sockets handed over, no longer accepting; draining");
+                exit_when_idle(&state, grace);
+            });
+        ShutdownSignal::GracefulUpgrade
     }
 }
 

@@ -119,7 +119,7 @@ impl State {
         match &restart {
             Some(why) => tracing::warn!(
                 trigger,
-                "config version {version} applied except: {why}; restart the gateway to apply it"
+                "config version {version} applied except: {why}; apply it without dropping a connection with `gateway upgrade --config FILE` (or restart)"
             ),
             None => tracing::info!(trigger, "config version {version} applied"),
         }
@@ -159,7 +159,7 @@ pub fn some_route_logs(c: &GatewayConfig) -> bool {
 }
 
 /// What a reload cannot apply to a running Pingora server (it cannot add or remove
-/// listening sockets, nor resize its runtimes).
+/// listening sockets, nor resize its runtimes): a new process does, `gateway upgrade`.
 fn restart_needed(
     old: &GatewayConfig,
     new: &GatewayConfig,

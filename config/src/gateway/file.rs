@@ -220,6 +220,10 @@ pub struct ServerFile {
     /// Log level or filter (`info`, `warn,gateway=debug`); `RUST_LOG` wins when set.
     #[serde(default)]
     pub log_level: Option<String>,
+    /// Unix socket a binary upgrade hands the listening sockets over (`gateway upgrade`);
+    /// default `/tmp/tollgate-gateway-<admin port>.sock`, relative to the config's directory.
+    #[serde(default)]
+    pub upgrade_socket: Option<String>,
 }
 
 /// What a file without a `server:` section gets: the same defaults as each field's.
@@ -233,6 +237,7 @@ impl Default for ServerFile {
             watch_config: true,
             preserve_header_case: false,
             log_level: None,
+            upgrade_socket: None,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod ratelimit;
 pub mod runtime;
 #[cfg(test)]
 mod tests;
+mod upgrade_socket;
 
 use std::path::Path;
 

@@ -60,6 +60,8 @@ pub struct GatewayConfig {
     pub tracing: Option<crate::common::telemetry::Tracing>,
     /// `server.log_level`, checked.
     pub log_level: Option<String>,
+    /// `server.upgrade_socket`, resolved (see `upgrade_socket.rs`).
+    pub upgrade_socket: std::path::PathBuf,
 }
 
 /// Values taken from the environment rather than the file.
@@ -177,6 +179,12 @@ pub fn validate(
         file.server.log_level.as_deref(),
         &mut p,
     );
+    let upgrade_socket = super::upgrade_socket::validate(
+        file.server.upgrade_socket.as_deref(),
+        admin_address,
+        base_dir,
+        &mut p,
+    );
     let routes = validate_routes(
         &file.routes,
         &file.upstreams,
@@ -217,5 +225,6 @@ pub fn validate(
         access_log,
         tracing,
         log_level,
+        upgrade_socket,
     })
 }
