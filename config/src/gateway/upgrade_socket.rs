@@ -58,6 +58,7 @@ pub(crate) fn validate(
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     fn check(configured: Option<&str>, base: &Path) -> (PathBuf, Vec<String>) {
