@@ -773,31 +773,7 @@ pub struct DiscoverFile {
     pub region: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesDiscoverFile {
-    /// The Service whose EndpointSlices (label `kubernetes.io/service-name`) are watched.
-    pub service: String,
-    /// Default: the gateway pod's own namespace (in-cluster), or the kubeconfig
-    /// context's.
-    #[serde(default)]
-    pub namespace: Option<String>,
-    /// The Service port, by name (`http`) or number (the pods' port). Default: the
-    /// slice's only port.
-    #[serde(default)]
-    pub port: Option<PortRefFile>,
-    /// A kubeconfig file (outside a cluster). Default: the pod's service account, or
-    /// `$KUBECONFIG`.
-    #[serde(default)]
-    pub kubeconfig: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
-#[serde(untagged)]
-pub enum PortRefFile {
-    Number(u16),
-    Name(String),
-}
+pub use crate::common::kubernetes::{KubernetesDiscoverFile, PortRefFile};
 
 fn default_discover_every() -> HumanDuration {
     HumanDuration::from_secs(5)

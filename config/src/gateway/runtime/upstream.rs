@@ -13,7 +13,7 @@ use crate::common::outlier_detection::{validate_outlier, Outlier};
 use crate::common::{parse_socket_addr, resolve_path};
 use crate::error::Problems;
 use crate::gateway::file::{
-    BalanceFile, DiscoverFile, EndpointFile, HashOnFile, HealthCheckFile, PortRefFile, UpstreamFile,
+    BalanceFile, DiscoverFile, EndpointFile, HashOnFile, HealthCheckFile, UpstreamFile,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -104,19 +104,7 @@ pub enum DiscoverSource {
     Kubernetes(KubernetesDiscover),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct KubernetesDiscover {
-    pub service: String,
-    pub namespace: Option<String>,
-    pub port: Option<PortRef>,
-    pub kubeconfig: Option<std::path::PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum PortRef {
-    Number(u16),
-    Name(String),
-}
+pub use crate::common::kubernetes::{KubernetesDiscover, PortRef};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
@@ -417,43 +405,7 @@ fn validate_discover(
         },
         (None, Some(k)) => {
             let kat = format!("{at}.discover.kubernetes");
-            let name_ok = |s: &str| {
-                !s.is_empty()
-                    && s.len() <= 63
-                    && s.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            };
-            if !name_ok(&k.service) {
-                p.push(
-                    format!("{kat}.service"),
-                    "must be a Service name: lower-case letters, digits and -",
-                );
-            }
-            if let Some(ns) = k.namespace.as_deref().filter(|n| !name_ok(n)) {
-                p.push(
-                    format!("{kat}.namespace"),
-                    format!("{ns:?} is not a namespace name"),
-                );
-            }
-            let port = match &k.port {
-                Some(PortRefFile::Number(0)) => {
-                    p.push(format!("{kat}.port"), "must be 1..65535 or a port name");
-                    None
-                }
-                Some(PortRefFile::Number(n)) => Some(PortRef::Number(*n)),
-                Some(PortRefFile::Name(n)) if n.trim().is_empty() => {
-                    p.push(format!("{kat}.port"), "must not be empty");
-                    None
-                }
-                Some(PortRefFile::Name(n)) => Some(PortRef::Name(n.trim().to_owned())),
-                None => None,
-            };
-            DiscoverSource::Kubernetes(KubernetesDiscover {
-                service: k.service.clone(),
-                namespace: k.namespace.clone(),
-                port,
-                kubeconfig: k.kubeconfig.as_deref().map(|c| resolve_path(base_dir, c)),
-            })
+            DiscoverSource::Kubernetes(crate::common::kubernetes::validate(&kat, k, base_dir, p))
         }
         _ => {
             p.push(
