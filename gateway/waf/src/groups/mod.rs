@@ -1,0 +1,331 @@
+//! Managed rule groups: the rule tables and the detectors written as code.
+//!
+//! Rule ids are `GROUP.NAME` (`sqli.libinjection`, `lfi.sensitive_file`); a group name
+//! alone names every rule of the group in exclusions. A table rule ([`RuleDef`]) is a set
+//! of lower-case literals (an Aho-Corasick prefilter over all rules at once) and a
+//! regular expression that confirms it on one view of the normalised value; detectors
+//! ([`sqli`], [`xss`], [`java`], [`ssrf`], ...) are functions that parse what a regular
+//! expression cannot (libinjection's SQL and HTML tokenizers, Log4j lookups, IP
+//! address encodings).
+
+use serde::Serialize;
+
+pub(crate) mod java;
+pub(crate) mod lfi;
+pub(crate) mod misc;
+pub(crate) mod nodejs;
+pub(crate) mod php;
+pub(crate) mod protocol;
+pub(crate) mod rce;
+pub(crate) mod rfi;
+pub(crate) mod scanners;
+pub(crate) mod session;
+pub(crate) mod sqli;
+pub(crate) mod ssrf;
+pub(crate) mod ssti;
+pub(crate) mod xss;
+
+/// A managed rule group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    /// SQL injection.
+    Sqli,
+    /// Cross-site scripting.
+    Xss,
+    /// Local file inclusion, path traversal.
+    Lfi,
+    /// Remote file inclusion.
+    Rfi,
+    /// Remote command execution (Unix and Windows shells, Shellshock).
+    Rce,
+    /// PHP injection: wrappers, functions, object injection.
+    Php,
+    /// Java: Log4Shell, deserialization, Spring4Shell, OGNL/EL/SpEL.
+    Java,
+    /// Node.js: prototype pollution, server-side JavaScript.
+    Nodejs,
+    /// Server-side template injection.
+    Ssti,
+    /// Session fixation.
+    SessionFixation,
+    /// Server-side request forgery.
+    Ssrf,
+    /// XML external entities.
+    Xxe,
+    /// NoSQL (MongoDB operator) injection.
+    Nosqli,
+    /// Known scanners and probe paths.
+    Scanners,
+    /// HTTP protocol anomalies and limits.
+    Protocol,
+    /// A custom rule of the policy.
+    Custom,
+}
+
+impl Group {
+    /// Every managed group (not `Custom`).
+    pub const MANAGED: [Group; 15] = [
+        Group::Sqli,
+        Group::Xss,
+        Group::Lfi,
+        Group::Rfi,
+        Group::Rce,
+        Group::Php,
+        Group::Java,
+        Group::Nodejs,
+        Group::Ssti,
+        Group::SessionFixation,
+        Group::Ssrf,
+        Group::Xxe,
+        Group::Nosqli,
+        Group::Scanners,
+        Group::Protocol,
+    ];
+
+    /// The name used in configs and rule ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Group::Sqli => "sqli",
+            Group::Xss => "xss",
+            Group::Lfi => "lfi",
+            Group::Rfi => "rfi",
+            Group::Rce => "rce",
+            Group::Php => "php",
+            Group::Java => "java",
+            Group::Nodejs => "nodejs",
+            Group::Ssti => "ssti",
+            Group::SessionFixation => "session_fixation",
+            Group::Ssrf => "ssrf",
+            Group::Xxe => "xxe",
+            Group::Nosqli => "nosqli",
+            Group::Scanners => "scanners",
+            Group::Protocol => "protocol",
+            Group::Custom => "custom",
+        }
+    }
+
+    /// A managed group by name.
+    pub fn parse(name: &str) -> Option<Group> {
+        Group::MANAGED.into_iter().find(|g| g.name() == name)
+    }
+
+    pub(crate) fn bit(self) -> u32 {
+        1 << (self as u32)
+    }
+}
+
+impl std::fmt::Display for Group {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How much a match adds to the anomaly score (the Core Rule Set's values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// 2 points.
+    Notice,
+    /// 3 points.
+    Warning,
+    /// 4 points.
+    Error,
+    /// 5 points: blocks alone at the default threshold.
+    Critical,
+}
+
+impl Severity {
+    /// Points added to the anomaly score.
+    pub fn score(self) -> u32 {
+        match self {
+            Severity::Notice => 2,
+            Severity::Warning => 3,
+            Severity::Error => 4,
+            Severity::Critical => 5,
+        }
+    }
+}
+
+/// Where a value was found, as bits, so a rule can say where it applies.
+pub(crate) mod loc {
+    /// The path (whole and per segment).
+    pub const PATH: u16 = 1;
+    /// A query argument value.
+    pub const QUERY: u16 = 1 << 1;
+    /// A query argument name.
+    pub const QNAME: u16 = 1 << 2;
+    /// A header value (not the structured ones, see `HSTRUCT`).
+    pub const HEADER: u16 = 1 << 3;
+    /// The User-Agent header.
+    pub const UA: u16 = 1 << 4;
+    /// A cookie value.
+    pub const COOKIE: u16 = 1 << 5;
+    /// A cookie name.
+    pub const CNAME: u16 = 1 << 6;
+    /// A body value (form, JSON string, multipart field, XML text or attribute).
+    pub const BODY: u16 = 1 << 7;
+    /// A body name (form name, JSON key, multipart field name, XML name).
+    pub const BNAME: u16 = 1 << 8;
+    /// A multipart file name.
+    pub const FILENAME: u16 = 1 << 9;
+    /// Structured headers (Accept, Authorization ...): only checked by rules for
+    /// payloads that work anywhere (Log4Shell, Shellshock).
+    pub const HSTRUCT: u16 = 1 << 10;
+    /// A whole body that could not be parsed as its content type.
+    pub const RAWBODY: u16 = 1 << 11;
+
+    /// Arguments an application reads.
+    pub const ARGS: u16 = QUERY | COOKIE | BODY | RAWBODY | FILENAME;
+    /// Arguments and the places injections arrive through besides them.
+    pub const INPUT: u16 = ARGS | PATH | HEADER | UA;
+    /// Argument names.
+    pub const NAMES: u16 = QNAME | CNAME | BNAME;
+    /// Everywhere.
+    pub const ALL: u16 = INPUT | NAMES | HSTRUCT;
+}
+
+/// Which view of the normalised value a rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum View {
+    /// Decoded, lower case.
+    Norm,
+    /// SQL comments as spaces.
+    Sql,
+    /// Shell evasions undone.
+    Shell,
+    /// Path separators normalised.
+    Path,
+}
+
+/// A table rule.
+#[derive(Debug)]
+pub(crate) struct RuleDef {
+    pub id: &'static str,
+    pub group: Group,
+    pub severity: Severity,
+    pub paranoia: u8,
+    pub locs: u16,
+    pub view: View,
+    /// Lower-case literals; the rule is confirmed only when one of them is in the view.
+    pub lits: &'static [&'static str],
+    /// Confirms the match on the view; empty = a literal alone is a match.
+    pub re: &'static str,
+    /// Deny at once, whatever the score.
+    pub deny: bool,
+}
+
+/// Shorthand for the tables.
+#[allow(clippy::too_many_arguments)]
+pub(crate) const fn rule(
+    id: &'static str,
+    group: Group,
+    severity: Severity,
+    paranoia: u8,
+    locs: u16,
+    view: View,
+    lits: &'static [&'static str],
+    re: &'static str,
+) -> RuleDef {
+    RuleDef {
+        id,
+        group,
+        severity,
+        paranoia,
+        locs,
+        view,
+        lits,
+        re,
+        deny: false,
+    }
+}
+
+/// Every table rule, in group order.
+pub(crate) fn table() -> impl Iterator<Item = &'static RuleDef> {
+    [
+        sqli::RULES,
+        xss::RULES,
+        lfi::RULES,
+        rfi::RULES,
+        rce::RULES,
+        php::RULES,
+        java::RULES,
+        nodejs::RULES,
+        ssti::RULES,
+        session::RULES,
+        ssrf::RULES,
+        misc::XXE_RULES,
+        misc::NOSQLI_RULES,
+        scanners::RULES,
+        protocol::RULES,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// Ids of the rules written as code, with their group and paranoia level, so
+/// exclusions and reports can name them.
+pub(crate) const DETECTORS: &[(&str, Group, Severity, u8)] = &[
+    (sqli::LIBINJECTION, Group::Sqli, Severity::Critical, 1),
+    (xss::LIBINJECTION, Group::Xss, Severity::Critical, 1),
+    (java::LOG4SHELL, Group::Java, Severity::Critical, 1),
+    (java::DESER, Group::Java, Severity::Critical, 1),
+    (ssrf::METADATA, Group::Ssrf, Severity::Critical, 1),
+    (ssrf::INTERNAL, Group::Ssrf, Severity::Error, 1),
+    (ssrf::PRIVATE, Group::Ssrf, Severity::Warning, 2),
+    (rfi::INCLUDE_PARAM, Group::Rfi, Severity::Critical, 1),
+    (session::PARAM, Group::SessionFixation, Severity::Critical, 1),
+    (protocol::MISSING_HOST, Group::Protocol, Severity::Notice, 1),
+    (protocol::DUPLICATE_HOST, Group::Protocol, Severity::Critical, 1),
+    (protocol::METHOD, Group::Protocol, Severity::Critical, 1),
+    (protocol::TOO_MANY_ARGS, Group::Protocol, Severity::Error, 1),
+    (protocol::ARG_TOO_LONG, Group::Protocol, Severity::Warning, 1),
+    (protocol::INVALID_UTF8, Group::Protocol, Severity::Notice, 1),
+    (protocol::NUL, Group::Protocol, Severity::Error, 1),
+    (protocol::CONTENT_TYPE, Group::Protocol, Severity::Notice, 1),
+    (protocol::BODY_OVER_LIMIT, Group::Protocol, Severity::Critical, 1),
+    (protocol::BODY_PARSE, Group::Protocol, Severity::Warning, 1),
+    (protocol::LIMITS, Group::Protocol, Severity::Notice, 1),
+    (misc::XXE_DTD, Group::Xxe, Severity::Critical, 1),
+];
+
+/// Indexes into [`DETECTORS`].
+pub(crate) mod det {
+    pub const SQLI: usize = 0;
+    pub const XSS: usize = 1;
+    pub const LOG4SHELL: usize = 2;
+    pub const DESER: usize = 3;
+    pub const SSRF_METADATA: usize = 4;
+    pub const SSRF_INTERNAL: usize = 5;
+    pub const SSRF_PRIVATE: usize = 6;
+    pub const RFI_INCLUDE: usize = 7;
+    pub const SESSION_PARAM: usize = 8;
+    pub const MISSING_HOST: usize = 9;
+    pub const DUPLICATE_HOST: usize = 10;
+    pub const METHOD: usize = 11;
+    pub const TOO_MANY_ARGS: usize = 12;
+    pub const ARG_TOO_LONG: usize = 13;
+    pub const INVALID_UTF8: usize = 14;
+    pub const NUL: usize = 15;
+    pub const CONTENT_TYPE: usize = 16;
+    pub const BODY_OVER_LIMIT: usize = 17;
+    pub const BODY_PARSE: usize = 18;
+    pub const LIMITS: usize = 19;
+    pub const XXE_DTD: usize = 20;
+}
+
+/// Whether a value has a character SQL injection needs; libinjection is skipped
+/// otherwise.
+pub(crate) fn sqli_gate(norm: &str) -> bool {
+    norm.bytes()
+        .any(|c| matches!(c, b'\'' | b'"' | b'`' | b'(' | b')' | b';' | b'=' | b'<' | b'>' | b'|' | b'&' | b'*' | b'#'))
+        || norm.contains("--")
+}
+
+/// Whether a value could be HTML or break out of an attribute; libinjection's XSS
+/// check is skipped otherwise.
+pub(crate) fn xss_gate(norm: &str) -> bool {
+    let b = norm.as_bytes();
+    memchr::memchr2(b'<', b'>', b).is_some()
+        || (memchr::memchr(b'=', b).is_some() && memchr::memchr3(b'"', b'\'', b'`', b).is_some())
+}
