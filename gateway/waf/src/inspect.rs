@@ -419,10 +419,10 @@ impl Engine<'_, '_> {
         let values = l & (loc::INPUT) != 0;
         // libinjection, where SQL or HTML could be.
         if values && self.det_on(det::SQLI) && sqli_gate(norm) {
-            let hit = libinjectionrs::detect_sqli(norm.as_bytes()).is_injection()
+            let hit = crate::groups::sqli::libinjection(norm)
                 || (l & loc::PATH != 0
                     && norm.split('/').any(|seg| {
-                        !seg.is_empty() && sqli_gate(seg) && libinjectionrs::detect_sqli(seg.as_bytes()).is_injection()
+                        !seg.is_empty() && sqli_gate(seg) && crate::groups::sqli::libinjection(seg)
                     }));
             if hit {
                 let v = excerpt(norm, 0);

@@ -128,3 +128,14 @@ pub(crate) const RULES: &[RuleDef] = &[
         r"\b(?:char|chr|ascii|ord|substr(?:ing)?|mid|hex|unhex|version|database|schema|user|current_user|system_user|group_concat|concat|if|ifnull|coalesce)\s*\(",
     ),
 ];
+
+/// libinjection's verdict, less the fingerprints that prose produces: a number or word
+/// followed by a `--` comment ("50% off -- today only" is `1c`).
+pub(crate) fn libinjection(norm: &str) -> bool {
+    let r = libinjectionrs::detect_sqli(norm.as_bytes());
+    if !r.is_injection() {
+        return false;
+    }
+    let fp = r.fingerprint.as_ref().map_or("", |f| f.as_str());
+    !matches!(fp, "1c" | "nc" | "c" | "n" | "1")
+}
