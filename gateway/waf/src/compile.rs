@@ -147,7 +147,10 @@ impl Policy {
             return Err(CompileError::new("anomaly_threshold", "must be at least 1"));
         }
         if !(100..=599).contains(&spec.block_status) {
-            return Err(CompileError::new("block_status", "must be an HTTP status (100-599)"));
+            return Err(CompileError::new(
+                "block_status",
+                "must be an HTTP status (100-599)",
+            ));
         }
         let valid = || {
             Group::MANAGED
@@ -188,7 +191,9 @@ impl Policy {
                     regex::RegexBuilder::new(def.re)
                         .size_limit(8 << 20)
                         .build()
-                        .map_err(|e| CompileError::new(format!("managed rule {}", def.id), e.to_string()))?,
+                        .map_err(|e| {
+                            CompileError::new(format!("managed rule {}", def.id), e.to_string())
+                        })?,
                 )
             };
             let idx = u32::try_from(rules.len()).unwrap_or(u32::MAX);
@@ -230,7 +235,10 @@ impl Policy {
         });
         let content_types = match &spec.allowed_content_types {
             Some(list) => list.iter().map(|s| s.trim().to_ascii_lowercase()).collect(),
-            None => DEFAULT_CONTENT_TYPES.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            None => DEFAULT_CONTENT_TYPES
+                .iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>(),
         }
         .into_iter()
         .map(|s| match s.strip_suffix('*') {
@@ -244,7 +252,10 @@ impl Policy {
                 .enumerate()
                 .map(|(i, s)| {
                     parse_net(s).ok_or_else(|| {
-                        CompileError::new(format!("{field}[{i}]"), format!("{s:?} is not a CIDR or IP address"))
+                        CompileError::new(
+                            format!("{field}[{i}]"),
+                            format!("{s:?} is not a CIDR or IP address"),
+                        )
                     })
                 })
                 .collect()
@@ -256,7 +267,10 @@ impl Policy {
         for (i, r) in spec.rules.iter().enumerate() {
             let at = format!("rules[{i}]");
             if spec.rules[..i].iter().any(|p| p.id == r.id) {
-                return Err(CompileError::new(format!("{at}.id"), format!("duplicate rule id {:?}", r.id)));
+                return Err(CompileError::new(
+                    format!("{at}.id"),
+                    format!("duplicate rule id {:?}", r.id),
+                ));
             }
             custom.push(compile_rule(r, &at)?);
         }
@@ -266,7 +280,10 @@ impl Policy {
         for (i, x) in spec.exclusions.iter().enumerate() {
             let mut sels = Vec::new();
             if x.rules.is_empty() {
-                return Err(CompileError::new(format!("exclusions[{i}].rules"), "must not be empty"));
+                return Err(CompileError::new(
+                    format!("exclusions[{i}].rules"),
+                    "must not be empty",
+                ));
             }
             for (j, r) in x.rules.iter().enumerate() {
                 let r = r.trim();
@@ -309,7 +326,9 @@ impl Policy {
             over_limit_block: spec.body.over_limit == OverLimit::Block,
             allowed_methods,
             max_args: spec.max_arguments,
-            max_arg_len: usize::try_from(spec.max_argument_length.0).unwrap_or(usize::MAX).max(1),
+            max_arg_len: usize::try_from(spec.max_argument_length.0)
+                .unwrap_or(usize::MAX)
+                .max(1),
             content_types,
             allow_ips,
             deny_ips,

@@ -178,7 +178,10 @@ pub(crate) fn compile_rule(
 fn compile_cond(c: &ConditionSpec, at: &str) -> Result<Cond, CompileError> {
     let list = |v: &[ConditionSpec], key: &str| -> Result<Vec<Cond>, CompileError> {
         if v.is_empty() {
-            return Err(CompileError::new(format!("{at}.{key}"), "must not be empty"));
+            return Err(CompileError::new(
+                format!("{at}.{key}"),
+                "must not be empty",
+            ));
         }
         v.iter()
             .enumerate()
@@ -196,11 +199,21 @@ fn compile_cond(c: &ConditionSpec, at: &str) -> Result<Cond, CompileError> {
         ConditionSpec::Label(o) => leaf(Field::Label, o, &format!("{at}.label"), false)?,
         ConditionSpec::Header(o) => {
             let name = required_name(o, &format!("{at}.header"), false)?;
-            leaf(Field::Header(name.to_ascii_lowercase()), o, &format!("{at}.header"), true)?
+            leaf(
+                Field::Header(name.to_ascii_lowercase()),
+                o,
+                &format!("{at}.header"),
+                true,
+            )?
         }
         ConditionSpec::Cookie(o) => {
             let name = required_name(o, &format!("{at}.cookie"), false)?;
-            leaf(Field::Cookie(name.to_owned()), o, &format!("{at}.cookie"), true)?
+            leaf(
+                Field::Cookie(name.to_owned()),
+                o,
+                &format!("{at}.cookie"),
+                true,
+            )?
         }
         ConditionSpec::Query(o) => {
             let name = required_name(o, &format!("{at}.query"), true)?;
@@ -238,7 +251,13 @@ fn leaf(field: Field, o: &OperatorSpec, at: &str, named: bool) -> Result<Cond, C
     }
     // Method and host compare case-insensitively whatever the rule says.
     let ci = o.ignore_case || matches!(field, Field::Method | Field::Host);
-    let s = |v: &String| if ci { v.to_ascii_lowercase() } else { v.clone() };
+    let s = |v: &String| {
+        if ci {
+            v.to_ascii_lowercase()
+        } else {
+            v.clone()
+        }
+    };
     let mut ops: Vec<Op> = Vec::new();
     if let Some(v) = &o.equals {
         ops.push(Op::Equals(s(v), ci));
@@ -267,7 +286,10 @@ fn leaf(field: Field, o: &OperatorSpec, at: &str, named: bool) -> Result<Cond, C
         let mut nets = Vec::with_capacity(v.len());
         for (i, n) in v.iter().enumerate() {
             nets.push(parse_net(n).ok_or_else(|| {
-                CompileError::new(format!("{at}.cidr[{i}]"), format!("{n:?} is not a CIDR or IP address"))
+                CompileError::new(
+                    format!("{at}.cidr[{i}]"),
+                    format!("{n:?} is not a CIDR or IP address"),
+                )
             })?);
         }
         ops.push(Op::Cidr(nets));

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use crate::body::{self, BodyBufs, Kind, Sink, Src};
 use crate::compile::{Policy, RuleSel};
 use crate::custom::{CustomAction, Field};
-use crate::groups::{det, java, loc, rfi, session, sqli_gate, ssrf, xss_gate, Group, Severity, View};
+use crate::groups::{
+    det, java, loc, rfi, session, sqli_gate, ssrf, xss_gate, Group, Severity, View,
+};
 use crate::normalise::{is_plain, normalise, url_decode, NormBufs};
 use crate::request::{cookies, pairs, Request};
 use crate::score::{excerpt, Action, Deny, Match, Outcome};
@@ -54,7 +56,11 @@ enum Arg<'x> {
 
 fn lossy_decoded(raw: &[u8], out: &mut String) {
     let mut buf = Vec::new();
-    let s: &[u8] = if url_decode(raw, &mut buf, true) { &buf } else { raw };
+    let s: &[u8] = if url_decode(raw, &mut buf, true) {
+        &buf
+    } else {
+        raw
+    };
     out.push_str(&String::from_utf8_lossy(s));
 }
 
@@ -248,7 +254,11 @@ impl Engine<'_, '_> {
         let req = self.req;
         let p = self.p;
         // Host: exactly one, or an authority.
-        let hosts = req.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case("host")).count();
+        let hosts = req
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("host"))
+            .count();
         if hosts == 0 && req.authority.is_none() {
             self.det(det::MISSING_HOST, Arg::Request, String::new());
         } else if hosts > 1 {
@@ -256,10 +266,23 @@ impl Engine<'_, '_> {
         }
         if let Some(allowed) = &p.allowed_methods {
             if !allowed.iter().any(|m| m == req.method) {
-                self.det(det::METHOD, Arg::Request, req.method.chars().take(32).collect());
+                self.det(
+                    det::METHOD,
+                    Arg::Request,
+                    req.method.chars().take(32).collect(),
+                );
             }
         }
         let path = req.raw_path();
+        if self.det_on(det::SESSION_PARAM) && session::session_in_path(path) {
+            let ok = *self
+                .referer_ok
+                .get_or_insert_with(|| same_site_referer(req));
+            if !ok {
+                let v = excerpt(&String::from_utf8_lossy(path), 0);
+                self.det(det::SESSION_PARAM, Arg::Path, v);
+            }
+        }
         self.arg(loc::PATH, Arg::Path, path, false, false);
         if let Some(q) = req.raw_query() {
             for (n, v) in pairs(q) {
@@ -347,7 +370,9 @@ impl Engine<'_, '_> {
     }
 
     fn content_type_allowed(&self, media: &[u8]) -> bool {
-        let Ok(m) = std::str::from_utf8(media) else { return false };
+        let Ok(m) = std::str::from_utf8(media) else {
+            return false;
+        };
         self.p.content_types.iter().any(|(t, prefix)| {
             if *prefix {
                 m.len() >= t.len() && m[..t.len()].eq_ignore_ascii_case(t)
@@ -372,7 +397,11 @@ impl Engine<'_, '_> {
             self.out.stats.arguments = self.args;
             if self.args > p.max_args {
                 self.out.limited = true;
-                self.det(det::TOO_MANY_ARGS, Arg::Request, format!("> {}", p.max_args));
+                self.det(
+                    det::TOO_MANY_ARGS,
+                    Arg::Request,
+                    format!("> {}", p.max_args),
+                );
                 self.stop = true;
                 return;
             }
@@ -387,8 +416,17 @@ impl Engine<'_, '_> {
         if l & (loc::QUERY | loc::BODY) != 0 {
             self.session_param(name, raw);
         }
-        if java::deserialization(raw) {
-            self.det(det::DESER, name, excerpt(&String::from_utf8_lossy(&raw[..raw.len().min(64)]), 0));
+        let last_segment = if l & loc::PATH != 0 {
+            raw.rsplit(|&c| c == b'/').next().unwrap_or(raw)
+        } else {
+            raw
+        };
+        if java::deserialization(last_segment) {
+            self.det(
+                det::DESER,
+                name,
+                excerpt(&String::from_utf8_lossy(&raw[..raw.len().min(64)]), 0),
+            );
         }
         if raw.is_empty() || is_plain(raw) {
             return;
@@ -419,18 +457,35 @@ impl Engine<'_, '_> {
         let values = l & (loc::INPUT) != 0;
         // libinjection, where SQL or HTML could be.
         if values && self.det_on(det::SQLI) && sqli_gate(norm) {
-            let hit = crate::groups::sqli::libinjection(norm)
-                || (l & loc::PATH != 0
-                    && norm.split('/').any(|seg| {
-                        !seg.is_empty() && sqli_gate(seg) && crate::groups::sqli::libinjection(seg)
-                    }));
-            if hit {
+            let mut hit = crate::groups::sqli::libinjection(norm);
+            if hit != Some(true) && l & loc::PATH != 0 {
+                for seg in norm.split('/') {
+                    if !seg.is_empty() && sqli_gate(seg) {
+                        if let Some(h) = crate::groups::sqli::libinjection(seg) {
+                            hit = Some(h || hit == Some(true));
+                        }
+                    }
+                }
+            }
+            if let Some(injection) = hit {
                 let v = excerpt(norm, 0);
-                self.det(det::SQLI, name, v);
+                self.det(
+                    if injection {
+                        det::SQLI
+                    } else {
+                        det::SQLI_STATEMENT
+                    },
+                    name,
+                    v,
+                );
             }
         }
         let norm = self.w.norm.norm.as_str();
-        if values && self.det_on(det::XSS) && xss_gate(norm) && libinjectionrs::detect_xss(norm.as_bytes()).is_injection() {
+        if values
+            && self.det_on(det::XSS)
+            && xss_gate(norm)
+            && libinjectionrs::detect_xss(norm.as_bytes()).is_injection()
+        {
             let v = excerpt(norm, 0);
             self.det(det::XSS, name, v);
         }
@@ -447,7 +502,8 @@ impl Engine<'_, '_> {
         let norm = self.w.norm.norm.as_str();
         if l & (loc::ARGS | loc::HEADER | loc::PATH) != 0
             && self.det_on(det::SSRF_INTERNAL)
-            && (norm.contains("//") || norm.starts_with(|c: char| c.is_ascii_digit() || c == '[' || c == 'l'))
+            && (norm.contains("//")
+                || norm.starts_with(|c: char| c.is_ascii_digit() || c == '[' || c == 'l'))
         {
             let t = ssrf::classify(norm);
             let d = match t {
@@ -483,7 +539,13 @@ impl Engine<'_, '_> {
     fn table(&mut self, l: u16, name: Arg<'_>) {
         let p = self.p;
         let Some(ac) = &p.ac else { return };
-        let Work { norm: nb, marks, fired, hits, .. } = &mut *self.w;
+        let Work {
+            norm: nb,
+            marks,
+            fired,
+            hits,
+            ..
+        } = &mut *self.w;
         hits.clear();
         let views: [(View, bool, &str); 4] = [
             (View::Norm, true, nb.norm.as_str()),
@@ -505,7 +567,9 @@ impl Engine<'_, '_> {
                 continue;
             }
             for m in ac.find_overlapping_iter(text) {
-                let Some(&ri) = p.ac_rule.get(m.pattern().as_usize()) else { continue };
+                let Some(&ri) = p.ac_rule.get(m.pattern().as_usize()) else {
+                    continue;
+                };
                 let ri = ri as usize;
                 let (word, bit) = (ri / 64, 1u64 << (ri % 64));
                 if marks[word] & bit != 0 || fired[word] & bit != 0 {
@@ -513,7 +577,8 @@ impl Engine<'_, '_> {
                 }
                 let rule = &p.rules[ri];
                 // A rule reads its own view, or the norm view when its own is the same.
-                let reads = rule.def.view == view || (view == View::Norm && !distinct(rule.def.view));
+                let reads =
+                    rule.def.view == view || (view == View::Norm && !distinct(rule.def.view));
                 if !reads || rule.def.locs & l == 0 {
                     continue;
                 }
@@ -548,7 +613,11 @@ impl Engine<'_, '_> {
             let v = excerpt(text, at as usize);
             let d = rule.def;
             let multiline = d.group == Group::Rce && text.matches('\n').nth(1).is_some();
-            let severity = if multiline { Severity::Warning } else { d.severity };
+            let severity = if multiline {
+                Severity::Warning
+            } else {
+                d.severity
+            };
             if self.record(&rule.id.clone(), d.group, severity, name, v) {
                 let (word, bit) = (ri as usize / 64, 1u64 << (ri % 64));
                 self.w.fired[word] |= bit;
@@ -571,14 +640,23 @@ impl Engine<'_, '_> {
         if !self.det_on(d) {
             return;
         }
-        let Some(x) = self.p.detectors.get(d) else { return };
+        let Some(x) = self.p.detectors.get(d) else {
+            return;
+        };
         if self.record(&x.id.clone(), x.group, x.severity, name, value) {
             self.w.det_fired |= 1 << d;
         }
     }
 
     /// Add a match unless an exclusion covers it. Returns whether it was added.
-    fn record(&mut self, id: &Arc<str>, group: Group, severity: Severity, name: Arg<'_>, value: String) -> bool {
+    fn record(
+        &mut self,
+        id: &Arc<str>,
+        group: Group,
+        severity: Severity,
+        name: Arg<'_>,
+        value: String,
+    ) -> bool {
         let argument = name.render();
         if self.excluded(id, group, &argument) {
             return false;
@@ -601,8 +679,13 @@ impl Engine<'_, '_> {
                 RuleSel::Group(g) => *g == group,
                 RuleSel::Id(i) => i == id,
             }) && x.args.as_ref().is_none_or(|a| {
-                a.iter()
-                    .any(|(n, prefix)| if *prefix { arg.starts_with(n.as_str()) } else { arg == n })
+                a.iter().any(|(n, prefix)| {
+                    if *prefix {
+                        arg.starts_with(n.as_str())
+                    } else {
+                        arg == n
+                    }
+                })
             }) && x
                 .paths
                 .as_ref()
@@ -619,11 +702,15 @@ impl Engine<'_, '_> {
         if raw.is_empty() || !self.det_on(det::SESSION_PARAM) {
             return;
         }
-        let Ok(n) = std::str::from_utf8(n) else { return };
+        let Ok(n) = std::str::from_utf8(n) else {
+            return;
+        };
         if !session::session_name(n) {
             return;
         }
-        let ok = *self.referer_ok.get_or_insert_with(|| same_site_referer(self.req));
+        let ok = *self
+            .referer_ok
+            .get_or_insert_with(|| same_site_referer(self.req));
         if !ok {
             let v = String::from_utf8_lossy(&raw[..raw.len().min(64)]).into_owned();
             self.det(det::SESSION_PARAM, name, v);
@@ -633,27 +720,76 @@ impl Engine<'_, '_> {
 
 /// A Referer from the same host as the request.
 fn same_site_referer(req: &Request<'_>) -> bool {
-    let Some(r) = req.header("referer") else { return false };
+    let Some(r) = req.header("referer") else {
+        return false;
+    };
     let host = req.authority.or_else(|| req.header("host")).unwrap_or(b"");
     let host = host.split(|&c| c == b':').next().unwrap_or(b"");
-    let Some(i) = memchr::memmem::find(r, b"://") else { return false };
+    let Some(i) = memchr::memmem::find(r, b"://") else {
+        return false;
+    };
     let rest = &r[i + 3..];
-    let end = rest.iter().position(|&c| matches!(c, b'/' | b':' | b'?' | b'#')).unwrap_or(rest.len());
+    let end = rest
+        .iter()
+        .position(|&c| matches!(c, b'/' | b':' | b'?' | b'#'))
+        .unwrap_or(rest.len());
     !host.is_empty() && rest[..end].eq_ignore_ascii_case(host)
 }
 
 /// Which location bits a header's value gets; 0 = not inspected here.
 fn header_loc(name: &str) -> u16 {
     const STRUCTURED: &[&str] = &[
-        "accept", "accept-encoding", "accept-language", "accept-charset", "content-type", "content-length",
-        "connection", "cache-control", "pragma", "authorization", "proxy-authorization", "if-none-match",
-        "if-match", "if-modified-since", "if-unmodified-since", "if-range", "range", "upgrade-insecure-requests",
-        "dnt", "te", "transfer-encoding", "upgrade", "keep-alive", "priority", "content-encoding", "expect",
-        "x-request-id", "traceparent", "tracestate", "sec-websocket-key", "sec-websocket-version",
-        "sec-websocket-extensions", "sec-websocket-protocol", "x-amzn-trace-id", "b3", "x-b3-traceid",
-        "x-b3-spanid", "x-b3-parentspanid", "x-b3-sampled", "content-md5", "digest", "signature",
-        "x-csrf-token", "x-xsrf-token", "date", "via", "forwarded", "x-forwarded-proto", "x-forwarded-port",
-        "alt-used", "origin",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "accept-charset",
+        "content-type",
+        "content-length",
+        "connection",
+        "cache-control",
+        "pragma",
+        "authorization",
+        "proxy-authorization",
+        "if-none-match",
+        "if-match",
+        "if-modified-since",
+        "if-unmodified-since",
+        "if-range",
+        "range",
+        "upgrade-insecure-requests",
+        "dnt",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "keep-alive",
+        "priority",
+        "content-encoding",
+        "expect",
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "x-amzn-trace-id",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
+        "content-md5",
+        "digest",
+        "signature",
+        "x-csrf-token",
+        "x-xsrf-token",
+        "date",
+        "via",
+        "forwarded",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "alt-used",
+        "origin",
     ];
     if name.eq_ignore_ascii_case("host") {
         return 0;
@@ -664,7 +800,9 @@ fn header_loc(name: &str) -> u16 {
     if name.eq_ignore_ascii_case("user-agent") {
         return loc::UA | loc::HEADER;
     }
-    if name.len() > 4 && name[..4].eq_ignore_ascii_case("sec-") || STRUCTURED.iter().any(|s| name.eq_ignore_ascii_case(s)) {
+    if name.len() > 4 && name[..4].eq_ignore_ascii_case("sec-")
+        || STRUCTURED.iter().any(|s| name.eq_ignore_ascii_case(s))
+    {
         return loc::HSTRUCT;
     }
     loc::HEADER
@@ -672,6 +810,18 @@ fn header_loc(name: &str) -> u16 {
 
 impl Sink for Engine<'_, '_> {
     fn name(&mut self, src: Src, name: &[u8], key: &[u8]) {
+        // `{"constructor": {"prototype": ...}}`: two plain keys, one pollution.
+        if src == Src::Json
+            && key == b"prototype"
+            && name.ends_with(b"constructor")
+            && (name.len() == 11 || matches!(name[name.len() - 12], b'.' | b':'))
+        {
+            self.det(
+                det::PROTO_KEY,
+                Arg::Key(src, name, key),
+                "constructor.prototype".into(),
+            );
+        }
         let arg = match src {
             Src::Json => Arg::Key(src, name, key),
             _ => Arg::Body(src, name),
@@ -680,7 +830,11 @@ impl Sink for Engine<'_, '_> {
     }
 
     fn value(&mut self, src: Src, name: &[u8], value: &[u8]) -> bool {
-        let l = if src == Src::MultipartFile { loc::FILENAME } else { loc::BODY };
+        let l = if src == Src::MultipartFile {
+            loc::FILENAME
+        } else {
+            loc::BODY
+        };
         self.arg(l, Arg::Body(src, name), value, src == Src::Form, true);
         !self.stop
     }
@@ -708,7 +862,11 @@ impl Engine<'_, '_> {
                 let h = req.authority.or_else(|| req.header("host")).unwrap_or(b"");
                 let h = String::from_utf8_lossy(h);
                 let h = match h.rsplit_once(':') {
-                    Some((a, port)) if port.bytes().all(|c| c.is_ascii_digit()) && !a.ends_with(':') => a,
+                    Some((a, port))
+                        if port.bytes().all(|c| c.is_ascii_digit()) && !a.ends_with(':') =>
+                    {
+                        a
+                    }
                     _ => &h,
                 };
                 op.test(&h.to_ascii_lowercase())
@@ -725,16 +883,26 @@ impl Engine<'_, '_> {
                 .flat_map(|(_, v)| cookies(v))
                 .any(|(k, v)| k == n.as_bytes() && op.test(&String::from_utf8_lossy(v))),
             Field::Query(n) => {
-                let Some(q) = req.raw_query() else { return false };
+                let Some(q) = req.raw_query() else {
+                    return false;
+                };
                 for (k, v) in pairs(q) {
                     if let Some(n) = n {
                         url_decode(k, &mut self.w.tmp, true);
-                        let key: &[u8] = if self.w.tmp.is_empty() && !k.is_empty() { k } else { &self.w.tmp };
+                        let key: &[u8] = if self.w.tmp.is_empty() && !k.is_empty() {
+                            k
+                        } else {
+                            &self.w.tmp
+                        };
                         if key != n.as_bytes() {
                             continue;
                         }
                     }
-                    let val: &[u8] = if url_decode(v, &mut self.w.tmp2, true) { &self.w.tmp2 } else { v };
+                    let val: &[u8] = if url_decode(v, &mut self.w.tmp2, true) {
+                        &self.w.tmp2
+                    } else {
+                        v
+                    };
                     if op.test(&String::from_utf8_lossy(val)) {
                         return true;
                     }
@@ -748,7 +916,12 @@ impl Engine<'_, '_> {
                     Some((m, p)) => (Some(m), p),
                     None => (None, &b""[..]),
                 };
-                let mut s = BodyMatch { name: n.as_deref(), op, hit: false, tmp: Vec::new() };
+                let mut s = BodyMatch {
+                    name: n.as_deref(),
+                    op,
+                    hit: false,
+                    tmp: Vec::new(),
+                };
                 match body::kind(media, bytes) {
                     Kind::Form => {
                         body::form::walk(bytes, &mut s);

@@ -40,11 +40,16 @@ pub struct NormBufs {
     pub had_nul: bool,
 }
 
-/// True for values that no rule can match after decoding: letters, digits, `_-.`.
-/// Most clean values (ids, numbers, tokens, dates without separators) take this path.
+/// True for values that no rule can match after decoding: letters, digits, `_-.`,
+/// except the few such words that are attacks (`__proto__`, `__class__`,
+/// `class.module.classLoader`). Most clean values (ids, numbers, tokens, dates) take
+/// this path.
 pub fn is_plain(v: &[u8]) -> bool {
     v.iter()
         .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.')
+        && memchr::memmem::find(v, b"__").is_none()
+        && !(memchr::memchr(b'.', v).is_some()
+            && v.windows(5).any(|w| w.eq_ignore_ascii_case(b"class")))
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -260,9 +265,26 @@ pub fn normalise(raw: &[u8], plus_space: bool, bufs: &mut NormBufs) {
         }
         Err(_) => {
             *invalid_utf8 = true;
-            // Keep the ASCII an attacker hides between invalid bytes.
+            // Keep the ASCII an attacker hides between invalid bytes, and read
+            // overlong encodings (`%c0%af` is `/`) as the ASCII they spell.
             b.clear();
-            b.extend(a.iter().map(|&c| if c < 0x80 { c } else { b' ' }));
+            let mut i = 0;
+            while i < a.len() {
+                let c = a[i];
+                let next = a.get(i + 1).copied().unwrap_or(0);
+                if (c == 0xC0 || c == 0xC1) && next & 0xC0 == 0x80 {
+                    b.push(((c & 0x1F) << 6) | (next & 0x3F));
+                    i += 2;
+                    continue;
+                }
+                if c == 0xE0 && next == 0x80 && a.get(i + 2).is_some_and(|t| t & 0xC0 == 0x80) {
+                    b.push(a[i + 2] & 0x3F);
+                    i += 3;
+                    continue;
+                }
+                b.push(if c < 0x80 { c } else { b' ' });
+                i += 1;
+            }
             std::str::from_utf8(b).unwrap_or("")
         }
     };
@@ -400,7 +422,11 @@ mod tests;
 /// `.` and `..` segments resolved. Custom rules and exclusions match on this.
 pub fn clean_path(raw: &[u8], out: &mut String) {
     let mut buf = Vec::new();
-    let p: &[u8] = if url_decode(raw, &mut buf, false) { &buf } else { raw };
+    let p: &[u8] = if url_decode(raw, &mut buf, false) {
+        &buf
+    } else {
+        raw
+    };
     let text = String::from_utf8_lossy(p);
     out.clear();
     out.push('/');

@@ -60,7 +60,11 @@ impl Recorded {
     /// A [`Request`] view; `headers` comes from [`Recorded::header_refs`].
     pub fn request<'a>(&'a self, headers: &'a [(&'a str, &'a [u8])]) -> Request<'a> {
         Request {
-            method: if self.method.is_empty() { "GET" } else { &self.method },
+            method: if self.method.is_empty() {
+                "GET"
+            } else {
+                &self.method
+            },
             target: &self.target,
             authority: None,
             headers,
@@ -131,7 +135,10 @@ pub fn parse_jsonl(text: &str) -> Parsed {
                 r.line = i + 1;
                 out.requests.push(r);
             }
-            Err(message) => out.errors.push(ReplayError { line: i + 1, message }),
+            Err(message) => out.errors.push(ReplayError {
+                line: i + 1,
+                message,
+            }),
         }
     }
     out
@@ -175,18 +182,26 @@ fn parse_har_value(v: &Value) -> Parsed {
         }
         // HTTP/2 pseudo-headers are not headers.
         headers.retain(|(k, _)| !k.starts_with(':'));
-        let body = req.pointer("/postData/text").and_then(Value::as_str).map(|t| {
-            let b64 = req.pointer("/postData/encoding").and_then(Value::as_str) == Some("base64");
-            if b64 {
-                base64::engine::general_purpose::STANDARD
-                    .decode(t)
-                    .unwrap_or_else(|_| t.as_bytes().to_vec())
-            } else {
-                t.as_bytes().to_vec()
-            }
-        });
+        let body = req
+            .pointer("/postData/text")
+            .and_then(Value::as_str)
+            .map(|t| {
+                let b64 =
+                    req.pointer("/postData/encoding").and_then(Value::as_str) == Some("base64");
+                if b64 {
+                    base64::engine::general_purpose::STANDARD
+                        .decode(t)
+                        .unwrap_or_else(|_| t.as_bytes().to_vec())
+                } else {
+                    t.as_bytes().to_vec()
+                }
+            });
         out.requests.push(Recorded {
-            method: req.get("method").and_then(Value::as_str).unwrap_or("GET").to_owned(),
+            method: req
+                .get("method")
+                .and_then(Value::as_str)
+                .unwrap_or("GET")
+                .to_owned(),
             target: target.into_bytes(),
             headers,
             body,
@@ -270,8 +285,22 @@ fn scalar(v: &Value) -> String {
 }
 
 const KNOWN: &[&str] = &[
-    "method", "target", "path", "query", "uri", "url", "headers", "body", "body_base64", "client_ip",
-    "client", "remote_addr", "route", "status", "host", "user_agent",
+    "method",
+    "target",
+    "path",
+    "query",
+    "uri",
+    "url",
+    "headers",
+    "body",
+    "body_base64",
+    "client_ip",
+    "client",
+    "remote_addr",
+    "route",
+    "status",
+    "host",
+    "user_agent",
 ];
 
 fn from_line(v: &Value) -> Result<Recorded, String> {
@@ -412,7 +441,11 @@ impl Report {
                 continue;
             }
             seen.push(&m.rule_id);
-            tally(self.by_rule.entry(m.rule_id.to_string()).or_default(), &sample, fp);
+            tally(
+                self.by_rule.entry(m.rule_id.to_string()).or_default(),
+                &sample,
+                fp,
+            );
         }
         let route = r.route.clone().unwrap_or_else(|| "-".into());
         tally(self.by_route.entry(route).or_default(), &sample, fp);

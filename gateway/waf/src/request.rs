@@ -99,12 +99,12 @@ impl<'a> Request<'a> {
 /// Split `a=1&b=2` into raw (still encoded) name/value pairs. `;` is not a separator
 /// (it is data in most frameworks).
 pub(crate) fn pairs(q: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    q.split(|&c| c == b'&').filter(|p| !p.is_empty()).map(|p| {
-        match memchr::memchr(b'=', p) {
+    q.split(|&c| c == b'&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match memchr::memchr(b'=', p) {
             Some(i) => (&p[..i], &p[i + 1..]),
             None => (p, &b""[..]),
-        }
-    })
+        })
 }
 
 /// Split a Cookie header into name/value pairs.

@@ -117,12 +117,19 @@ pub(crate) fn walk(body: &[u8], bufs: &mut BodyBufs, sink: &mut dyn Sink) -> Wal
             _ => {
                 // Numbers, true, false, null: nothing to inspect.
                 let start = i;
-                while i < n && !matches!(body[i], b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n' | b':') {
+                while i < n
+                    && !matches!(
+                        body[i],
+                        b',' | b'}' | b']' | b' ' | b'\t' | b'\r' | b'\n' | b':'
+                    )
+                {
                     i += 1;
                 }
                 let lit = &body[start..i];
                 let ok = matches!(lit, b"true" | b"false" | b"null")
-                    || lit.iter().all(|c| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'));
+                    || lit.iter().all(|c| {
+                        c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E')
+                    });
                 if !ok {
                     walk.error = true;
                     return walk;
@@ -220,12 +227,20 @@ mod tests {
 
     #[test]
     fn paths_keys_and_values() {
-        let (got, w) = run(r#"{"user":{"address":[{"street":"Main \u0027St"}, "x"]},"n":1,"ok":true}"#);
+        let (got, w) =
+            run(r#"{"user":{"address":[{"street":"Main \u0027St"}, "x"]},"n":1,"ok":true}"#);
         assert!(!w.error);
-        let values: Vec<_> = got.iter().filter(|g| !g.2).map(|g| (g.0.as_str(), g.1.as_str())).collect();
+        let values: Vec<_> = got
+            .iter()
+            .filter(|g| !g.2)
+            .map(|g| (g.0.as_str(), g.1.as_str()))
+            .collect();
         assert_eq!(
             values,
-            [("json:user.address[0].street", "Main 'St"), ("json:user.address[1]", "x")]
+            [
+                ("json:user.address[0].street", "Main 'St"),
+                ("json:user.address[1]", "x")
+            ]
         );
         let keys: Vec<_> = got.iter().filter(|g| g.2).map(|g| g.1.as_str()).collect();
         assert_eq!(keys, ["user", "address", "street", "n", "ok"]);

@@ -12,7 +12,9 @@ const MAX_PARTS: usize = 1000;
 
 pub(crate) fn walk(body: &[u8], ct_params: &[u8], sink: &mut dyn Sink) -> Walk {
     let mut walk = Walk::default();
-    let Some(boundary) = ct_param(ct_params, "boundary").filter(|b| !b.is_empty() && b.len() <= 200) else {
+    let Some(boundary) =
+        ct_param(ct_params, "boundary").filter(|b| !b.is_empty() && b.len() <= 200)
+    else {
         walk.error = true;
         return walk;
     };
@@ -53,7 +55,10 @@ pub(crate) fn walk(body: &[u8], ct_params: &[u8], sink: &mut dyn Sink) -> Walk {
 
 /// Returns false to stop.
 fn one_part(part: &[u8], sink: &mut dyn Sink) -> bool {
-    let part = part.strip_prefix(b"\r\n").or_else(|| part.strip_prefix(b"\n")).unwrap_or(part);
+    let part = part
+        .strip_prefix(b"\r\n")
+        .or_else(|| part.strip_prefix(b"\n"))
+        .unwrap_or(part);
     let (head, content) = match memmem::find(part, b"\r\n\r\n") {
         Some(i) => (&part[..i], &part[i + 4..]),
         None => match memmem::find(part, b"\n\n") {
@@ -70,7 +75,9 @@ fn one_part(part: &[u8], sink: &mut dyn Sink) -> bool {
     let mut text = true;
     for line in head.split(|&c| c == b'\n') {
         let line = line.trim_ascii();
-        let Some(colon) = memchr::memchr(b':', line) else { continue };
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
         let (h, v) = (line[..colon].trim_ascii(), &line[colon + 1..]);
         if h.eq_ignore_ascii_case(b"content-disposition") {
             let params = match memchr::memchr(b';', v) {
@@ -100,7 +107,8 @@ fn one_part(part: &[u8], sink: &mut dyn Sink) -> bool {
 }
 
 fn contains_ci(h: &[u8], needle: &[u8]) -> bool {
-    h.windows(needle.len()).any(|w| w.eq_ignore_ascii_case(needle))
+    h.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 #[cfg(test)]
@@ -112,7 +120,11 @@ mod tests {
     impl Sink for Collect {
         fn name(&mut self, _: Src, _: &[u8], _: &[u8]) {}
         fn value(&mut self, src: Src, name: &[u8], v: &[u8]) -> bool {
-            self.0.push((src, String::from_utf8_lossy(name).into(), String::from_utf8_lossy(v).into()));
+            self.0.push((
+                src,
+                String::from_utf8_lossy(name).into(),
+                String::from_utf8_lossy(v).into(),
+            ));
             true
         }
     }
@@ -123,7 +135,10 @@ mod tests {
         let mut c = Collect::default();
         let w = walk(body, b" boundary=XyZ", &mut c);
         assert!(!w.error);
-        let got: Vec<_> = c.0.iter().map(|(s, n, v)| (*s, n.as_str(), v.as_str())).collect();
+        let got: Vec<_> =
+            c.0.iter()
+                .map(|(s, n, v)| (*s, n.as_str(), v.as_str()))
+                .collect();
         assert_eq!(
             got,
             [

@@ -150,7 +150,11 @@ fn doctype_end(s: &[u8]) -> usize {
 /// A declaration that loads something from outside: `<!ENTITY x SYSTEM`, a parameter
 /// entity, or `<!DOCTYPE x SYSTEM/PUBLIC "...">`.
 fn external(decl: &[u8]) -> bool {
-    let lower: Vec<u8> = decl.iter().take(64 * 1024).map(u8::to_ascii_lowercase).collect();
+    let lower: Vec<u8> = decl
+        .iter()
+        .take(64 * 1024)
+        .map(u8::to_ascii_lowercase)
+        .collect();
     let has = |n: &[u8]| memmem::find(&lower, n).is_some();
     (has(b"<!entity") && (has(b"system") || has(b"public") || has(b"<!entity %")))
         || (lower.starts_with(b"<!doctype") && {
@@ -164,7 +168,9 @@ fn attributes(mut s: &[u8], name: &mut String, sink: &mut dyn Sink) -> bool {
     let base = name.len();
     loop {
         s = s.trim_ascii_start();
-        let Some(eq) = memchr::memchr(b'=', s) else { return true };
+        let Some(eq) = memchr::memchr(b'=', s) else {
+            return true;
+        };
         let attr = s[..eq].trim_ascii();
         let after = s[eq + 1..].trim_ascii_start();
         let (value, rest) = match after.first() {
@@ -173,7 +179,10 @@ fn attributes(mut s: &[u8], name: &mut String, sink: &mut dyn Sink) -> bool {
                 None => (&after[1..], &b""[..]),
             },
             _ => {
-                let e = after.iter().position(|c| c.is_ascii_whitespace()).unwrap_or(after.len());
+                let e = after
+                    .iter()
+                    .position(|c| c.is_ascii_whitespace())
+                    .unwrap_or(after.len());
                 (&after[..e], &after[e..])
             }
         };
@@ -200,7 +209,10 @@ mod tests {
     impl Sink for Collect {
         fn name(&mut self, _: Src, _: &[u8], _: &[u8]) {}
         fn value(&mut self, _: Src, name: &[u8], v: &[u8]) -> bool {
-            self.0.push((String::from_utf8_lossy(name).into(), String::from_utf8_lossy(v).into()));
+            self.0.push((
+                String::from_utf8_lossy(name).into(),
+                String::from_utf8_lossy(v).into(),
+            ));
             true
         }
     }
@@ -213,7 +225,9 @@ mod tests {
 
     #[test]
     fn text_and_attributes() {
-        let (got, w) = run(r#"<?xml version="1.0"?><order id="7"><item sku='a b'>Two &amp; three</item><!-- c --><note><![CDATA[<b>x</b>]]></note><e/></order>"#);
+        let (got, w) = run(
+            r#"<?xml version="1.0"?><order id="7"><item sku='a b'>Two &amp; three</item><!-- c --><note><![CDATA[<b>x</b>]]></note><e/></order>"#,
+        );
         assert!(!w.external_entity);
         let got: Vec<_> = got.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
         assert_eq!(
@@ -230,9 +244,25 @@ mod tests {
     #[test]
     fn xxe() {
         assert!(run(r#"<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><foo>&xxe;</foo>"#).1.external_entity);
-        assert!(run(r#"<!DOCTYPE foo [<!ENTITY % p PUBLIC "x" "http://evil/x.dtd"> %p;]><foo/>"#).1.external_entity);
-        assert!(run(r#"<!DOCTYPE foo SYSTEM "http://evil/x.dtd"><foo/>"#).1.external_entity);
-        assert!(!run(r#"<!DOCTYPE html><html><body>hi</body></html>"#).1.external_entity);
-        assert!(!run(r#"<!DOCTYPE note [<!ENTITY writer "Donald">]><note>&writer;</note>"#).1.external_entity);
+        assert!(
+            run(r#"<!DOCTYPE foo [<!ENTITY % p PUBLIC "x" "http://evil/x.dtd"> %p;]><foo/>"#)
+                .1
+                .external_entity
+        );
+        assert!(
+            run(r#"<!DOCTYPE foo SYSTEM "http://evil/x.dtd"><foo/>"#)
+                .1
+                .external_entity
+        );
+        assert!(
+            !run(r#"<!DOCTYPE html><html><body>hi</body></html>"#)
+                .1
+                .external_entity
+        );
+        assert!(
+            !run(r#"<!DOCTYPE note [<!ENTITY writer "Donald">]><note>&writer;</note>"#)
+                .1
+                .external_entity
+        );
     }
 }

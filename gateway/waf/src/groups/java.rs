@@ -30,7 +30,20 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         ALL,
         Norm,
-        &["%{", "#_memberaccess", "@ognl", "#context", "ognlcontext", "#attr", "#request", "(#", "#application", "#session", "@java.lang", "#parameters"],
+        &[
+            "%{",
+            "#_memberaccess",
+            "@ognl",
+            "#context",
+            "ognlcontext",
+            "#attr",
+            "#request",
+            "(#",
+            "#application",
+            "#session",
+            "@java.lang",
+            "#parameters",
+        ],
         r"%\{\s*[(#@'\w]|#_memberaccess|@ognl(?:\.|context)|ognlcontext|#context\s*\[|\(\s*#\w+\s*=|#(?:attr|request|application|session|parameters)\s*\[|@java\.lang\.\w+@",
     ),
     rule(
@@ -40,13 +53,24 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         ALL,
         Norm,
-        &["java.lang", "runtime", "processbuilder", "getclass", "forname", "t(", "scriptengine", "getruntime", "javax.", "invoke("],
+        &[
+            "java.lang",
+            "runtime",
+            "processbuilder",
+            "getclass",
+            "forname",
+            "t(",
+            "scriptengine",
+            "getruntime",
+            "javax.",
+            "invoke(",
+        ],
         r#"\bt\s*\(\s*java\.(?:lang|io|net|util|nio)\.|java\.lang\.(?:runtime|processbuilder|system|class|thread|reflect)\b|new\s+(?:java\.lang\.)?processbuilder\b|getruntime\s*\(\s*\)|\.getclass\s*\(\s*\)\s*\.(?:forname|getclassloader|getmethod|getdeclared)|class\.forname\s*\(|(?:[$#]\{|%\{)[^}]*?\b(?:runtime|processbuilder|getclass|classloader|forname|scriptengine|invoke|exec)\b|javax\.script\.scriptenginemanager|\.getmethod\s*\(\s*['"]exec|\bjava\.beans\.xmldecoder\b|\.invoke\s*\([^)]*getruntime"#,
     ),
     rule(
         "java.el_probe",
         G,
-        Error,
+        Critical,
         1,
         INPUT,
         Norm,
@@ -60,7 +84,21 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         ALL,
         Norm,
-        &["commons.collections", "invokertransformer", "templatesimpl", "jdbcrowsetimpl", "com.sun.", "ysoserial", "javax.management", "org.apache.xalan", "jndi", "xbean", "bsh.interpreter", "groovy.util", "@type"],
+        &[
+            "commons.collections",
+            "invokertransformer",
+            "templatesimpl",
+            "jdbcrowsetimpl",
+            "com.sun.",
+            "ysoserial",
+            "javax.management",
+            "org.apache.xalan",
+            "jndi",
+            "xbean",
+            "bsh.interpreter",
+            "groovy.util",
+            "@type",
+        ],
         r#"org\.apache\.commons\.collections\d*\.functors|invokertransformer|templatesimpl|jdbcrowsetimpl|com\.sun\.(?:rowset|org\.apache\.xalan|jndi)|ysoserial|org\.apache\.xalan\.xsltc|org\.apache\.xbean\.|bsh\.interpreter|groovy\.util\.expando|"@type"\s*:\s*"(?:com\.|org\.|java\.|javax\.|sun\.)"#,
     ),
 ];
@@ -124,7 +162,10 @@ fn resolve(b: &[u8], pos: &mut usize, depth: usize, out: &mut String) {
             0xC0..=0xDF => 2,
             _ => 1,
         };
-        if let Some(s) = b.get(*pos..*pos + ch_len).and_then(|s| std::str::from_utf8(s).ok()) {
+        if let Some(s) = b
+            .get(*pos..*pos + ch_len)
+            .and_then(|s| std::str::from_utf8(s).ok())
+        {
             out.push_str(s);
         }
         *pos += ch_len;
@@ -136,5 +177,6 @@ pub(crate) fn deserialization(raw: &[u8]) -> bool {
     let t = raw.trim_ascii_start();
     t.starts_with(b"rO0AB")
         || t.starts_with(&[0xac, 0xed, 0x00, 0x05])
-        || t.get(..8).is_some_and(|h| h.eq_ignore_ascii_case(b"aced0005"))
+        || t.get(..8)
+            .is_some_and(|h| h.eq_ignore_ascii_case(b"aced0005"))
 }

@@ -17,7 +17,13 @@ pub(crate) const XXE_RULES: &[RuleDef] = &[
         1,
         INPUT | RAWBODY,
         Norm,
-        &["<!entity", "<!doctype", "xinclude", "<xi:include", "<!element"],
+        &[
+            "<!entity",
+            "<!doctype",
+            "xinclude",
+            "<xi:include",
+            "<!element",
+        ],
         r#"<!entity\s+(?:%\s*)?[\w.:-]+\s+(?:system|public)\b|<!doctype\s+[\w:.-]+\s+(?:system|public)\s+['"]|<!doctype[^>\[]*\[\s*<!(?:entity|element)|<xi:include\b|xmlns:\w+\s*=\s*['"]https?://www\.w3\.org/2001/xinclude|<!entity\s+%"#,
     ),
     rule(

@@ -271,19 +271,46 @@ pub(crate) const DETECTORS: &[(&str, Group, Severity, u8)] = &[
     (java::LOG4SHELL, Group::Java, Severity::Critical, 1),
     (java::DESER, Group::Java, Severity::Critical, 1),
     (ssrf::METADATA, Group::Ssrf, Severity::Critical, 1),
-    (ssrf::INTERNAL, Group::Ssrf, Severity::Error, 1),
+    (ssrf::INTERNAL, Group::Ssrf, Severity::Critical, 1),
     (ssrf::PRIVATE, Group::Ssrf, Severity::Warning, 2),
     (rfi::INCLUDE_PARAM, Group::Rfi, Severity::Critical, 1),
-    (session::PARAM, Group::SessionFixation, Severity::Critical, 1),
+    (
+        session::PARAM,
+        Group::SessionFixation,
+        Severity::Critical,
+        1,
+    ),
+    (sqli::STATEMENT, Group::Sqli, Severity::Warning, 1),
+    (nodejs::PROTOTYPE_KEY, Group::Nodejs, Severity::Critical, 1),
     (protocol::MISSING_HOST, Group::Protocol, Severity::Notice, 1),
-    (protocol::DUPLICATE_HOST, Group::Protocol, Severity::Critical, 1),
+    (
+        protocol::DUPLICATE_HOST,
+        Group::Protocol,
+        Severity::Critical,
+        1,
+    ),
     (protocol::METHOD, Group::Protocol, Severity::Critical, 1),
-    (protocol::TOO_MANY_ARGS, Group::Protocol, Severity::Error, 1),
-    (protocol::ARG_TOO_LONG, Group::Protocol, Severity::Warning, 1),
+    (
+        protocol::TOO_MANY_ARGS,
+        Group::Protocol,
+        Severity::Critical,
+        1,
+    ),
+    (
+        protocol::ARG_TOO_LONG,
+        Group::Protocol,
+        Severity::Warning,
+        1,
+    ),
     (protocol::INVALID_UTF8, Group::Protocol, Severity::Notice, 1),
-    (protocol::NUL, Group::Protocol, Severity::Error, 1),
+    (protocol::NUL, Group::Protocol, Severity::Critical, 1),
     (protocol::CONTENT_TYPE, Group::Protocol, Severity::Notice, 1),
-    (protocol::BODY_OVER_LIMIT, Group::Protocol, Severity::Critical, 1),
+    (
+        protocol::BODY_OVER_LIMIT,
+        Group::Protocol,
+        Severity::Critical,
+        1,
+    ),
     (protocol::BODY_PARSE, Group::Protocol, Severity::Warning, 1),
     (protocol::LIMITS, Group::Protocol, Severity::Notice, 1),
     (misc::XXE_DTD, Group::Xxe, Severity::Critical, 1),
@@ -300,26 +327,43 @@ pub(crate) mod det {
     pub const SSRF_PRIVATE: usize = 6;
     pub const RFI_INCLUDE: usize = 7;
     pub const SESSION_PARAM: usize = 8;
-    pub const MISSING_HOST: usize = 9;
-    pub const DUPLICATE_HOST: usize = 10;
-    pub const METHOD: usize = 11;
-    pub const TOO_MANY_ARGS: usize = 12;
-    pub const ARG_TOO_LONG: usize = 13;
-    pub const INVALID_UTF8: usize = 14;
-    pub const NUL: usize = 15;
-    pub const CONTENT_TYPE: usize = 16;
-    pub const BODY_OVER_LIMIT: usize = 17;
-    pub const BODY_PARSE: usize = 18;
-    pub const LIMITS: usize = 19;
-    pub const XXE_DTD: usize = 20;
+    pub const SQLI_STATEMENT: usize = 9;
+    pub const PROTO_KEY: usize = 10;
+    pub const MISSING_HOST: usize = 11;
+    pub const DUPLICATE_HOST: usize = 12;
+    pub const METHOD: usize = 13;
+    pub const TOO_MANY_ARGS: usize = 14;
+    pub const ARG_TOO_LONG: usize = 15;
+    pub const INVALID_UTF8: usize = 16;
+    pub const NUL: usize = 17;
+    pub const CONTENT_TYPE: usize = 18;
+    pub const BODY_OVER_LIMIT: usize = 19;
+    pub const BODY_PARSE: usize = 20;
+    pub const LIMITS: usize = 21;
+    pub const XXE_DTD: usize = 22;
 }
 
 /// Whether a value has a character SQL injection needs; libinjection is skipped
 /// otherwise.
 pub(crate) fn sqli_gate(norm: &str) -> bool {
-    norm.bytes()
-        .any(|c| matches!(c, b'\'' | b'"' | b'`' | b'(' | b')' | b';' | b'=' | b'<' | b'>' | b'|' | b'&' | b'*' | b'#'))
-        || norm.contains("--")
+    norm.bytes().any(|c| {
+        matches!(
+            c,
+            b'\''
+                | b'"'
+                | b'`'
+                | b'('
+                | b')'
+                | b';'
+                | b'='
+                | b'<'
+                | b'>'
+                | b'|'
+                | b'&'
+                | b'*'
+                | b'#'
+        )
+    }) || norm.contains("--")
 }
 
 /// Whether a value could be HTML or break out of an attribute; libinjection's XSS

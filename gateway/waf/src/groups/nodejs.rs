@@ -6,6 +6,9 @@ use super::Severity::*;
 use super::View::Norm;
 use super::{rule, RuleDef};
 
+/// A JSON object under `constructor` with a `prototype` key.
+pub(crate) const PROTOTYPE_KEY: &str = "nodejs.prototype_key";
+
 pub(crate) const RULES: &[RuleDef] = &[
     rule(
         "nodejs.prototype_pollution",
@@ -24,7 +27,21 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         INPUT,
         Norm,
-        &["child_process", "mainmodule", "process.binding", "constructor", "require(", "require (", "global.process", "process.env", "process.exit", "readfilesync", "spawnsync", "execsync", "process.kill"],
+        &[
+            "child_process",
+            "mainmodule",
+            "process.binding",
+            "constructor",
+            "require(",
+            "require (",
+            "global.process",
+            "process.env",
+            "process.exit",
+            "readfilesync",
+            "spawnsync",
+            "execsync",
+            "process.kill",
+        ],
         r#"child_process|process\.mainmodule|process\.binding\s*\(|this\.constructor\.constructor|\.constructor\.constructor\s*\(|\bglobal\.process\b|require\s*\(\s*['"`](?:fs|child_process|net|vm|os|http)['"`]\s*\)\s*\.|\b(?:readfilesync|execsync|spawnsync)\s*\(|process\.(?:exit|kill)\s*\(|res\.(?:end|write|send)\s*\(\s*require|\bprocess\.env\b\s*[\[)};]"#,
     ),
     rule(

@@ -31,7 +31,7 @@ pub(crate) const RULES: &[RuleDef] = &[
         concat!(
             r"(?:[;|]|&&|\|\||\$\(|^&|&\s)\s*(?:(?:/usr)?(?:/local)?/s?bin/)?",
             commands!(),
-            r#"(?:\.exe)?(?:\s*$|\s*[;|&`)\n]|\s+[-/~.$\d'"<>]|\s+\w+://|\s+[\w.-]+\.(?:sh|py|pl|php|txt|exe|bat|ps1)\b)|(?:[;|]|&&|\|\||\$\()\s*(?:echo|printf|sleep|ping|nslookup|curl|wget|nc|ncat|telnet|ssh|dig|host|ftp|tftp)\s+\S"#
+            r#"(?:\.exe)?(?:\s*$|\s*[;|&`)\n]|\s+[-/~.$\d'"<>]|\s+\w+://|\s+[\w.-]+\.(?:sh|py|pl|php|txt|exe|bat|ps1)\b)|(?:[;|]|&&|\|\||\$\(|^&|&\s)\s*(?:(?:echo|printf|sleep|ping|nslookup|curl|wget|nc|ncat|telnet|ssh|dig|host|ftp|tftp)\s+\S|net\s+(?:user|localgroup|group|view|share|use|accounts|session|config|start|stop)\b|reg\s+(?:query|add|delete)\b|sc\s+(?:query|create|config)\b)"#
         ),
     ),
     rule(
@@ -61,6 +61,22 @@ pub(crate) const RULES: &[RuleDef] = &[
         r"(?:[;|]|&&|\$\()\s*(?:cat|ls|id|whoami|uname|wget|curl|nc|bash|sh|python|perl|ping|sleep|echo|rm|chmod|ps|dir|type|net|powershell|cmd)\b",
     ),
     rule(
+        "rce.backtick_command",
+        G,
+        Critical,
+        1,
+        INPUT,
+        Shell,
+        &["`"],
+        // A command in backticks that is the whole value or glued to data before it
+        // (`x`id``, `1;`whoami``). Markdown puts a space before inline code.
+        concat!(
+            r"(?:^\s*|[\w'=;|&)(])`\s*(?:(?:/usr)?(?:/local)?/s?bin/)?",
+            commands!(),
+            r"(?:\s[^`]*)?`"
+        ),
+    ),
+    rule(
         "rce.shellshock",
         G,
         Critical,
@@ -77,7 +93,26 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         INPUT,
         Shell,
-        &["bash", "/dev/", "nc ", "ncat", "mkfifo", "python", "perl", "ruby", "socat", "powershell", "iex", "invoke-", "downloadstring", "frombase64string", "sh -", "telnet", "xterm", "-e "],
+        &[
+            "bash",
+            "/dev/",
+            "nc ",
+            "ncat",
+            "mkfifo",
+            "python",
+            "perl",
+            "ruby",
+            "socat",
+            "powershell",
+            "iex",
+            "invoke-",
+            "downloadstring",
+            "frombase64string",
+            "sh -",
+            "telnet",
+            "xterm",
+            "-e ",
+        ],
         r"\bbash\s+-[ic]\b|/dev/(?:tcp|udp)/|\b(?:nc|ncat|netcat)(?:\.exe)?\s+(?:-[a-z]*[elcv]|\d{1,3}\.\d)|\bmkfifo\s|\bpython[23]?\s+-c\s+.?\s*import|\bperl\s+-(?:e|mio|msocket)\b|\bruby\s+-(?:rsocket|e)\b|\bsocat\s+(?:exec|tcp|-)|\bpowershell(?:\.exe)?\s+-(?:e|ec|enc|encodedcommand|nop|noni|w|windowstyle|c|command|exec|executionpolicy|noprofile)\b|\biex\s*\(|invoke-(?:expression|webrequest|shellcode|mimikatz)|downloadstring\s*\(|frombase64string\s*\(|\bsh\s+-c\s|\btelnet\s+\d|\bxterm\s+-display|\b(?:sh|bash|zsh)\s+-i\b|\b(?:curl|wget)\s+[^|;]*\|\s*(?:ba)?sh\b",
     ),
     rule(
@@ -87,7 +122,16 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         INPUT,
         Shell,
-        &["cmd", "powershell", "wscript", "cscript", "rundll32", "regsvr32", "mshta", "certutil"],
+        &[
+            "cmd",
+            "powershell",
+            "wscript",
+            "cscript",
+            "rundll32",
+            "regsvr32",
+            "mshta",
+            "certutil",
+        ],
         r"\bcmd(?:\.exe)?\s*/[ckr]\b|\bpowershell(?:\.exe)?\s+[-/]|\b(?:wscript|cscript|rundll32|regsvr32|mshta)(?:\.exe)?\s|\bcertutil(?:\.exe)?\s+-(?:urlcache|decode)",
     ),
     rule(

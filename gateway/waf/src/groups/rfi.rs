@@ -46,11 +46,44 @@ pub(crate) const RULES: &[RuleDef] = &[
 /// Parameter names that, holding a URL, mean an include.
 pub(crate) fn include_like(name: &str) -> bool {
     const NAMES: &[&str] = &[
-        "file", "filename", "include", "inc", "page", "path", "template", "tpl", "dir", "document",
-        "folder", "root", "pg", "style", "pdf", "lang", "language", "module", "mod", "load",
-        "require", "layout", "conf", "config", "theme", "skin", "plugin", "basepath", "main",
-        "mosconfig", "absolute_path", "path_to_root", "rootdir", "dirpath", "includedir",
-        "classpath", "cmd", "exec",
+        "file",
+        "filename",
+        "include",
+        "inc",
+        "page",
+        "path",
+        "template",
+        "tpl",
+        "dir",
+        "document",
+        "folder",
+        "root",
+        "pg",
+        "style",
+        "pdf",
+        "lang",
+        "language",
+        "module",
+        "mod",
+        "load",
+        "require",
+        "layout",
+        "conf",
+        "config",
+        "theme",
+        "skin",
+        "plugin",
+        "basepath",
+        "main",
+        "mosconfig",
+        "absolute_path",
+        "path_to_root",
+        "rootdir",
+        "dirpath",
+        "includedir",
+        "classpath",
+        "cmd",
+        "exec",
     ];
     let n = name.trim_end_matches("[]");
     NAMES.iter().any(|k| n.eq_ignore_ascii_case(k))
@@ -63,7 +96,19 @@ pub(crate) fn include_like(name: &str) -> bool {
 /// Whether `norm` is a URL of a scheme PHP's include can load.
 pub(crate) fn is_remote_url(norm: &str) -> bool {
     let v = norm.trim_start();
-    ["http://", "https://", "ftp://", "ftps://", "php://", "data:", "expect://", "zip://", "phar://", "smb://", "\\\\"]
-        .iter()
-        .any(|p| v.starts_with(p))
+    [
+        "http://",
+        "https://",
+        "ftp://",
+        "ftps://",
+        "php://",
+        "data:",
+        "expect://",
+        "zip://",
+        "phar://",
+        "smb://",
+        "\\\\",
+    ]
+    .iter()
+    .any(|p| v.starts_with(p))
 }

@@ -74,7 +74,18 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         INPUT,
         Sql,
-        &["extractvalue", "updatexml", "0x", "floor(", "exp(", "geometrycollection", "multipoint", "polygon", "convert(", "cast("],
+        &[
+            "extractvalue",
+            "updatexml",
+            "0x",
+            "floor(",
+            "exp(",
+            "geometrycollection",
+            "multipoint",
+            "polygon",
+            "convert(",
+            "cast(",
+        ],
         r"\b(?:extractvalue|updatexml)\s*\(|\bconcat(?:_ws)?\s*\(\s*(?:0x[0-9a-f]+|char\s*\()|\bfloor\s*\(\s*rand\s*\(|\bexp\s*\(\s*~\s*\(|\b(?:geometrycollection|multipoint|polygon|multipolygon|linestring)\s*\(\s*\(?\s*select\b|\b(?:convert|cast)\s*\(\s*\(?\s*select\b",
     ),
     rule(
@@ -118,24 +129,46 @@ pub(crate) const RULES: &[RuleDef] = &[
         r"\b(?:order|group)\s+by\s+\d+\s*(?:--|#|;|$|,\s*\d)",
     ),
     rule(
+        "sqli.order_by_comment",
+        G,
+        Critical,
+        1,
+        INPUT,
+        Sql,
+        &["order", "group"],
+        r"\b(?:order|group)\s+by\s+\d+(?:\s*,\s*\d+)*\s*(?:--|#|/\*|;\s*$|%00)",
+    ),
+    rule(
         "sqli.functions",
         G,
         Warning,
         2,
         INPUT,
         Sql,
-        &["(", "char", "ascii", "substr", "mid", "version", "database", "user"],
+        &[
+            "(", "char", "ascii", "substr", "mid", "version", "database", "user",
+        ],
         r"\b(?:char|chr|ascii|ord|substr(?:ing)?|mid|hex|unhex|version|database|schema|user|current_user|system_user|group_concat|concat|if|ifnull|coalesce)\s*\(",
     ),
 ];
 
 /// libinjection's verdict, less the fingerprints that prose produces: a number or word
 /// followed by a `--` comment ("50% off -- today only" is `1c`).
-pub(crate) fn libinjection(norm: &str) -> bool {
+///
+/// `Some(true)`: an injection (data, then SQL: `1' or 1=1`). `Some(false)`: a whole
+/// statement or expression from its first byte (`SELECT a FROM t`, `if (a && b)`),
+/// which is what code snippets and SQL prose look like: a weaker signal.
+pub(crate) fn libinjection(norm: &str) -> Option<bool> {
     let r = libinjectionrs::detect_sqli(norm.as_bytes());
     if !r.is_injection() {
-        return false;
+        return None;
     }
     let fp = r.fingerprint.as_ref().map_or("", |f| f.as_str());
-    !matches!(fp, "1c" | "nc" | "c" | "n" | "1")
+    if matches!(fp, "1c" | "nc" | "c" | "n" | "1") {
+        return None;
+    }
+    Some(!(fp.starts_with('E') || fp.starts_with('f') || fp.starts_with('k')))
 }
+
+/// A whole SQL statement in an argument (weaker than an injection).
+pub(crate) const STATEMENT: &str = "sqli.statement";

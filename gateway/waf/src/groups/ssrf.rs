@@ -11,7 +11,8 @@ use super::Severity::*;
 use super::View::Norm;
 use super::{rule, RuleDef};
 
-/// A cloud metadata address or name.
+/// A cloud metadata address or name, or a loopback address written to slip past
+/// filters (hex, octal, IPv6) or aimed at a non-web service port.
 pub(crate) const METADATA: &str = "ssrf.cloud_metadata";
 /// Loopback, unspecified or link-local address in a URL.
 pub(crate) const INTERNAL: &str = "ssrf.internal_address";
@@ -26,7 +27,10 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         ARGS | HEADER,
         Norm,
-        &["gopher:", "dict:", "file:", "ldap:", "tftp:", "netdoc:", "jar:", "sftp:", "ldaps:", "ldapi:"],
+        &[
+            "gopher:", "dict:", "file:", "ldap:", "tftp:", "netdoc:", "jar:", "sftp:", "ldaps:",
+            "ldapi:",
+        ],
         r"(?:^|[\s=(\[<'\x22])(?:gopher|dict|file|ldaps?|ldapi|tftp|netdoc|sftp)://|(?:^|[\s='\x22])jar:(?:https?|file|ftp):",
     ),
     rule(
@@ -36,7 +40,14 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         ARGS | HEADER | PATH,
         Norm,
-        &["metadata", "169.254.169.254", "instance-data", "100.100.100.200", "fd00:ec2::254", "169.254.170.2"],
+        &[
+            "metadata",
+            "169.254.169.254",
+            "instance-data",
+            "100.100.100.200",
+            "fd00:ec2::254",
+            "169.254.170.2",
+        ],
         r"\bmetadata\.(?:google\.internal|goog|azure\.com|tencentyun\.com|packet\.net)\b|\b(?:instance-data|metadata)(?:\.ec2\.internal)?(?::\d+)?/(?:latest|computemetadata|metadata|v1|openstack|hetzner|2009-04-04)|169\.254\.169\.254|169\.254\.170\.2\b|100\.100\.100\.200|fd00:ec2::254|/computemetadata/v1|/latest/(?:meta-data|user-data|api/token)|/metadata/(?:instance|identity)\b",
     ),
 ];
@@ -50,12 +61,72 @@ pub(crate) enum Target {
     Public,
 }
 
+/// Whether a host is written in a form nobody types for a real service: numeric but
+/// not dotted decimal, IPv6 for an IPv4 address, or an embedding DNS service.
+fn obfuscated(host: &str) -> bool {
+    let h = host.trim_end_matches('.');
+    if h.starts_with('[') {
+        return true;
+    }
+    if h.ends_with(".nip.io") || h.ends_with(".xip.io") || h.ends_with(".sslip.io") {
+        return true;
+    }
+    if parse_inet_aton(h).is_some() {
+        let parts: Vec<&str> = h.split('.').collect();
+        let canonical = parts.len() == 4
+            && parts.iter().all(|p| {
+                p.bytes().all(|c| c.is_ascii_digit()) && (p.len() == 1 || !p.starts_with('0'))
+            });
+        return !canonical;
+    }
+    false
+}
+
+/// Ports of services an HTTP client has no business reaching (SSH, SMTP, Redis,
+/// Memcached, databases, Docker, Kubernetes, Consul, Elasticsearch ...).
+fn service_port(authority_with_port: &str) -> bool {
+    let Some((_, port)) = authority_with_port.rsplit_once(':') else {
+        return false;
+    };
+    matches!(
+        port.parse::<u16>(),
+        Ok(21
+            | 22
+            | 23
+            | 25
+            | 110
+            | 111
+            | 135
+            | 139
+            | 143
+            | 445
+            | 1433
+            | 1521
+            | 2375
+            | 2376
+            | 2379
+            | 3306
+            | 5432
+            | 5984
+            | 6379
+            | 8500
+            | 9000
+            | 9200
+            | 10250
+            | 11211
+            | 27017)
+    )
+}
+
 /// Classify every URL authority in `norm` (after `scheme://` or a leading `//`), and a
 /// whole value that is a bare address. Returns the worst target found.
 pub(crate) fn classify(norm: &str) -> Target {
     let mut worst = Target::Public;
-    let mut consider = |host: &str| {
-        let t = classify_host(host);
+    let mut consider = |host: &str, full: &str| {
+        let mut t = classify_host(host);
+        if t == Target::Internal && (obfuscated(host) || service_port(full)) {
+            t = Target::Metadata;
+        }
         worst = match (worst, t) {
             (Target::Metadata, _) | (_, Target::Metadata) => Target::Metadata,
             (Target::Internal, _) | (_, Target::Internal) => Target::Internal,
@@ -76,7 +147,7 @@ pub(crate) fn classify(norm: &str) -> Target {
         let after = &rest[i + 2..];
         // `scheme://` or a value starting with `//`.
         if before.ends_with(':') || (i == 0 && std::ptr::eq(rest, v)) {
-            consider(authority(after));
+            consider(authority(after), host_port(after));
             found = true;
         }
         rest = after;
@@ -87,7 +158,7 @@ pub(crate) fn classify(norm: &str) -> Target {
         if h.len() == v.len() || v[h.len()..].starts_with(['/', ':']) {
             let t = classify_host(h);
             if t != Target::Public && looks_like_address(h) {
-                consider(h);
+                consider(h, host_port(v));
             }
         }
     }
@@ -96,9 +167,17 @@ pub(crate) fn classify(norm: &str) -> Target {
 
 fn looks_like_address(h: &str) -> bool {
     h.starts_with('[')
-        || h.bytes().all(|c| c.is_ascii_hexdigit() || c == b'.' || c == b'x')
+        || h.bytes()
+            .all(|c| c.is_ascii_hexdigit() || c == b'.' || c == b'x')
         || h == "localhost"
         || h.ends_with(".internal")
+}
+
+/// The authority with its port (after userinfo).
+fn host_port(s: &str) -> &str {
+    let end = s.find(['/', '?', '#', '\\', ' ']).unwrap_or(s.len());
+    let a = &s[..end];
+    a.rfind('@').map_or(a, |at| &a[at + 1..])
 }
 
 /// The host part of an authority: up to `/`, `?`, `#`, `\`, whitespace; after the
@@ -140,7 +219,13 @@ fn classify_host(host: &str) -> Target {
     }
     // Names that resolve to what they embed (nip.io, sslip.io ...), and well-known
     // internal names.
-    for suffix in [".nip.io", ".xip.io", ".sslip.io", ".traefik.me", ".localtest.me"] {
+    for suffix in [
+        ".nip.io",
+        ".xip.io",
+        ".sslip.io",
+        ".traefik.me",
+        ".localtest.me",
+    ] {
         if let Some(prefix) = host.strip_suffix(suffix) {
             let embedded = prefix.rsplit(['-']).next().unwrap_or(prefix);
             let dotted = prefix.replace('-', ".");

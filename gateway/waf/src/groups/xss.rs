@@ -68,7 +68,17 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         INPUT,
         Norm,
-        &["alert", "prompt", "confirm", "eval", "fromcharcode", "document.", "window.", "atob", "constructor"],
+        &[
+            "alert",
+            "prompt",
+            "confirm",
+            "eval",
+            "fromcharcode",
+            "document.",
+            "window.",
+            "atob",
+            "constructor",
+        ],
         r#"['"`;)}\]]\s*[-+;,)]?\s*(?:alert|prompt|confirm|eval|print|atob|settimeout|setinterval)\s*(?:\(|`)|\b(?:string\.fromcharcode|document\.(?:cookie|domain|write|location)|window\.(?:location|name|open)|top\.location)\b|\[\s*['"]constructor['"]\s*\]"#,
     ),
     rule(

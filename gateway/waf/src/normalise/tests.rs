@@ -49,22 +49,37 @@ fn sql_comments() {
     let b = norm("1/**/UNION/**/SELECT", false);
     assert!(b.has_sql);
     assert_eq!(b.sql, "1 union select");
-    assert_eq!(norm("1 /*!50000union*/ select", false).sql, "1  union  select");
+    assert_eq!(
+        norm("1 /*!50000union*/ select", false).sql,
+        "1  union  select"
+    );
     assert!(!norm("plain text", false).has_sql);
 }
 
 #[test]
 fn shell_evasions() {
-    assert_eq!(norm("c'a't /e\"t\"c/pa\\sswd", false).shell, "cat /etc/passwd");
-    assert_eq!(norm(";cat${IFS}/etc/passwd", false).shell, ";cat /etc/passwd");
-    assert_eq!(norm(";cat$IFS$9/etc/passwd", false).shell, ";cat /etc/passwd");
+    assert_eq!(
+        norm("c'a't /e\"t\"c/pa\\sswd", false).shell,
+        "cat /etc/passwd"
+    );
+    assert_eq!(
+        norm(";cat${IFS}/etc/passwd", false).shell,
+        ";cat /etc/passwd"
+    );
+    assert_eq!(
+        norm(";cat$IFS$9/etc/passwd", false).shell,
+        ";cat /etc/passwd"
+    );
     assert_eq!(norm("{cat,/etc/passwd}", false).shell, " cat /etc/passwd ");
     assert_eq!(norm("c^a^l^c", false).shell, "calc");
 }
 
 #[test]
 fn paths() {
-    assert_eq!(norm("..\\..\\windows\\win.ini", false).path, "../../windows/win.ini");
+    assert_eq!(
+        norm("..\\..\\windows\\win.ini", false).path,
+        "../../windows/win.ini"
+    );
     assert_eq!(norm("/a//b/./c/.", false).path, "/a/b/c/");
     assert_eq!(norm("..%2f..%252fetc", false).path, "../../etc");
     let mut out = String::new();

@@ -29,7 +29,9 @@ not json
 
 #[test]
 fn access_log_lines() {
-    let p = parse(r#"{"time":"2026-01-01T00:00:00.000Z","client":"203.0.113.5","method":"GET","host":"shop","path":"/p?id=1","route":"web","status":302}"#);
+    let p = parse(
+        r#"{"time":"2026-01-01T00:00:00.000Z","client":"203.0.113.5","method":"GET","host":"shop","path":"/p?id=1","route":"web","status":302}"#,
+    );
     let r = &p.requests[0];
     assert_eq!(r.client_ip, Some("203.0.113.5".parse().unwrap()));
     assert_eq!(r.headers, vec![("host".to_string(), b"shop".to_vec())]);
@@ -46,7 +48,10 @@ fn har() {
     assert_eq!(p.requests.len(), 2);
     let r = &p.requests[0];
     assert_eq!(r.target, b"/login?next=%2F");
-    assert!(r.headers.iter().any(|(k, v)| k == "host" && v == b"shop.example:8443"));
+    assert!(r
+        .headers
+        .iter()
+        .any(|(k, v)| k == "host" && v == b"shop.example:8443"));
     assert!(!r.headers.iter().any(|(k, _)| k.starts_with(':')));
     assert_eq!(r.body.as_deref(), Some(&b"u=a&p=b"[..]));
     assert_eq!(p.requests[1].target, b"/?q=1");

