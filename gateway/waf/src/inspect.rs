@@ -428,7 +428,8 @@ impl Engine<'_, '_> {
                 excerpt(&String::from_utf8_lossy(&raw[..raw.len().min(64)]), 0),
             );
         }
-        if raw.is_empty() || is_plain(raw) {
+        // A scanner names itself in one plain word (`ZmEu`): user agents always go on.
+        if raw.is_empty() || (is_plain(raw) && l & loc::UA == 0) {
             return;
         }
         normalise(raw, plus, &mut self.w.norm);
