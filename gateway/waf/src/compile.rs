@@ -376,11 +376,7 @@ impl Policy {
 }
 
 fn uses_body(c: &crate::spec::ConditionSpec) -> bool {
-    use crate::spec::ConditionSpec as C;
-    match c {
-        C::All(v) | C::Any(v) => v.iter().any(uses_body),
-        C::Not(c) => uses_body(c),
-        C::Body(_) => true,
-        _ => false,
-    }
+    c.body.is_some()
+        || c.all.iter().chain(c.any.iter()).flatten().any(uses_body)
+        || c.not.as_deref().is_some_and(uses_body)
 }

@@ -139,7 +139,11 @@ pub(crate) fn compile_rule(
         }),
         ActionSpec::Simple(SimpleAction::Allow) => CustomAction::Allow,
         ActionSpec::Simple(SimpleAction::Count) => CustomAction::Count,
-        ActionSpec::Full(FullAction::Deny(d)) => {
+        ActionSpec::Full(FullAction {
+            deny: Some(d),
+            score: None,
+            label: None,
+        }) => {
             if !(100..=599).contains(&d.status) {
                 return Err(CompileError::new(
                     format!("{at}.action.deny.status"),
@@ -157,8 +161,16 @@ pub(crate) fn compile_rule(
                     .into(),
             })
         }
-        ActionSpec::Full(FullAction::Score(n)) => CustomAction::Score(*n),
-        ActionSpec::Full(FullAction::Label(l)) => {
+        ActionSpec::Full(FullAction {
+            deny: None,
+            score: Some(n),
+            label: None,
+        }) => CustomAction::Score(*n),
+        ActionSpec::Full(FullAction {
+            deny: None,
+            score: None,
+            label: Some(l),
+        }) => {
             if l.trim().is_empty() {
                 return Err(CompileError::new(
                     format!("{at}.action.label"),
@@ -166,6 +178,12 @@ pub(crate) fn compile_rule(
                 ));
             }
             CustomAction::Label(Arc::from(l.as_str()))
+        }
+        ActionSpec::Full(_) => {
+            return Err(CompileError::new(
+                format!("{at}.action"),
+                "needs exactly one of deny, score, label (or the words deny, allow, count)",
+            ))
         }
     };
     Ok(CustomRule {
@@ -188,44 +206,79 @@ fn compile_cond(c: &ConditionSpec, at: &str) -> Result<Cond, CompileError> {
             .map(|(i, c)| compile_cond(c, &format!("{at}.{key}[{i}]")))
             .collect()
     };
-    Ok(match c {
-        ConditionSpec::All(v) => Cond::All(list(v, "all")?),
-        ConditionSpec::Any(v) => Cond::Any(list(v, "any")?),
-        ConditionSpec::Not(c) => Cond::Not(Box::new(compile_cond(c, &format!("{at}.not"))?)),
-        ConditionSpec::SourceIp(o) => leaf(Field::SourceIp, o, &format!("{at}.source_ip"), false)?,
-        ConditionSpec::Path(o) => leaf(Field::Path, o, &format!("{at}.path"), false)?,
-        ConditionSpec::Method(o) => leaf(Field::Method, o, &format!("{at}.method"), false)?,
-        ConditionSpec::Host(o) => leaf(Field::Host, o, &format!("{at}.host"), false)?,
-        ConditionSpec::Label(o) => leaf(Field::Label, o, &format!("{at}.label"), false)?,
-        ConditionSpec::Header(o) => {
-            let name = required_name(o, &format!("{at}.header"), false)?;
-            leaf(
-                Field::Header(name.to_ascii_lowercase()),
-                o,
-                &format!("{at}.header"),
-                true,
-            )?
+    let set = [
+        c.all.is_some(),
+        c.any.is_some(),
+        c.not.is_some(),
+        c.source_ip.is_some(),
+        c.path.is_some(),
+        c.method.is_some(),
+        c.host.is_some(),
+        c.header.is_some(),
+        c.cookie.is_some(),
+        c.query.is_some(),
+        c.body.is_some(),
+        c.label.is_some(),
+    ]
+    .iter()
+    .filter(|b| **b)
+    .count();
+    if set != 1 {
+        return Err(CompileError::new(
+            at.to_owned(),
+            "needs exactly one of all, any, not, source_ip, path, method, host, header, cookie, query, body, label",
+        ));
+    }
+    if let Some(v) = &c.all {
+        return Ok(Cond::All(list(v, "all")?));
+    }
+    if let Some(v) = &c.any {
+        return Ok(Cond::Any(list(v, "any")?));
+    }
+    if let Some(n) = &c.not {
+        return Ok(Cond::Not(Box::new(compile_cond(n, &format!("{at}.not"))?)));
+    }
+    let simple = [
+        (&c.source_ip, Field::SourceIp, "source_ip"),
+        (&c.path, Field::Path, "path"),
+        (&c.method, Field::Method, "method"),
+        (&c.host, Field::Host, "host"),
+        (&c.label, Field::Label, "label"),
+    ];
+    for (o, f, key) in simple {
+        if let Some(o) = o {
+            return leaf(f, o, &format!("{at}.{key}"), false);
         }
-        ConditionSpec::Cookie(o) => {
-            let name = required_name(o, &format!("{at}.cookie"), false)?;
-            leaf(
-                Field::Cookie(name.to_owned()),
-                o,
-                &format!("{at}.cookie"),
-                true,
-            )?
-        }
-        ConditionSpec::Query(o) => {
-            let name = required_name(o, &format!("{at}.query"), true)?;
-            let f = Field::Query((name != "*").then(|| name.to_owned()));
-            leaf(f, o, &format!("{at}.query"), true)?
-        }
-        ConditionSpec::Body(o) => {
-            let name = required_name(o, &format!("{at}.body"), true)?;
-            let f = Field::Body((name != "*").then(|| name.to_owned()));
-            leaf(f, o, &format!("{at}.body"), true)?
-        }
-    })
+    }
+    if let Some(o) = &c.header {
+        let name = required_name(o, &format!("{at}.header"), false)?;
+        return leaf(
+            Field::Header(name.to_ascii_lowercase()),
+            o,
+            &format!("{at}.header"),
+            true,
+        );
+    }
+    if let Some(o) = &c.cookie {
+        let name = required_name(o, &format!("{at}.cookie"), false)?;
+        return leaf(
+            Field::Cookie(name.to_owned()),
+            o,
+            &format!("{at}.cookie"),
+            true,
+        );
+    }
+    if let Some(o) = &c.query {
+        let name = required_name(o, &format!("{at}.query"), true)?;
+        let f = Field::Query((name != "*").then(|| name.to_owned()));
+        return leaf(f, o, &format!("{at}.query"), true);
+    }
+    if let Some(o) = &c.body {
+        let name = required_name(o, &format!("{at}.body"), true)?;
+        let f = Field::Body((name != "*").then(|| name.to_owned()));
+        return leaf(f, o, &format!("{at}.body"), true);
+    }
+    Err(CompileError::new(at.to_owned(), "empty condition"))
 }
 
 fn required_name<'a>(o: &'a OperatorSpec, at: &str, star: bool) -> Result<&'a str, CompileError> {

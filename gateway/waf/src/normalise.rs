@@ -237,7 +237,7 @@ pub fn normalise(raw: &[u8], plus_space: bool, bufs: &mut NormBufs) {
     // Only the first round turns `+` into a space: a `%2B` decoded later was meant as `+`.
     let mut plus = plus_space;
     for _ in 0..URL_ROUNDS {
-        if !a.contains(&b'%') && !(plus && a.contains(&b'+')) {
+        if !(a.contains(&b'%') || plus && a.contains(&b'+')) {
             break;
         }
         if !url_decode(a, b, plus) {

@@ -200,35 +200,48 @@ pub struct RuleSpec {
     pub action: ActionSpec,
 }
 
-/// A condition: `all`, `any`, `not`, or one field with one operator.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum ConditionSpec {
+/// A condition: exactly one of `all`, `any`, `not`, or a field (`path`, `header` ...)
+/// with one operator: `{ path: { prefix: /admin } }`,
+/// `{ header: { name: user-agent, contains: bot } }`, `{ not: { source_ip: { cidr: [10.0.0.0/8] } } }`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConditionSpec {
     /// Every condition holds.
-    All(Vec<ConditionSpec>),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all: Option<Vec<ConditionSpec>>,
     /// At least one condition holds.
-    Any(Vec<ConditionSpec>),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub any: Option<Vec<ConditionSpec>>,
     /// The condition does not hold.
-    Not(Box<ConditionSpec>),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not: Option<Box<ConditionSpec>>,
     /// The client address (`cidr`, `equals`, `in`).
-    SourceIp(OperatorSpec),
-    /// The normalised path (no query).
-    Path(OperatorSpec),
-    /// The method (upper case).
-    Method(OperatorSpec),
-    /// The Host header without port (lower case).
-    Host(OperatorSpec),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<OperatorSpec>,
+    /// The path, percent-decoded once, with `//`, `.` and `..` resolved (no query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<OperatorSpec>,
+    /// The method (compared ignoring case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<OperatorSpec>,
+    /// The Host header without port (compared ignoring case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<OperatorSpec>,
     /// A header by `name` (case-insensitive); a missing header never matches.
-    Header(OperatorSpec),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<OperatorSpec>,
     /// A cookie by `name`.
-    Cookie(OperatorSpec),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<OperatorSpec>,
     /// A query argument by `name` (URL-decoded), or `*` for any.
-    Query(OperatorSpec),
-    /// A form, JSON (path as in matches: `user.name`) or multipart body argument by
-    /// `name`, or `*` for any.
-    Body(OperatorSpec),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<OperatorSpec>,
+    /// A form, JSON (path as in matches without `json:`, e.g. `user.name`), multipart or XML body argument by `name`, or `*` for any. String values only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<OperatorSpec>,
     /// A label set by an earlier rule.
-    Label(OperatorSpec),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<OperatorSpec>,
 }
 
 /// `name` (for header, cookie, query, body) and exactly one operator.
@@ -299,16 +312,19 @@ pub enum SimpleAction {
     Count,
 }
 
-/// Actions with arguments.
-#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum FullAction {
+/// Actions with arguments: exactly one of `deny`, `score`, `label`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FullAction {
     /// Deny with this response.
-    Deny(DenySpec),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny: Option<DenySpec>,
     /// Add this many points to the anomaly score.
-    Score(u32),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<u32>,
     /// Attach a label: later rules can test it (`label`), and it is reported.
-    Label(String),
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// The response of a deny.
@@ -354,9 +370,9 @@ impl ByteSize {
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0;
-        if n != 0 && n % (1 << 20) == 0 {
+        if n != 0 && n.is_multiple_of(1 << 20) {
             write!(f, "{}MiB", n >> 20)
-        } else if n != 0 && n % (1 << 10) == 0 {
+        } else if n != 0 && n.is_multiple_of(1 << 10) {
             write!(f, "{}KiB", n >> 10)
         } else {
             write!(f, "{n}")

@@ -1,4 +1,5 @@
 //! Ad-hoc probe: `WAF_PROBE='value' cargo test -p tollgate-waf --test probe -- --nocapture`
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 use tollgate_waf::{Policy, PolicySpec, Request, Scratch};
 
 #[test]
@@ -6,11 +7,13 @@ fn probe() {
     let Ok(v) = std::env::var("WAF_PROBE") else {
         return;
     };
-    let mut spec = PolicySpec::default();
-    spec.paranoia = std::env::var("WAF_PARANOIA")
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(1);
+    let spec = PolicySpec {
+        paranoia: std::env::var("WAF_PARANOIA")
+            .ok()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(1),
+        ..PolicySpec::default()
+    };
     let p = Policy::compile(&spec).unwrap();
     let mut s = Scratch::new();
     for line in v.lines() {

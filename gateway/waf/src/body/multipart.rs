@@ -113,6 +113,7 @@ fn contains_ci(h: &[u8], needle: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[derive(Default)]

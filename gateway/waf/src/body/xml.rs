@@ -202,6 +202,7 @@ fn attributes(mut s: &[u8], name: &mut String, sink: &mut dyn Sink) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
     #[derive(Default)]

