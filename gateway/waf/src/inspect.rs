@@ -457,9 +457,10 @@ impl Engine<'_, '_> {
         let norm = nb.norm.as_str();
         let values = l & (loc::INPUT) != 0;
         // libinjection, where SQL or HTML could be.
-        if values && self.det_on(det::SQLI) && sqli_gate(norm) {
-            let mut hit = crate::groups::sqli::libinjection(norm);
-            if hit != Some(true) && l & loc::PATH != 0 {
+        if values && self.det_on(det::SQLI) {
+            let mut hit = None;
+            if l & loc::PATH != 0 {
+                // Each segment is its own value (`/items/1 or 1=1/edit`).
                 for seg in norm.split('/') {
                     if !seg.is_empty() && sqli_gate(seg) {
                         if let Some(h) = crate::groups::sqli::libinjection(seg) {
@@ -467,6 +468,8 @@ impl Engine<'_, '_> {
                         }
                     }
                 }
+            } else if sqli_gate(norm) {
+                hit = crate::groups::sqli::libinjection(norm);
             }
             if let Some(injection) = hit {
                 let v = excerpt(norm, 0);

@@ -45,11 +45,34 @@ pub struct NormBufs {
 /// `class.module.classLoader`). Most clean values (ids, numbers, tokens, dates) take
 /// this path.
 pub fn is_plain(v: &[u8]) -> bool {
-    v.iter()
-        .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-' || c == b'.')
-        && memchr::memmem::find(v, b"__").is_none()
-        && !(memchr::memchr(b'.', v).is_some()
-            && v.windows(5).any(|w| w.eq_ignore_ascii_case(b"class")))
+    const fn table() -> [bool; 256] {
+        let mut t = [false; 256];
+        let mut c = 0;
+        while c < 256 {
+            let b = c as u8;
+            t[c] = b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.';
+            c += 1;
+        }
+        t
+    }
+    static PLAIN: [bool; 256] = table();
+    let mut prev_underscore = false;
+    let mut dot = false;
+    for &c in v {
+        if !PLAIN[c as usize] {
+            return false;
+        }
+        if c == b'_' {
+            if prev_underscore {
+                return false;
+            }
+            prev_underscore = true;
+        } else {
+            prev_underscore = false;
+            dot |= c == b'.';
+        }
+    }
+    !(dot && v.windows(5).any(|w| w.eq_ignore_ascii_case(b"class")))
 }
 
 fn hex(c: u8) -> Option<u8> {
@@ -298,9 +321,10 @@ pub fn normalise(raw: &[u8], plus_space: bool, bufs: &mut NormBufs) {
             }
         }
     }
-    *has_sql = sql_view(norm, sql);
-    *has_shell = shell_view(norm, shell);
-    *has_path = path_view(norm, path);
+    // A view that came out the same as `norm` is not scanned again.
+    *has_sql = sql_view(norm, sql) && sql != norm;
+    *has_shell = shell_view(norm, shell) && shell != norm;
+    *has_path = path_view(norm, path) && path != norm;
 }
 
 /// `/* ... */` as a space; MySQL's executable comments `/*!50000 ... */` keep their

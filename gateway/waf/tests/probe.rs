@@ -53,3 +53,65 @@ fn fingerprints() {
         );
     }
 }
+
+/// Minimum time per inspection over many small batches (less sensitive to a busy
+/// machine than a mean): `WAF_TIMING=1 cargo test --release -p tollgate-waf --test probe timing -- --nocapture`
+#[test]
+fn timing() {
+    if std::env::var("WAF_TIMING").is_err() {
+        return;
+    }
+    let p = Policy::compile(&PolicySpec::default()).unwrap();
+    let mut s = Scratch::new();
+    let headers: &[(&str, &[u8])] = &[
+        ("host", b"shop.example.com"),
+        ("user-agent", b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"),
+        ("accept", b"text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8"),
+        ("accept-language", b"en-US,en;q=0.9,fr;q=0.8"),
+        ("accept-encoding", b"gzip, deflate, br, zstd"),
+        ("cookie", b"session=s%3Aj1k2l3m4n5.abcDEF123; _ga=GA1.2.1234567890.1715940000; theme=dark"),
+        ("referer", b"https://shop.example.com/category/shoes?page=2"),
+        ("sec-fetch-mode", b"navigate"),
+        ("content-type", b"application/json"),
+    ];
+    let mut items = Vec::new();
+    let mut i = 0;
+    let body = loop {
+        items.push(format!(r#"{{"id":"550e8400-e29b-41d4-a716-4466554400{i:02}","sku":"SKU-{i:05}","name":"Running shoe model {i}","qty":{i},"price":59.99,"color":"red","tags":["sale","summer"],"note":"Leave at the door, thanks!"}}"#));
+        i += 1;
+        let b = format!(
+            r#"{{"customer":{{"name":"Renée O'Connor","email":"renee@example.com"}},"items":[{}]}}"#,
+            items.join(",")
+        );
+        if b.len() >= 4096 {
+            break b;
+        }
+    };
+    let get = Request {
+        headers: &headers[..8],
+        ..Request::get(
+            b"/products/search?q=red+running+shoes&size=42&page=2",
+            "1.2.3.4".parse().unwrap(),
+        )
+    };
+    let post = Request {
+        method: "POST",
+        headers,
+        body: Some(tollgate_waf::Body {
+            bytes: body.as_bytes(),
+            truncated: false,
+        }),
+        ..Request::get(b"/api/v1/orders", "1.2.3.4".parse().unwrap())
+    };
+    for (name, req) in [("clean_get", get), ("clean_json_4k", post)] {
+        let mut best = f64::MAX;
+        for _ in 0..100 {
+            let t = std::time::Instant::now();
+            for _ in 0..100 {
+                std::hint::black_box(p.inspect(std::hint::black_box(&req), &mut s));
+            }
+            best = best.min(t.elapsed().as_secs_f64() / 100.0);
+        }
+        println!("{name}: {:.2} us (min of 100 batches)", best * 1e6);
+    }
+}

@@ -102,7 +102,10 @@ pub(crate) fn walk(body: &[u8], bufs: &mut BodyBufs, sink: &mut dyn Sink) -> Wal
                         if name.len() > ROOT.len() {
                             name.push('.');
                         }
-                        name.push_str(&String::from_utf8_lossy(text));
+                        match std::str::from_utf8(text) {
+                            Ok(t) => name.push_str(t),
+                            Err(_) => name.push_str(&String::from_utf8_lossy(text)),
+                        }
                     }
                     expect_key = false;
                 } else if expect_key {

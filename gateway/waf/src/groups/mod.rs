@@ -343,27 +343,39 @@ pub(crate) mod det {
     pub const XXE_DTD: usize = 22;
 }
 
-/// Whether a value has a character SQL injection needs; libinjection is skipped
-/// otherwise.
+/// Whether libinjection's SQL check is worth running: a quote to break out of a
+/// string, or a value that starts like a number (numeric context: `1 or 1=1`,
+/// `-1;drop ...`, `1) or (1`) and has an operator. Text that starts with a word and
+/// has no quote (user agents, URLs, prose) cannot leave a SQL string or number.
+/// Keyword-only injections (`union select`, `sleep(5)`) have their own rules.
 pub(crate) fn sqli_gate(norm: &str) -> bool {
-    norm.bytes().any(|c| {
-        matches!(
-            c,
-            b'\''
-                | b'"'
-                | b'`'
-                | b'('
-                | b')'
-                | b';'
-                | b'='
-                | b'<'
-                | b'>'
-                | b'|'
-                | b'&'
-                | b'*'
-                | b'#'
-        )
-    }) || norm.contains("--")
+    let b = norm.as_bytes();
+    if memchr::memchr3(b'\'', b'"', b'`', b).is_some() {
+        return true;
+    }
+    let first = b
+        .iter()
+        .find(|c| !c.is_ascii_whitespace())
+        .copied()
+        .unwrap_or(b'a');
+    (first.is_ascii_digit() || matches!(first, b'-' | b'(' | b')' | b'@' | b'+' | b'.'))
+        && b.iter().any(|&c| {
+            matches!(
+                c,
+                b'(' | b')'
+                    | b';'
+                    | b'='
+                    | b'<'
+                    | b'>'
+                    | b'|'
+                    | b'&'
+                    | b'*'
+                    | b'#'
+                    | b'-'
+                    | b' '
+                    | b','
+            )
+        })
 }
 
 /// Whether a value could be HTML or break out of an attribute; libinjection's XSS
