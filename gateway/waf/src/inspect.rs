@@ -5,13 +5,18 @@ use std::sync::Arc;
 
 use crate::body::{self, BodyBufs, Kind, Sink, Src};
 use crate::compile::{Policy, RuleSel};
-use crate::custom::{CustomAction, Field};
+use crate::custom::CustomAction;
 use crate::groups::{
     det, java, loc, rfi, session, sqli_gate, ssrf, xss_gate, Group, Severity, View,
 };
-use crate::normalise::{is_plain, normalise, url_decode, NormBufs};
+use crate::normalise::{is_plain, normalise, NormBufs};
 use crate::request::{cookies, pairs, Request};
 use crate::score::{excerpt, Action, Deny, Match, Outcome};
+
+mod args;
+mod eval;
+
+use args::{header_loc, lossy_decoded, same_site_referer, Arg};
 
 /// Reusable buffers for [`Policy::inspect`]. Keep one per thread: once warm, a clean
 /// request allocates nothing.
@@ -39,76 +44,6 @@ pub(crate) struct Work {
     tmp2: Vec<u8>,
     log4j: String,
     path: String,
-}
-
-/// The name an argument is reported under, rendered only when something matches.
-#[derive(Debug, Clone, Copy)]
-enum Arg<'x> {
-    Path,
-    Query(&'x [u8]),
-    Header(&'x str),
-    Cookie(&'x [u8]),
-    Body(Src, &'x [u8]),
-    Key(Src, &'x [u8], &'x [u8]),
-    RawBody,
-    Request,
-}
-
-fn lossy_decoded(raw: &[u8], out: &mut String) {
-    let mut buf = Vec::new();
-    let s: &[u8] = if url_decode(raw, &mut buf, true) {
-        &buf
-    } else {
-        raw
-    };
-    out.push_str(&String::from_utf8_lossy(s));
-}
-
-impl Arg<'_> {
-    fn render(&self) -> String {
-        let mut s = String::new();
-        match *self {
-            Arg::Path => s.push_str("path"),
-            Arg::Query(n) => {
-                s.push_str("query:");
-                lossy_decoded(n, &mut s);
-            }
-            Arg::Header(h) => {
-                s.push_str("header:");
-                s.push_str(&h.to_ascii_lowercase());
-            }
-            Arg::Cookie(n) => {
-                s.push_str("cookie:");
-                s.push_str(&String::from_utf8_lossy(n));
-            }
-            Arg::Body(src, n) | Arg::Key(src, n, _) => match src {
-                Src::Form => {
-                    s.push_str("form:");
-                    lossy_decoded(n, &mut s);
-                }
-                Src::Multipart => {
-                    s.push_str("multipart:");
-                    s.push_str(&String::from_utf8_lossy(n));
-                }
-                Src::MultipartFile => {
-                    s.push_str("multipart-filename:");
-                    s.push_str(&String::from_utf8_lossy(n));
-                }
-                Src::Json | Src::Xml => {
-                    s.push_str(&String::from_utf8_lossy(n));
-                    if let Arg::Key(Src::Json, _, k) = *self {
-                        if s.len() > "json:".len() {
-                            s.push('.');
-                        }
-                        s.push_str(&String::from_utf8_lossy(k));
-                    }
-                }
-            },
-            Arg::RawBody => s.push_str("body"),
-            Arg::Request => s.push_str("request"),
-        }
-        s
-    }
 }
 
 struct Engine<'a, 'r> {
@@ -722,96 +657,6 @@ impl Engine<'_, '_> {
     }
 }
 
-/// A Referer from the same host as the request.
-fn same_site_referer(req: &Request<'_>) -> bool {
-    let Some(r) = req.header("referer") else {
-        return false;
-    };
-    let host = req.authority.or_else(|| req.header("host")).unwrap_or(b"");
-    let host = host.split(|&c| c == b':').next().unwrap_or(b"");
-    let Some(i) = memchr::memmem::find(r, b"://") else {
-        return false;
-    };
-    let rest = &r[i + 3..];
-    let end = rest
-        .iter()
-        .position(|&c| matches!(c, b'/' | b':' | b'?' | b'#'))
-        .unwrap_or(rest.len());
-    !host.is_empty() && rest[..end].eq_ignore_ascii_case(host)
-}
-
-/// Which location bits a header's value gets; 0 = not inspected here.
-fn header_loc(name: &str) -> u16 {
-    const STRUCTURED: &[&str] = &[
-        "accept",
-        "accept-encoding",
-        "accept-language",
-        "accept-charset",
-        "content-type",
-        "content-length",
-        "connection",
-        "cache-control",
-        "pragma",
-        "authorization",
-        "proxy-authorization",
-        "if-none-match",
-        "if-match",
-        "if-modified-since",
-        "if-unmodified-since",
-        "if-range",
-        "range",
-        "upgrade-insecure-requests",
-        "dnt",
-        "te",
-        "transfer-encoding",
-        "upgrade",
-        "keep-alive",
-        "priority",
-        "content-encoding",
-        "expect",
-        "x-request-id",
-        "traceparent",
-        "tracestate",
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-        "x-amzn-trace-id",
-        "b3",
-        "x-b3-traceid",
-        "x-b3-spanid",
-        "x-b3-parentspanid",
-        "x-b3-sampled",
-        "content-md5",
-        "digest",
-        "signature",
-        "x-csrf-token",
-        "x-xsrf-token",
-        "date",
-        "via",
-        "forwarded",
-        "x-forwarded-proto",
-        "x-forwarded-port",
-        "alt-used",
-        "origin",
-    ];
-    if name.eq_ignore_ascii_case("host") {
-        return 0;
-    }
-    if name.eq_ignore_ascii_case("cookie") {
-        return loc::COOKIE;
-    }
-    if name.eq_ignore_ascii_case("user-agent") {
-        return loc::UA | loc::HEADER;
-    }
-    if name.len() > 4 && name[..4].eq_ignore_ascii_case("sec-")
-        || STRUCTURED.iter().any(|s| name.eq_ignore_ascii_case(s))
-    {
-        return loc::HSTRUCT;
-    }
-    loc::HEADER
-}
-
 impl Sink for Engine<'_, '_> {
     fn name(&mut self, src: Src, name: &[u8], key: &[u8]) {
         // `{"constructor": {"prototype": ...}}`: two plain keys, one pollution.
@@ -841,151 +686,5 @@ impl Sink for Engine<'_, '_> {
         };
         self.arg(l, Arg::Body(src, name), value, src == Src::Form, true);
         !self.stop
-    }
-}
-
-// Custom rule conditions.
-impl Engine<'_, '_> {
-    fn eval(&mut self, c: &crate::custom::Cond, bufs: &mut BodyBufs) -> bool {
-        use crate::custom::Cond;
-        match c {
-            Cond::All(v) => v.iter().all(|c| self.eval(c, bufs)),
-            Cond::Any(v) => v.iter().any(|c| self.eval(c, bufs)),
-            Cond::Not(c) => !self.eval(c, bufs),
-            Cond::Leaf(f, op) => self.leaf(f, op, bufs),
-        }
-    }
-
-    fn leaf(&mut self, f: &Field, op: &crate::custom::Op, bufs: &mut BodyBufs) -> bool {
-        let req = self.req;
-        match f {
-            Field::SourceIp => op.test_ip(req.client_ip),
-            Field::Path => op.test(&self.w.path),
-            Field::Method => op.test(&req.method.to_ascii_lowercase()),
-            Field::Host => {
-                let h = req.authority.or_else(|| req.header("host")).unwrap_or(b"");
-                let h = String::from_utf8_lossy(h);
-                let h = match h.rsplit_once(':') {
-                    Some((a, port))
-                        if port.bytes().all(|c| c.is_ascii_digit()) && !a.ends_with(':') =>
-                    {
-                        a
-                    }
-                    _ => &h,
-                };
-                op.test(&h.to_ascii_lowercase())
-            }
-            Field::Header(n) => req
-                .headers
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case(n))
-                .any(|(_, v)| op.test(&String::from_utf8_lossy(v))),
-            Field::Cookie(n) => req
-                .headers
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case("cookie"))
-                .flat_map(|(_, v)| cookies(v))
-                .any(|(k, v)| k == n.as_bytes() && op.test(&String::from_utf8_lossy(v))),
-            Field::Query(n) => {
-                let Some(q) = req.raw_query() else {
-                    return false;
-                };
-                for (k, v) in pairs(q) {
-                    if let Some(n) = n {
-                        url_decode(k, &mut self.w.tmp, true);
-                        let key: &[u8] = if self.w.tmp.is_empty() && !k.is_empty() {
-                            k
-                        } else {
-                            &self.w.tmp
-                        };
-                        if key != n.as_bytes() {
-                            continue;
-                        }
-                    }
-                    let val: &[u8] = if url_decode(v, &mut self.w.tmp2, true) {
-                        &self.w.tmp2
-                    } else {
-                        v
-                    };
-                    if op.test(&String::from_utf8_lossy(val)) {
-                        return true;
-                    }
-                }
-                false
-            }
-            Field::Body(n) => {
-                let Some(b) = req.body else { return false };
-                let bytes = &b.bytes[..b.bytes.len().min(self.p.body_limit)];
-                let (media, params) = match req.content_type() {
-                    Some((m, p)) => (Some(m), p),
-                    None => (None, &b""[..]),
-                };
-                let mut s = BodyMatch {
-                    name: n.as_deref(),
-                    op,
-                    hit: false,
-                    tmp: Vec::new(),
-                };
-                match body::kind(media, bytes) {
-                    Kind::Form => {
-                        body::form::walk(bytes, &mut s);
-                    }
-                    Kind::Json => {
-                        body::json::walk(bytes, bufs, &mut s);
-                    }
-                    Kind::Multipart => {
-                        body::multipart::walk(bytes, params, &mut s);
-                    }
-                    Kind::Xml => {
-                        body::xml::walk(bytes, bufs, &mut s);
-                    }
-                    Kind::Raw => s.hit = n.is_none() && op.test(&String::from_utf8_lossy(bytes)),
-                    Kind::Skip => {}
-                }
-                s.hit
-            }
-            Field::Label => self.out.labels.iter().any(|l| op.test(l)),
-        }
-    }
-}
-
-/// Finds a body argument by name for a custom rule.
-struct BodyMatch<'a> {
-    name: Option<&'a str>,
-    op: &'a crate::custom::Op,
-    hit: bool,
-    tmp: Vec<u8>,
-}
-
-impl Sink for BodyMatch<'_> {
-    fn name(&mut self, _: Src, _: &[u8], _: &[u8]) {}
-    fn value(&mut self, src: Src, name: &[u8], value: &[u8]) -> bool {
-        if src == Src::MultipartFile {
-            return true;
-        }
-        if let Some(want) = self.name {
-            let got: &[u8] = match src {
-                Src::Json => name.strip_prefix(b"json:").unwrap_or(name),
-                Src::Xml => name.strip_prefix(b"xml:").unwrap_or(name),
-                Src::Form => {
-                    if url_decode(name, &mut self.tmp, true) {
-                        &self.tmp
-                    } else {
-                        name
-                    }
-                }
-                _ => name,
-            };
-            if got != want.as_bytes() {
-                return true;
-            }
-        }
-        let v = if src == Src::Form && url_decode(value, &mut self.tmp, true) {
-            String::from_utf8_lossy(&self.tmp).into_owned()
-        } else {
-            String::from_utf8_lossy(value).into_owned()
-        };
-        self.hit = self.op.test(&v);
-        !self.hit
     }
 }
