@@ -12,7 +12,7 @@ use super::{rule, RuleDef};
 // Commands as an attacker chains them: `;cat /etc/passwd`, `|id`, `$(whoami)`.
 macro_rules! commands {
     () => {
-        r"(?:cat|ls|id|whoami|uname|wget|curl|nc|ncat|netcat|bash|sh|zsh|ksh|csh|dash|python[23]?|perl|ruby|php|nslookup|dig|host|ping|sleep|echo|printf|rm|chmod|chown|kill|pkill|ps|ifconfig|ipconfig|netstat|telnet|base64|xxd|touch|mkdir|cp|mv|find|awk|gawk|sed|tftp|ftp|powershell|pwsh|cmd|certutil|bitsadmin|wmic|systeminfo|dir|type|net|tasklist|ver|hostname|passwd|useradd|crontab|nohup|env|printenv|head|tail|more|less|dd|tar|gzip|reboot|shutdown|sudo|su|timeout|uptime|who|mkfifo|socat|nmap|ssh|scp|eval|exec|expr|sh|java|node|lua|xargs|tee|od|strings|getent|groups|last|w|finger|route|arp|ss|lsof|fetch|lwp-download|tclsh|wish|openssl|busybox|php-cgi|gcc|cc|chattr|setsid|ulimit|export|unset|set|bzip2|zip|unzip|start|del|copy|move|attrib|icacls|reg|sc|schtasks|taskkill|whoami\.exe|cmd\.exe|powershell\.exe)"
+        r"(?:cat|ls|id|whoami|uname|wget|curl|nc|ncat|netcat|bash|sh|zsh|ksh|csh|dash|python[23]?|perl|ruby|php|nslookup|dig|ping|sleep|echo|printf|rm|chmod|chown|ps|ifconfig|ipconfig|netstat|telnet|base64|xxd|find|awk|gawk|sed|tftp|ftp|powershell|pwsh|cmd|certutil|bitsadmin|wmic|systeminfo|dir|net|tasklist|mkfifo|socat|nmap|ssh|scp|sh|getent|lsof|lwp-download|tclsh|wish|openssl|busybox|php-cgi|icacls|reg|sc|timeout|schtasks|taskkill|whoami\.exe|cmd\.exe|powershell\.exe|type)"
     };
 }
 
@@ -31,7 +31,7 @@ pub(crate) const RULES: &[RuleDef] = &[
         concat!(
             r"(?:[;|]|&&|\|\||\$\(|^&|&\s)\s*(?:(?:/usr)?(?:/local)?/s?bin/)?",
             commands!(),
-            r#"(?:\.exe)?(?:\s*$|\s*[;|&`)\n]|\s+[-/~.$\d'"<>]|\s+\w+://|\s+[\w.-]+\.(?:sh|py|pl|php|txt|exe|bat|ps1)\b)|(?:[;|]|&&|\|\||\$\(|^&|&\s)\s*(?:(?:echo|printf|sleep|ping|nslookup|curl|wget|nc|ncat|telnet|ssh|dig|host|ftp|tftp)\s+\S|net\s+(?:user|localgroup|group|view|share|use|accounts|session|config|start|stop)\b|reg\s+(?:query|add|delete)\b|sc\s+(?:query|create|config)\b)"#
+            r#"(?:\.exe)?(?:\s*$|\s*[;|&)\n]|\s+[-/~.$%\d'"<>]|\s+[a-z]:(?:[\\/]|\s|$)|\s+\w+://|\s+[\w.-]+\.(?:sh|py|pl|php|txt|exe|bat|ps1)\b)|(?:[;|]|&&|\|\||\$\(|^&|&\s)\s*(?:(?:echo|printf|sleep|ping|nslookup|curl|wget|nc|ncat|telnet|ssh|dig|host|ftp|tftp)\s+\S|net\s+(?:user|localgroup|group|view|share|use|accounts|session|config|start|stop)\b|reg\s+(?:query|add|delete)\b|sc\s+(?:query|create|config)\b)"#
         ),
     ),
     rule(

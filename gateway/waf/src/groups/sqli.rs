@@ -20,7 +20,9 @@ pub(crate) const RULES: &[RuleDef] = &[
         INPUT,
         Sql,
         &["union"],
-        r"\bunion(?:\s+(?:all|distinct))?[\s(]+select\b",
+        // What follows `select` in an injection (a column list, NULL, a number, a
+        // function, `from`): not "the union select committee met".
+        r#"\bunion(?:\s+(?:all|distinct))?[\s(]+select(?:\s*[(*'"@`-]|\s+(?:\d|null\b|0x|char\b|concat|version|user\b|database|schema_name|table_name|column_name|group_concat|password|username|distinct\b|all\b|top\b|[\w.,\s'"`()]{1,120}?\bfrom\b))"#,
     ),
     rule(
         "sqli.time_based",
@@ -111,7 +113,7 @@ pub(crate) const RULES: &[RuleDef] = &[
     rule(
         "sqli.comment_probe",
         G,
-        Warning,
+        Critical,
         1,
         INPUT,
         Sql,
@@ -159,7 +161,40 @@ pub(crate) const RULES: &[RuleDef] = &[
 /// statement or expression from its first byte (`SELECT a FROM t`, `if (a && b)`),
 /// which is what code snippets and SQL prose look like: a weaker signal.
 pub(crate) fn libinjection(norm: &str) -> Option<bool> {
-    let r = libinjectionrs::detect_sqli(norm.as_bytes());
+    let verdict = run(norm.as_bytes())?;
+    if !verdict {
+        return Some(false);
+    }
+    let b = norm.as_bytes();
+    let letter = |j: Option<usize>| {
+        j.and_then(|j| b.get(j))
+            .is_some_and(|c| c.is_ascii_alphabetic())
+    };
+    let contraction = |i: usize| b[i] == b'\'' && letter(i.checked_sub(1)) && letter(Some(i + 1));
+    let quotes = || (0..b.len()).filter(|&i| matches!(b[i], b'\'' | b'"' | b'`'));
+    // An injection breaks out of its string early (`admin'`, `1'`, `x"`); a quote
+    // that first comes after several words is prose quoting something ("I tried
+    // "SELECT * FROM t" but ...").
+    if let Some(q) = quotes().find(|&i| !contraction(i)) {
+        if norm[..q].split_whitespace().nth(2).is_some() {
+            return Some(false);
+        }
+    }
+    // Prose whose first quote is an apostrophe inside a word ("what's", "O'Brien")
+    // opens a "string" libinjection reads on from there; without those apostrophes
+    // a sentence is clean, an injection is not.
+    if quotes().next().is_some_and(contraction) && norm.split_whitespace().nth(3).is_some() {
+        let stripped: Vec<u8> = (0..b.len())
+            .filter(|&i| !contraction(i))
+            .map(|i| b[i])
+            .collect();
+        return Some(run(&stripped).unwrap_or(false));
+    }
+    Some(true)
+}
+
+fn run(v: &[u8]) -> Option<bool> {
+    let r = libinjectionrs::detect_sqli(v);
     if !r.is_injection() {
         return None;
     }
@@ -170,5 +205,6 @@ pub(crate) fn libinjection(norm: &str) -> Option<bool> {
     Some(!(fp.starts_with('E') || fp.starts_with('f') || fp.starts_with('k')))
 }
 
-/// A whole SQL statement in an argument (weaker than an injection).
+/// A whole SQL statement in an argument, or SQL quoted in prose (weaker than an
+/// injection).
 pub(crate) const STATEMENT: &str = "sqli.statement";

@@ -48,8 +48,9 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         INPUT,
         Norm,
-        &["script:", "script\t", "script :"],
-        r#"(?:^|[\s"'=(<])(?:java|vb|live)script\s*:\s*(?://|[\w$.\[\]]+\s*[(`=]|["']|$)"#,
+        &["script", "ipt:", "ipt\t", "ipt\n", "pt :"],
+        // Browsers drop tabs and newlines inside a scheme: `jav&#x09;ascript:`.
+        r#"(?:^|[\s"'=(<])(?:j\s*a\s*v\s*a|v\s*b|l\s*i\s*v\s*e)\s*s\s*c\s*r\s*i\s*p\s*t\s*:\s*(?://|[\w$.\[\]]+\s*[(`=]|["']|$)"#,
     ),
     rule(
         "xss.data_uri",
