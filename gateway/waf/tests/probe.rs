@@ -115,3 +115,22 @@ fn timing() {
         println!("{name}: {:.2} us (min of 100 batches)", best * 1e6);
     }
 }
+
+/// `WAF_REPLAY=file.jsonl cargo test -p tollgate-waf --test probe replay -- --nocapture`
+#[test]
+fn replay() {
+    let Ok(path) = std::env::var("WAF_REPLAY") else { return };
+    let p = Policy::compile(&PolicySpec::default()).unwrap();
+    let mut s = Scratch::new();
+    let text = std::fs::read_to_string(path).unwrap();
+    for r in tollgate_waf::replay::parse(&text).requests {
+        let o = r.inspect(&p, &mut s);
+        println!(
+            "{:>3} {} {} {}",
+            o.score,
+            r.line,
+            String::from_utf8_lossy(&r.target).chars().take(100).collect::<String>(),
+            o.matches.iter().map(|m| m.rule_id.to_string()).collect::<Vec<_>>().join(",")
+        );
+    }
+}

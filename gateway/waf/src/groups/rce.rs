@@ -77,6 +77,17 @@ pub(crate) const RULES: &[RuleDef] = &[
         ),
     ),
     rule(
+        "rce.glob_path",
+        G,
+        Critical,
+        1,
+        INPUT,
+        Shell,
+        &["?", "*"],
+        // `/???/??t /???/p??s??`: a command and its file spelled with wildcards.
+        r"(?:^|[\s;|&$(`])/[\w?*\[\]]*[?*][\w?*\[\]]*/[\w?*\[\]]*[?*]",
+    ),
+    rule(
         "rce.shellshock",
         G,
         Critical,

@@ -15,8 +15,8 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         INPUT,
         Norm,
-        &["{{", "${", "<%", "#{", "{%", "*{", "@(", "{#", "[["],
-        r#"(?:\{\{|\$\{\{?|<%=?|#\{|\*\{|@\(|\[\[|\{#|\{%=?)\s*['"]?\d+['"]?\s*[*+/-]\s*['"]?\d+['"]?\s*(?:\}\}?|%>|\)|\]\]|#\}|%\})"#,
+        &["{{", "${", "<%", "#{", "{%", "*{", "@(", "@{", "{#", "[["],
+        r#"(?:\{\{|\$\{\{?|<%=?|#\{|\*\{|@\(|@\{|\[\[|\{#|\{%=?)\s*['"]?\d+['"]?\s*[*+/-]\s*['"]?\d+['"]?\s*(?:\}\}?|%>|\)|\]\]|#\}|%\})"#,
     ),
     rule(
         "ssti.object_walk",
@@ -65,8 +65,9 @@ pub(crate) const RULES: &[RuleDef] = &[
             "{math",
             "$class",
             "freemarker",
+            "{$smarty",
         ],
-        r#"\{\{[-\s]*(?:config|self|request|settings|app|url_for|get_flashed_messages|lipsum|cycler|joiner|namespace|range|_self|g|session|dump|constructor)\b[\s.|\[(}]|\{\{[^}]*\|\s*(?:attr|map|filter|reduce|sort|system|exec|passthru)\s*\(|\{%-?\s*(?:import|include|set|for|if|extends|macro|raw|debug|load|exec|python|with|block|call|print|module|cycle|now|filter)\b|<#(?:assign|include|import|list|if|macro|global|setting)\b|freemarker\.template\.utility|\$\{\s*(?:product|object|self|module|request|class|ctx|context)\.|#set\s*\(\s*\$|#foreach\s*\(|\$class\.inject|\{\{#with\b|\{(?:php|system|exec|passthru|include|fetch|eval|math)\b|<%[=\-]?\s*(?:system|exec|`|%x|eval|file\.|io\.|require|import|open3|kernel|process|runtime)|\$\{\s*t\s*\("#,
+        r#"\{\{[-\s]*(?:config|self|request|settings|app|url_for|get_flashed_messages|lipsum|cycler|joiner|namespace|range|_self|g|session|dump|constructor)\b[\s.|\[(}]|\{\{[^}]*\|\s*(?:attr|map|filter|reduce|sort|system|exec|passthru)\s*\(|\{%-?\s*(?:import|include|set|for|if|extends|macro|raw|debug|load|exec|python|with|block|call|print|module|cycle|now|filter)\b|<#(?:assign|include|import|list|if|macro|global|setting)\b|freemarker\.template\.utility|\$\{\s*(?:product|object|self|module|request|class|ctx|context)\.|#set\s*\(\s*\$|#foreach\s*\(|\$class\.inject|\{\$smarty\.|\{\{#with\b|\{(?:php|system|exec|passthru|include|fetch|eval|math)\b|<%[=\-]?\s*(?:system|exec|`|%x|eval|file\.|io\.|require|import|open3|kernel|process|runtime)|\$\{\s*t\s*\("#,
     ),
     rule(
         "ssti.expression",
