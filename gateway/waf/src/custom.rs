@@ -326,7 +326,7 @@ fn leaf(field: Field, o: &OperatorSpec, at: &str, named: bool) -> Result<Cond, C
     }
     if let Some(v) = &o.regex {
         let re = regex::RegexBuilder::new(v)
-            .case_insensitive(o.ignore_case)
+            .case_insensitive(ci)
             .size_limit(1 << 20)
             .build()
             .map_err(|e| CompileError::new(format!("{at}.regex"), e.to_string()))?;

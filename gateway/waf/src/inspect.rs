@@ -9,14 +9,14 @@ use crate::custom::CustomAction;
 use crate::groups::{
     det, java, loc, rfi, session, sqli_gate, ssrf, xss_gate, Group, Severity, View,
 };
-use crate::normalise::{is_plain, normalise, NormBufs};
+use crate::normalise::{is_plain, normalise, url_decode, NormBufs};
 use crate::request::{cookies, pairs, Request};
 use crate::score::{excerpt, Action, Deny, Match, Outcome};
 
 mod args;
 mod eval;
 
-use args::{header_loc, lossy_decoded, same_site_referer, Arg};
+use args::{header_loc, same_site_referer, Arg};
 
 /// Reusable buffers for [`Policy::inspect`]. Keep one per thread: once warm, a clean
 /// request allocates nothing.
@@ -458,16 +458,20 @@ impl Engine<'_, '_> {
         }
         let norm = self.w.norm.norm.as_str();
         if l & loc::ARGS != 0 && self.det_on(det::RFI_INCLUDE) && rfi::is_remote_url(norm) {
-            let mut n = String::new();
-            match name {
-                Arg::Query(raw) | Arg::Body(Src::Form, raw) => lossy_decoded(raw, &mut n),
-                Arg::Body(_, raw) => {
-                    let s = String::from_utf8_lossy(raw);
-                    n.push_str(s.rsplit(['.', ':', '@']).next().unwrap_or(""));
+            let tmp = &mut self.w.tmp;
+            let n: &[u8] = match name {
+                Arg::Query(raw) | Arg::Body(Src::Form, raw) => {
+                    url_decode(raw, tmp, true);
+                    tmp
                 }
-                _ => {}
-            }
-            if rfi::include_like(&n) {
+                Arg::Body(_, raw) => raw
+                    .rsplit(|&c| matches!(c, b'.' | b':' | b'@'))
+                    .next()
+                    .unwrap_or(b""),
+                _ => b"",
+            };
+            if std::str::from_utf8(n).is_ok_and(rfi::include_like) {
+                let norm = self.w.norm.norm.as_str();
                 let v = excerpt(norm, 0);
                 self.det(det::RFI_INCLUDE, name, v);
             }

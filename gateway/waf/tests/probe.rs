@@ -119,7 +119,9 @@ fn timing() {
 /// `WAF_REPLAY=file.jsonl cargo test -p tollgate-waf --test probe replay -- --nocapture`
 #[test]
 fn replay() {
-    let Ok(path) = std::env::var("WAF_REPLAY") else { return };
+    let Ok(path) = std::env::var("WAF_REPLAY") else {
+        return;
+    };
     let p = Policy::compile(&PolicySpec::default()).unwrap();
     let mut s = Scratch::new();
     let text = std::fs::read_to_string(path).unwrap();
@@ -129,8 +131,15 @@ fn replay() {
             "{:>3} {} {} {}",
             o.score,
             r.line,
-            String::from_utf8_lossy(&r.target).chars().take(100).collect::<String>(),
-            o.matches.iter().map(|m| m.rule_id.to_string()).collect::<Vec<_>>().join(",")
+            String::from_utf8_lossy(&r.target)
+                .chars()
+                .take(100)
+                .collect::<String>(),
+            o.matches
+                .iter()
+                .map(|m| m.rule_id.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         );
     }
 }

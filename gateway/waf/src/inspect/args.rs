@@ -18,7 +18,7 @@ pub(super) enum Arg<'x> {
     Request,
 }
 
-pub(super) fn lossy_decoded(raw: &[u8], out: &mut String) {
+fn lossy_decoded(raw: &[u8], out: &mut String) {
     let mut buf = Vec::new();
     let s: &[u8] = if url_decode(raw, &mut buf, true) {
         &buf

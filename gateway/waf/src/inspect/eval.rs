@@ -23,7 +23,7 @@ impl Engine<'_, '_> {
         match f {
             Field::SourceIp => op.test_ip(req.client_ip),
             Field::Path => op.test(&self.w.path),
-            Field::Method => op.test(&req.method.to_ascii_lowercase()),
+            Field::Method => op.test(req.method),
             Field::Host => {
                 let h = req.authority.or_else(|| req.header("host")).unwrap_or(b"");
                 let h = String::from_utf8_lossy(h);
@@ -35,7 +35,7 @@ impl Engine<'_, '_> {
                     }
                     _ => &h,
                 };
-                op.test(&h.to_ascii_lowercase())
+                op.test(h)
             }
             Field::Header(n) => req
                 .headers
