@@ -533,7 +533,7 @@ impl Engine<'_, '_> {
                 match &rule.re {
                     None => hits.push((ri as u32, m.start() as u32)),
                     Some(re) => {
-                        if let Some(found) = re.find(target) {
+                        if let Some(found) = re.find(target.as_bytes()) {
                             hits.push((ri as u32, found.start() as u32));
                         }
                     }

@@ -61,7 +61,9 @@ fn timing() {
     if std::env::var("WAF_TIMING").is_err() {
         return;
     }
+    let t = std::time::Instant::now();
     let p = Policy::compile(&PolicySpec::default()).unwrap();
+    println!("compile: {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
     let mut s = Scratch::new();
     let headers: &[(&str, &[u8])] = &[
         ("host", b"shop.example.com"),
