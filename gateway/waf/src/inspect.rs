@@ -425,8 +425,13 @@ impl Engine<'_, '_> {
             && xss_gate(norm)
             && libinjectionrs::detect_xss(norm.as_bytes()).is_injection()
         {
+            let d = if norm.contains('<') {
+                det::XSS
+            } else {
+                det::XSS_ATTRIBUTE
+            };
             let v = excerpt(norm, 0);
-            self.det(det::XSS, name, v);
+            self.det(d, name, v);
         }
         let norm = self.w.norm.norm.as_str();
         if self.det_on(det::LOG4SHELL) && java::log4shell(norm, &mut self.w.log4j) {

@@ -281,6 +281,12 @@ pub(crate) const DETECTORS: &[(&str, Group, Severity, u8)] = &[
         1,
     ),
     (sqli::STATEMENT, Group::Sqli, Severity::Warning, 1),
+    (
+        xss::LIBINJECTION_ATTRIBUTE,
+        Group::Xss,
+        Severity::Warning,
+        1,
+    ),
     (nodejs::PROTOTYPE_KEY, Group::Nodejs, Severity::Critical, 1),
     (protocol::MISSING_HOST, Group::Protocol, Severity::Notice, 1),
     (
@@ -328,19 +334,20 @@ pub(crate) mod det {
     pub const RFI_INCLUDE: usize = 7;
     pub const SESSION_PARAM: usize = 8;
     pub const SQLI_STATEMENT: usize = 9;
-    pub const PROTO_KEY: usize = 10;
-    pub const MISSING_HOST: usize = 11;
-    pub const DUPLICATE_HOST: usize = 12;
-    pub const METHOD: usize = 13;
-    pub const TOO_MANY_ARGS: usize = 14;
-    pub const ARG_TOO_LONG: usize = 15;
-    pub const INVALID_UTF8: usize = 16;
-    pub const NUL: usize = 17;
-    pub const CONTENT_TYPE: usize = 18;
-    pub const BODY_OVER_LIMIT: usize = 19;
-    pub const BODY_PARSE: usize = 20;
-    pub const LIMITS: usize = 21;
-    pub const XXE_DTD: usize = 22;
+    pub const XSS_ATTRIBUTE: usize = 10;
+    pub const PROTO_KEY: usize = 11;
+    pub const MISSING_HOST: usize = 12;
+    pub const DUPLICATE_HOST: usize = 13;
+    pub const METHOD: usize = 14;
+    pub const TOO_MANY_ARGS: usize = 15;
+    pub const ARG_TOO_LONG: usize = 16;
+    pub const INVALID_UTF8: usize = 17;
+    pub const NUL: usize = 18;
+    pub const CONTENT_TYPE: usize = 19;
+    pub const BODY_OVER_LIMIT: usize = 20;
+    pub const BODY_PARSE: usize = 21;
+    pub const LIMITS: usize = 22;
+    pub const XXE_DTD: usize = 23;
 }
 
 /// Whether libinjection's SQL check is worth running: a quote to break out of a
@@ -404,6 +411,7 @@ mod tests {
         assert_eq!(at(det::RFI_INCLUDE), rfi::INCLUDE_PARAM);
         assert_eq!(at(det::SESSION_PARAM), session::PARAM);
         assert_eq!(at(det::SQLI_STATEMENT), sqli::STATEMENT);
+        assert_eq!(at(det::XSS_ATTRIBUTE), xss::LIBINJECTION_ATTRIBUTE);
         assert_eq!(at(det::PROTO_KEY), nodejs::PROTOTYPE_KEY);
         assert_eq!(at(det::MISSING_HOST), protocol::MISSING_HOST);
         assert_eq!(at(det::DUPLICATE_HOST), protocol::DUPLICATE_HOST);

@@ -9,6 +9,9 @@ use super::{rule, RuleDef};
 
 /// libinjection detector id.
 pub(crate) const LIBINJECTION: &str = "xss.libinjection";
+/// libinjection's verdict on a value with no tag: an attribute (`style="..."`) is
+/// weak evidence alone; event handlers and `javascript:` have their own rules.
+pub(crate) const LIBINJECTION_ATTRIBUTE: &str = "xss.libinjection_attribute";
 
 pub(crate) const RULES: &[RuleDef] = &[
     rule(
