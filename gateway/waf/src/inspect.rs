@@ -363,8 +363,9 @@ impl Engine<'_, '_> {
                 excerpt(&String::from_utf8_lossy(&raw[..raw.len().min(64)]), 0),
             );
         }
-        // A scanner names itself in one plain word (`ZmEu`): user agents always go on.
-        if raw.is_empty() || (is_plain(raw) && l & loc::UA == 0) {
+        // A scanner names itself in one plain word (`ZmEu`), a web shell in a plain
+        // file name (`shell.php`): those always go on.
+        if raw.is_empty() || (is_plain(raw) && l & (loc::UA | loc::FILENAME) == 0) {
             return;
         }
         normalise(raw, plus, &mut self.w.norm);

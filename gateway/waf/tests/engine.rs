@@ -558,3 +558,44 @@ rules:
         .unwrap()
         .contains("critical=5"));
 }
+
+#[test]
+fn policy_is_shareable_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Policy>();
+    assert_send_sync::<Outcome>();
+    fn assert_send<T: Send>() {}
+    assert_send::<Scratch>();
+}
+
+#[test]
+fn uploads_of_server_scripts() {
+    let p = policy("{}");
+    let up = |name: &str| {
+        let body = format!("--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\nContent-Type: application/octet-stream\r\n\r\n\x00\x01\r\n--b--\r\n");
+        get("/upload")
+            .post("multipart/form-data; boundary=b", body)
+            .run(&p)
+    };
+    for bad in [
+        "shell.php",
+        "avatar.php.jpg",
+        "x.phtml",
+        "cmd.jsp",
+        "a.aspx",
+        ".htaccess",
+    ] {
+        let o = up(bad);
+        assert!(o.is_blocked(), "{bad}");
+        assert_eq!(o.matches[0].argument, "multipart-filename:file");
+    }
+    for ok in [
+        "photo.jpg",
+        "report.pdf",
+        "My CV (final).docx",
+        "résumé.pdf",
+        "php-notes.txt",
+    ] {
+        assert!(!up(ok).would_block(), "{ok}");
+    }
+}

@@ -117,4 +117,26 @@ pub(crate) const RULES: &[RuleDef] = &[
         &[":{", "o:", "c:"],
         r#"(?:^|[;{(\s"'])[oc]:[+]?\d+:"[a-z_\\][\w\\]*":\d+:\{|^a:\d+:\{(?:[isbd]:[^;]*;|s:\d+:"[^"]*";)*[oc]:\d+:""#,
     ),
+    rule(
+        "php.upload_script",
+        G,
+        Critical,
+        1,
+        FILENAME,
+        Norm,
+        &[
+            ".ph",
+            ".jsp",
+            ".asp",
+            ".ashx",
+            ".asa",
+            ".cer",
+            ".htaccess",
+            ".user.ini",
+            ".shtml",
+        ],
+        // A file a web server would execute: a web shell upload, also behind a
+        // second extension (`shell.php.jpg`) or a NUL (`shell.php%00.jpg`).
+        r"\.(?:ph(?:p\d?|tml|ar|t|ps)|jspx?|aspx?|ashx|asa|cer|shtml)(?:\.|$|\s)|(?:^|/)\.htaccess$|(?:^|/)\.user\.ini$",
+    ),
 ];
