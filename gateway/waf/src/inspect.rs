@@ -365,6 +365,15 @@ impl Engine<'_, '_> {
         }
         // A scanner names itself in one plain word (`ZmEu`), a web shell in a plain
         // file name (`shell.php`): those always go on.
+        // Structured headers (Accept, Cache-Control ...) only matter for payloads that
+        // need one of these characters (`${jndi:`, `() {`, an escape).
+        if l == loc::HSTRUCT
+            && !raw
+                .iter()
+                .any(|c| matches!(c, b'$' | b'(' | b'%' | b'{' | b'#' | b'\\' | b'&'))
+        {
+            return;
+        }
         if raw.is_empty() || (is_plain(raw) && l & (loc::UA | loc::FILENAME) == 0) {
             return;
         }
@@ -447,7 +456,7 @@ impl Engine<'_, '_> {
         let norm = self.w.norm.norm.as_str();
         if l & (loc::ARGS | loc::HEADER | loc::PATH) != 0
             && self.det_on(det::SSRF_INTERNAL)
-            && (norm.contains("//")
+            && (crate::normalise::has_pair(norm.as_bytes(), b'/', b'/')
                 || norm.starts_with(|c: char| c.is_ascii_digit() || c == '[' || c == 'l'))
         {
             let t = ssrf::classify(norm);

@@ -107,7 +107,7 @@ pub(crate) const RULES: &[RuleDef] = &[
 /// if the resolved text has a JNDI lookup. Linear: each `${` is resolved once, with a
 /// nesting limit.
 pub(crate) fn log4shell(norm: &str, out: &mut String) -> bool {
-    if !norm.contains("${") {
+    if !crate::normalise::has_pair(norm.as_bytes(), b'$', b'{') {
         return false;
     }
     out.clear();

@@ -11,6 +11,20 @@ use super::{rule, RuleDef};
 /// libinjection detector id.
 pub(crate) const LIBINJECTION: &str = "sqli.libinjection";
 
+const TAUTOLOGY_LITERALS: &[&str] = &[
+    "'or", "'and", "'xor", "'||", "'&&", "' or", "' and", "' xor", "' ||", "' &&", "\"or", "\"and",
+    "\"xor", "\"||", "\"&&", "\" or", "\" and", "\" xor", "\" ||", "\" &&", ")or", ")and", ")xor",
+    ")||", ")&&", ") or", ") and", ") xor", ") ||", ") &&", "0or", "0and", "0xor", "0||", "0&&",
+    "0 or", "0 and", "0 xor", "0 ||", "0 &&", "1or", "1and", "1xor", "1||", "1&&", "1 or", "1 and",
+    "1 xor", "1 ||", "1 &&", "2or", "2and", "2xor", "2||", "2&&", "2 or", "2 and", "2 xor", "2 ||",
+    "2 &&", "3or", "3and", "3xor", "3||", "3&&", "3 or", "3 and", "3 xor", "3 ||", "3 &&", "4or",
+    "4and", "4xor", "4||", "4&&", "4 or", "4 and", "4 xor", "4 ||", "4 &&", "5or", "5and", "5xor",
+    "5||", "5&&", "5 or", "5 and", "5 xor", "5 ||", "5 &&", "6or", "6and", "6xor", "6||", "6&&",
+    "6 or", "6 and", "6 xor", "6 ||", "6 &&", "7or", "7and", "7xor", "7||", "7&&", "7 or", "7 and",
+    "7 xor", "7 ||", "7 &&", "8or", "8and", "8xor", "8||", "8&&", "8 or", "8 and", "8 xor", "8 ||",
+    "8 &&", "9or", "9and", "9xor", "9||", "9&&", "9 or", "9 and", "9 xor", "9 ||", "9 &&",
+];
+
 pub(crate) const RULES: &[RuleDef] = &[
     rule(
         "sqli.union_select",
@@ -107,7 +121,8 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         INPUT,
         Sql,
-        &["or", "and", "||", "&&", "xor"],
+        // A quote, digit or parenthesis right before the operator (as the regex says).
+        TAUTOLOGY_LITERALS,
         r#"['"\d)]\s*(?:\bor\b|\band\b|\bxor\b|\|\||&&)\s*\(?\s*(?:['"]?\w*['"]?\s*(?:[=<>!]=?|\blike\b|\bis\b|\bbetween\b|\bin\b)\s*\(?['"]?\w*|not\s|true\b|\d+\s*(?:--|#|$))"#,
     ),
     rule(

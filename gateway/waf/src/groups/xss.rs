@@ -31,7 +31,9 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         INPUT | NAMES,
         Norm,
-        &["on"],
+        &[
+            "<", " on", "\"on", "'on", "`on", "/on", "\ton", "\non", "\ron", "\x0con",
+        ],
         r#"<[a-z!/?][^>]*?[\s/"'`]on[a-z]{3,}\s*=|^\W*[\s"'`/]on(?:error|load|mouse\w+|focus|blur|click|key\w+|animation\w+|transition\w+|pointer\w+|toggle|begin|pageshow|input|change|submit|wheel|scroll|drag\w*|copy|paste|touch\w+)\s*="#,
     ),
     rule(
