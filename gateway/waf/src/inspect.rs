@@ -305,13 +305,13 @@ impl Engine<'_, '_> {
     }
 
     fn content_type_allowed(&self, media: &[u8]) -> bool {
-        let Ok(m) = std::str::from_utf8(media) else {
-            return false;
-        };
+        let m = media;
         self.p.content_types.iter().any(|(t, prefix)| {
+            let t = t.as_bytes();
             if *prefix {
-                m.len() >= t.len() && m[..t.len()].eq_ignore_ascii_case(t)
-            } else if let Some((pre, suf)) = t.split_once('*') {
+                m.get(..t.len()).is_some_and(|p| p.eq_ignore_ascii_case(t))
+            } else if let Some(star) = t.iter().position(|&c| c == b'*') {
+                let (pre, suf) = (&t[..star], &t[star + 1..]);
                 m.len() >= pre.len() + suf.len()
                     && m[..pre.len()].eq_ignore_ascii_case(pre)
                     && m[m.len() - suf.len()..].eq_ignore_ascii_case(suf)

@@ -599,3 +599,29 @@ fn uploads_of_server_scripts() {
         assert!(!up(ok).would_block(), "{ok}");
     }
 }
+
+/// Found by the fuzzer: a header name that is not ASCII was sliced inside a character.
+#[test]
+fn non_ascii_names_and_types_do_not_panic() {
+    let p = policy("{}");
+    for (k, v) in [
+        ("\u{fffd}\u{fffd}Host", "h"),
+        ("sé", "x"),
+        ("content-type", "applicatiön/jsön*"),
+        ("content-type", "ééé/*"),
+    ] {
+        let headers: Vec<(&str, &[u8])> = vec![("host", b"h"), (k, v.as_bytes())];
+        let req = Request {
+            method: "POST",
+            target: "/é?é=é&aspsessionidé=1&u=é@x".as_bytes(),
+            authority: None,
+            headers: &headers,
+            client_ip: "192.0.2.1".parse().unwrap(),
+            body: Some(Body {
+                bytes: "é".as_bytes(),
+                truncated: false,
+            }),
+        };
+        let _ = p.inspect(&req, &mut Scratch::new());
+    }
+}

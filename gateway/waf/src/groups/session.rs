@@ -41,7 +41,10 @@ pub(crate) fn session_name(name: &str) -> bool {
     ];
     let n = name.trim();
     NAMES.iter().any(|k| n.eq_ignore_ascii_case(k))
-        || n.len() > 12 && n[..12].eq_ignore_ascii_case("aspsessionid")
+        || n.len() > 12
+            && n.as_bytes()
+                .get(..12)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"aspsessionid"))
 }
 
 /// A session id as a path parameter (`/app;jsessionid=...`).

@@ -155,7 +155,9 @@ pub(crate) fn classify(norm: &str) -> Target {
     if !found && v.len() <= 64 && !v.contains(' ') {
         // A bare host or address in a parameter (`?host=0x7f.1`).
         let h = authority(v);
-        if h.len() == v.len() || v[h.len()..].starts_with(['/', ':']) {
+        // The host is the whole value, or what precedes a path or port.
+        let rest = v.as_bytes().get(h.len()..).unwrap_or(b"");
+        if v.starts_with(h) && (rest.is_empty() || rest[0] == b'/' || rest[0] == b':') {
             let t = classify_host(h);
             if t != Target::Public && looks_like_address(h) {
                 consider(h, host_port(v));

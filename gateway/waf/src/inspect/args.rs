@@ -157,7 +157,10 @@ pub(super) fn header_loc(name: &str) -> u16 {
     if name.eq_ignore_ascii_case("user-agent") {
         return loc::UA | loc::HEADER;
     }
-    if name.len() > 4 && name[..4].eq_ignore_ascii_case("sec-")
+    if name
+        .as_bytes()
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"sec-"))
         || STRUCTURED.iter().any(|s| name.eq_ignore_ascii_case(s))
     {
         return loc::HSTRUCT;
