@@ -703,7 +703,12 @@ impl Sink for Engine<'_, '_> {
         } else {
             loc::BODY
         };
-        self.arg(l, Arg::Body(src, name), value, src == Src::Form, true);
+        // Form and multipart fields become a framework's parameter map, so they count
+        // against `max_arguments` like query arguments; JSON and XML values are bounded
+        // by `body.limit` and the depth limit instead (a bulk JSON array is not an
+        // attack).
+        let counts = matches!(src, Src::Form | Src::Multipart);
+        self.arg(l, Arg::Body(src, name), value, src == Src::Form, counts);
         !self.stop
     }
 }

@@ -31,7 +31,7 @@ pub struct Outcome {
 /// Work counters of one inspection (bounded by the policy's limits, whatever the input).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Stats {
-    /// Query and body arguments counted against `max_arguments`.
+    /// Query, form and multipart arguments counted against `max_arguments`.
     pub arguments: u32,
     /// Bytes of values inspected (before decoding).
     pub bytes: u64,

@@ -54,8 +54,9 @@ pub struct PolicySpec {
     /// Off by default: APIs use PUT, PATCH and DELETE.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_methods: Option<Vec<String>>,
-    /// More query + body arguments than this is a `protocol` match (error, 4); the
-    /// engine stops inspecting arguments past it.
+    /// More query, form and multipart arguments than this is a `protocol` match
+    /// (critical, 5); the engine stops inspecting arguments past it. JSON and XML
+    /// values are bounded by `body.limit` and a nesting depth of 64 instead.
     #[serde(default = "default_max_arguments")]
     pub max_arguments: u32,
     /// An argument value longer than this (bytes, before decoding) is a `protocol`

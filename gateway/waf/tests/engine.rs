@@ -477,6 +477,12 @@ fn pathological_inputs_are_bounded() {
         o.stats,
         o.limited
     );
+    // A bulk JSON array of 3,000 strings is not "too many arguments".
+    let bulk: Vec<String> = (0..3000).map(|i| format!("\"item {i}\"")).collect();
+    let o = get("/")
+        .post("application/json", format!("[{}]", bulk.join(",")))
+        .run(&p);
+    assert!(!o.would_block(), "{:?}", o.matches);
     // 10,000 multipart parts: stopped at the argument limit.
     let mp: String = (0..10_000)
         .map(|i| format!("--b\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nv w\r\n"))
