@@ -400,7 +400,7 @@ impl Engine<'_, '_> {
         self.table(l, name);
         let nb = &self.w.norm;
         let norm = nb.norm.as_str();
-        let values = l & (loc::INPUT) != 0;
+        let values = l & (loc::INPUT | loc::NAMES) != 0;
         // libinjection, where SQL or HTML could be.
         if values && self.det_on(det::SQLI) {
             let mut hit = None;
