@@ -1,9 +1,9 @@
 //! Undo what attackers encode, into reusable buffers.
 //!
 //! One value goes through: up to [`URL_ROUNDS`] rounds of URL decoding (`%XX`, `%uXXXX`,
-//! `+` as space where the value came from a query or form), HTML entities (named and
-//! numeric, with or without `;`), NUL removal, Unicode NFKC (folds fullwidth and other
-//! compatibility forms) when not ASCII, and lower case: the *norm* view. From it, views
+//! `+` as space where the value came from a query or form), JavaScript escapes (`\x3c`,
+//! `\u003c`), HTML entities (named and numeric, with or without `;`), NUL removal,
+//! Unicode NFKC (folds fullwidth and other compatibility forms) when not ASCII, and lower case: the *norm* view. From it, views
 //! some groups need: *sql* (comments `/**/` as spaces), *shell* (quotes and backslashes
 //! inside words dropped, `$IFS` as a space) and *path* (backslashes as slashes, `//` and
 //! `/./` collapsed). Every step is linear in its input and writes into [`NormBufs`], so
@@ -134,6 +134,58 @@ pub fn url_decode(src: &[u8], dst: &mut Vec<u8>, plus_space: bool) -> bool {
             continue;
         }
         dst.push(c);
+        i += 1;
+    }
+    changed
+}
+
+/// Decode JavaScript escapes `\xHH`, `\uHHHH` and `\u{H..}` of `src` into `dst`
+/// (cleared); other backslashes stay (Windows paths, shell escapes). Returns whether
+/// anything changed.
+pub fn js_decode(src: &[u8], dst: &mut Vec<u8>) -> bool {
+    dst.clear();
+    dst.reserve(src.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < src.len() {
+        if src[i] == b'\\' {
+            let hexes = |from: usize, n: usize| -> Option<u32> {
+                let d = src.get(from..from + n)?;
+                d.iter()
+                    .try_fold(0u32, |acc, &c| hex(c).map(|v| acc << 4 | u32::from(v)))
+            };
+            match src.get(i + 1) {
+                Some(b'x') => {
+                    if let Some(cp) = hexes(i + 2, 2) {
+                        push_char(dst, cp);
+                        i += 4;
+                        changed = true;
+                        continue;
+                    }
+                }
+                Some(b'u') if src.get(i + 2) == Some(&b'{') => {
+                    let end = src[i + 3..].iter().take(7).position(|&c| c == b'}');
+                    if let Some(n) = end.filter(|n| (1..=6).contains(n)) {
+                        if let Some(cp) = hexes(i + 3, n) {
+                            push_char(dst, cp);
+                            i += 4 + n;
+                            changed = true;
+                            continue;
+                        }
+                    }
+                }
+                Some(b'u') => {
+                    if let Some(cp) = hexes(i + 2, 4) {
+                        push_char(dst, cp);
+                        i += 6;
+                        changed = true;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        dst.push(src[i]);
         i += 1;
     }
     changed
@@ -274,6 +326,11 @@ pub fn normalise(raw: &[u8], plus_space: bool, bufs: &mut NormBufs) {
         }
         std::mem::swap(a, b);
         plus = false;
+    }
+    if has_pair(a, b'\\', b'x') || has_pair(a, b'\\', b'u') {
+        if js_decode(a, b) {
+            std::mem::swap(a, b);
+        }
     }
     if a.contains(&b'&') && html_decode(a, b) {
         std::mem::swap(a, b);

@@ -21,6 +21,18 @@ fn url_decoding_is_repeated_and_bounded() {
 }
 
 #[test]
+fn javascript_escapes() {
+    assert_eq!(norm("\\x3cscript\\x3e", false).norm, "<script>");
+    assert_eq!(norm("\\u003cimg\\u{3e}", false).norm, "<img>");
+    // Other backslashes stay: paths and shell escapes are read by their own views.
+    assert_eq!(
+        norm("c:\\users\\xavier\\ufo", false).norm,
+        "c:\\users\\xavier\\ufo"
+    );
+    assert_eq!(norm("..\\x2e\\x2e\\", false).norm, "....\\");
+}
+
+#[test]
 fn html_entities() {
     assert_eq!(norm("&lt;img&gt;", false).norm, "<img>");
     assert_eq!(norm("&#60;&#x3C;&#0000060&#X3c;", false).norm, "<<<<");
