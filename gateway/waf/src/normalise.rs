@@ -1,13 +1,14 @@
 //! Undo what attackers encode, into reusable buffers.
 //!
-//! One value goes through: up to [`URL_ROUNDS`] rounds of URL decoding (`%XX`, `%uXXXX`,
-//! `+` as space where the value came from a query or form), JavaScript escapes (`\x3c`,
-//! `\u003c`), HTML entities (named and numeric, with or without `;`), NUL removal,
-//! Unicode NFKC (folds fullwidth and other compatibility forms) when not ASCII, and lower case: the *norm* view. From it, views
-//! some groups need: *sql* (comments `/**/` as spaces), *shell* (quotes and backslashes
-//! inside words dropped, `$IFS` as a space) and *path* (backslashes as slashes, `//` and
-//! `/./` collapsed). Every step is linear in its input and writes into [`NormBufs`], so
-//! a warm buffer set allocates nothing.
+//! One value goes through: up to [`URL_ROUNDS`] rounds of URL decoding (`%XX`,
+//! `%uXXXX`, `+` as space where the value came from a query or form), JavaScript
+//! escapes (`\x3c`, `\u003c`), HTML entities (named and numeric, with or without `;`),
+//! NUL removal, Unicode NFKC (folds fullwidth and other compatibility forms) when not
+//! ASCII, and lower case: the *norm* view. From it, views some groups need: *sql*
+//! (comments `/**/` as spaces), *shell* (quotes and backslashes inside words dropped,
+//! `$IFS` as a space) and *path* (backslashes as slashes, `//` and `/./` collapsed).
+//! Every step is linear in its input and writes into [`NormBufs`], so a warm buffer set
+//! allocates nothing.
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -327,10 +328,8 @@ pub fn normalise(raw: &[u8], plus_space: bool, bufs: &mut NormBufs) {
         std::mem::swap(a, b);
         plus = false;
     }
-    if has_pair(a, b'\\', b'x') || has_pair(a, b'\\', b'u') {
-        if js_decode(a, b) {
-            std::mem::swap(a, b);
-        }
+    if (has_pair(a, b'\\', b'x') || has_pair(a, b'\\', b'u')) && js_decode(a, b) {
+        std::mem::swap(a, b);
     }
     if a.contains(&b'&') && html_decode(a, b) {
         std::mem::swap(a, b);
