@@ -27,12 +27,16 @@
 //!     body: Some(Body { bytes: b"", truncated: false }),
 //! };
 //! let outcome = policy.inspect(&req, &mut scratch);
-//! match &outcome.action {
-//!     Action::Block(deny) => assert_eq!(deny.status, 403), // answer deny.status now
-//!     Action::Pass | Action::Allow => unreachable!(),     // proxy on
-//! }
+//! // Log every match (rare; clean traffic has none), whatever the action.
 //! for m in &outcome.matches {
 //!     println!("{m}"); // sqli.libinjection (sqli, Critical) in query:q: "1' or '1'='1"
+//! }
+//! match &outcome.action {
+//!     // Answer now with deny.status (and deny.body/headers if set, else a page with
+//!     // the request id). In detect mode this never happens: `detect_only` is set.
+//!     Action::Block(deny) => assert_eq!(deny.status, 403),
+//!     // Proxy on. `Allow` came from an allow list or a custom `allow` rule.
+//!     Action::Pass | Action::Allow => {}
 //! }
 //! ```
 //!
@@ -48,6 +52,8 @@
 //! * [`replay`] parses recorded traffic (JSON lines, HAR, access logs) and aggregates
 //!   what a policy would block, false-positive candidates first.
 //!
+//! The policy keys, rule ids and severities are described in `docs/waf.md`.
+//!
 //! Costs: all patterns are compiled at load into one Aho-Corasick automaton (literal
 //! prefilter) and `regex` confirmations (linear time, no backtracking); values made of
 //! letters, digits, `_-.` skip the rules; parsing is iterative and bounded by
@@ -58,9 +64,9 @@
 mod body;
 mod compile;
 mod custom;
-pub mod groups;
+mod groups;
 mod inspect;
-pub mod normalise;
+mod normalise;
 pub mod replay;
 mod request;
 mod score;
