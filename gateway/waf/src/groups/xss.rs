@@ -34,7 +34,7 @@ pub(crate) const RULES: &[RuleDef] = &[
         &[
             "<", " on", "\"on", "'on", "`on", "/on", "\ton", "\non", "\ron", "\x0con",
         ],
-        r#"<[a-z!/?][^>]*?[\s/"'`]on[a-z]{3,}\s*=|^\W*[\s"'`/]on(?:error|load|mouse\w+|focus|blur|click|key\w+|animation\w+|transition\w+|pointer\w+|toggle|begin|pageshow|input|change|submit|wheel|scroll|drag\w*|copy|paste|touch\w+)\s*="#,
+        r#"<[a-z!/?][^>]*?[\s/"'`]on[a-z]{3,}\s*=|(?:^\W*|["'`][^<>]{0,200}?)[\s"'`/]on(?:error|load|mouse\w+|focus|blur|click|key\w+|animation\w+|transition\w+|pointer\w+|toggle|begin|pageshow|input|change|submit|wheel|scroll|drag\w*|copy|paste|touch\w+)\s*="#,
     ),
     rule(
         "xss.dangerous_tag",
