@@ -23,7 +23,10 @@ pub struct Request<'a> {
     pub body: Option<Body<'a>>,
 }
 
-/// A request body, or its first bytes.
+/// A request body, or its first bytes. How it is parsed comes from the request's
+/// `Content-Type` header (form, multipart, JSON and `+json`, XML; other text is
+/// inspected whole; images, archives, octet-streams and protobuf are not read); with
+/// no Content-Type, `{`/`[` means JSON and `<` XML.
 #[derive(Debug, Clone, Copy)]
 pub struct Body<'a> {
     /// The bytes read (at most the policy's `body.limit` are inspected).
