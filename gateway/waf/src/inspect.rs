@@ -375,6 +375,21 @@ impl Engine<'_, '_> {
             return;
         }
         if raw.is_empty() || (is_plain(raw) && l & (loc::UA | loc::FILENAME) == 0) {
+            // A bare address is plain too: `?host=169.254.169.254`, `?u=2852039166`.
+            if l & loc::ARGS != 0 && self.det_on(det::SSRF_METADATA) {
+                if let Some(t) = ssrf::plain_address(raw) {
+                    let d = if t == ssrf::Target::Metadata {
+                        det::SSRF_METADATA
+                    } else {
+                        det::SSRF_INTERNAL
+                    };
+                    self.det(
+                        d,
+                        name,
+                        String::from_utf8_lossy(raw).chars().take(64).collect(),
+                    );
+                }
+            }
             return;
         }
         normalise(raw, plus, &mut self.w.norm);

@@ -494,6 +494,27 @@ mod tests {
     }
 
     #[test]
+    fn bare_addresses() {
+        use ssrf::{plain_address, Target::*};
+        for (v, want) in [
+            ("169.254.169.254", Some(Metadata)),
+            ("2852039166", Some(Metadata)),
+            ("0xA9FEA9FE", Some(Metadata)),
+            ("metadata.google.internal", Some(Metadata)),
+            ("127.0.0.1", Some(Internal)),
+            ("localhost", Some(Internal)),
+            ("2130706433", None),
+            ("0.0", None),
+            ("59.99", None),
+            ("1715940000", None),
+            ("10.0.0.1", None),
+            ("v1.2.3", None),
+        ] {
+            assert_eq!(plain_address(v.as_bytes()), want, "{v}");
+        }
+    }
+
+    #[test]
     fn log4shell_resolution() {
         let mut out = String::new();
         for a in [

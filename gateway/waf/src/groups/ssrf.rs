@@ -52,6 +52,37 @@ pub(crate) const RULES: &[RuleDef] = &[
     ),
 ];
 
+/// A plain value (letters, digits, `.-_`) that is an address of a metadata service or
+/// the loopback: a dotted quad, a `0x` number, a metadata name, or the metadata address
+/// as one decimal number. Numbers that only decode to an address by accident (`0.0`,
+/// an id) are left alone.
+pub(crate) fn plain_address(raw: &[u8]) -> Option<Target> {
+    if raw.len() > 64 || raw.len() < 5 {
+        return None;
+    }
+    let has = |n: &[u8]| raw.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n));
+    let first = raw[0];
+    let dotted_quad = first.is_ascii_digit()
+        && raw.iter().filter(|&&c| c == b'.').count() == 3
+        && raw.iter().all(|c| c.is_ascii_digit() || *c == b'.');
+    let decimal = raw.len() >= 9 && raw.len() <= 10 && raw.iter().all(u8::is_ascii_digit);
+    let named = matches!(first, b'0' | b'm' | b'M' | b'i' | b'I' | b'l' | b'L')
+        && (has(b"0x") || has(b"metadata") || has(b"instance-data") || has(b"localhost"))
+        || has(b".nip.io")
+        || has(b".xip.io")
+        || has(b".sslip.io");
+    if !(dotted_quad || decimal || named) {
+        return None;
+    }
+    // Only candidates get here: the allocation is off the clean path.
+    let lower = std::str::from_utf8(raw).ok()?.to_ascii_lowercase();
+    match classify_host(&lower) {
+        Target::Metadata => Some(Target::Metadata),
+        Target::Internal if !decimal => Some(Target::Internal),
+        _ => None,
+    }
+}
+
 /// What a host in a URL points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Target {
