@@ -68,9 +68,12 @@ pub(crate) fn plain_address(raw: &[u8]) -> Option<Target> {
     let decimal = raw.len() >= 9 && raw.len() <= 10 && raw.iter().all(u8::is_ascii_digit);
     let named = matches!(first, b'0' | b'm' | b'M' | b'i' | b'I' | b'l' | b'L')
         && (has(b"0x") || has(b"metadata") || has(b"instance-data") || has(b"localhost"))
-        || has(b".nip.io")
-        || has(b".xip.io")
-        || has(b".sslip.io");
+        || [&b".nip.io"[..], b".xip.io", b".sslip.io"]
+            .iter()
+            .any(|suffix| {
+                raw.len() > suffix.len()
+                    && raw[raw.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            });
     if !(dotted_quad || decimal || named) {
         return None;
     }
