@@ -173,6 +173,7 @@ fn corpus() {
         all_b.1
     );
     assert!(attacks.len() >= 300 && benign.len() >= 300);
-    assert!(pct(all_a) >= 90.0, "detection {:.1}%", pct(all_a));
-    assert!(pct(all_b) <= 2.0, "false positives {:.2}%", pct(all_b));
+    // Set from what the engine reaches (99.8% / 0.54%), with a little room.
+    assert!(pct(all_a) >= 98.0, "detection {:.1}%", pct(all_a));
+    assert!(pct(all_b) <= 1.0, "false positives {:.2}%", pct(all_b));
 }
