@@ -40,6 +40,10 @@ pub struct Ctx {
     pub desync: Option<crate::desync::Reason>,
     /// Ask the upstream to close its connection after this request (desync defence).
     pub close_upstream: bool,
+    /// A request body the WAF inspects as it streams.
+    pub waf_stream: Option<crate::waf::Streaming>,
+    /// The WAF refused the body mid-stream: the answer `fail_to_proxy` gives.
+    pub waf_block: Option<crate::filters::Rejection>,
     /// The client asked to upgrade the connection (WebSocket).
     pub upgrade: bool,
     /// The connection was upgraded: counted in `gateway_upgraded_connections` until
@@ -84,6 +88,8 @@ impl Ctx {
             answered: None,
             desync: None,
             close_upstream: false,
+            waf_stream: None,
+            waf_block: None,
             upgrade: false,
             upgraded: None,
             trace: TraceContext::default(),

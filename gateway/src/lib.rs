@@ -43,3 +43,4 @@ pub mod tls;
 pub mod trace;
 pub mod transform;
 pub mod upgrade;
+pub mod waf;

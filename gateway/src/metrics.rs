@@ -32,6 +32,8 @@ pub struct Metrics {
     pub desync: IntCounterVec,
     pub upgraded: IntGaugeVec,
     pub upgrades: IntCounterVec,
+    pub waf_requests: IntCounterVec,
+    pub waf_rule_matches: IntCounterVec,
     pub rate_limit_decisions: IntCounterVec,
     pub redis_duration: Histogram,
     pub redis_errors: IntCounterVec,
@@ -152,6 +154,16 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         [c("monitor"), c("defensive"), c("strictest")]
     },
     desync,
+    waf_requests: m::counter_vec(
+        "gateway_waf_requests_total",
+        "Requests inspected by a WAF policy, by route, policy and action (pass, block, detect: would have blocked, allow: allow list or rule)",
+        &["route", "policy", "action"],
+    ),
+    waf_rule_matches: m::counter_vec(
+        "gateway_waf_rule_matches_total",
+        "WAF rule matches, by policy, rule id and group (counted in detect mode too)",
+        &["policy", "rule", "group"],
+    ),
     upgraded: m::gauge_vec(
         "gateway_upgraded_connections",
         "Upgraded connections (WebSockets) open now, by route",

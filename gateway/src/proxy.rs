@@ -142,8 +142,14 @@ impl ProxyHttp for GatewayProxy {
             return Ok(true);
         };
         ctx.matched = Some(index);
+        if let Some(waf) = &route.config.waf {
+            if let Some(r) = crate::waf::on_request(session, ctx, waf).await? {
+                respond::reject(session, ctx, &r).await?;
+                return Ok(true);
+            }
+        }
         let view = RequestView {
-            req,
+            req: session.req_header(),
             client: &ctx.client,
             route: &route.config.name,
         };
@@ -377,11 +383,22 @@ impl ProxyHttp for GatewayProxy {
     /// `min_request_body_rate` on average (each wait is bounded by the read timeout).
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<bytes::Bytes>,
         end_of_stream: bool,
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
+        if ctx.waf_stream.is_some() {
+            if let Some(r) =
+                crate::waf::on_body_chunk(ctx, session.req_header(), body.as_ref(), end_of_stream)
+            {
+                let mut e =
+                    Error::explain(ErrorType::Custom("waf"), "request body refused by the WAF");
+                e.as_down();
+                ctx.waf_block = Some(r);
+                return Err(e);
+            }
+        }
         let rate = ctx.snap.config.min_request_body_rate;
         let max = ctx.route().and_then(|r| r.config.max_request_body);
         if (rate == 0 && max.is_none()) || ctx.upgrade {
@@ -483,7 +500,10 @@ impl ProxyHttp for GatewayProxy {
         e: &Error,
         ctx: &mut Box<Ctx>,
     ) -> FailToProxy {
-        let rejection = attempts::failure_rejection(e);
+        let rejection = ctx
+            .waf_block
+            .take()
+            .or_else(|| attempts::failure_rejection(e));
         match rejection.as_ref() {
             Some(r) if session.response_written().is_none() => {
                 let _ = respond::reject(session, ctx, r).await;

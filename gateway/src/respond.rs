@@ -26,7 +26,7 @@ pub async fn reject(
     ctx.rejection_detail = Some(r.detail.to_string());
     METRICS.rejected.with_label_values(&[r.reason]).inc();
     let id = ctx.ids.request_id.as_ref();
-    let body = body(r, id);
+    let body = r.body.clone().unwrap_or_else(|| body(r, id));
     let mut resp = ResponseHeader::build(r.status, Some(6 + r.headers.len()))?;
     resp.insert_header(CONTENT_TYPE, TEXT_PLAIN)?;
     resp.insert_header(CONTENT_LENGTH, body.len())?;

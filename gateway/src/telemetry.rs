@@ -138,6 +138,16 @@ fn access_line(
     l.opt_str("rejection", ctx.rejected);
     l.opt_str("action", ctx.answered);
     l.opt_str("desync", ctx.desync.map(crate::desync::Reason::as_str));
+    if let Some(w) = &ctx.filter_state.waf {
+        l.str("waf_action", w.action)
+            .uint("waf_score", u64::from(w.score));
+        if !w.rules.is_empty() {
+            l.str("waf_rules", &w.rules);
+        }
+        if !w.labels.is_empty() {
+            l.str("waf_labels", &w.labels);
+        }
+    }
     l.opt_str("rejection_detail", ctx.rejection_detail.as_deref());
     l.finish()
 }

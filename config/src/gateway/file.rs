@@ -36,6 +36,9 @@ pub struct GatewayFile {
     /// Named rate-limit policies that routes list in `rate_limit`.
     #[serde(default)]
     pub rate_limits: BTreeMap<String, super::ratelimit::RateLimitFile>,
+    /// WAF policies, by name; a route uses one with `waf: NAME` (see docs/waf.md).
+    #[serde(default)]
+    pub waf: BTreeMap<String, tollgate_waf::PolicySpec>,
     /// The Redis that `store: redis` rate limits share.
     #[serde(default)]
     pub redis: Option<super::ratelimit::RedisFile>,
@@ -426,6 +429,10 @@ pub struct RouteFile {
     /// Fault injection for game days: delay and/or abort a share of requests.
     #[serde(default)]
     pub fault: Option<crate::common::fault::FaultFile>,
+    /// The WAF policy (a name under `waf`) every request of the route passes, with
+    /// optional exclusions for this route only.
+    #[serde(default)]
+    pub waf: Option<RouteWafFile>,
     /// Largest request body accepted (`10MiB`); larger gets 413. Default: no limit.
     #[serde(default)]
     pub max_request_body: Option<crate::units::ByteSize>,
@@ -618,6 +625,23 @@ pub struct UpstreamFile {
 
 fn default_deregistration_delay() -> HumanDuration {
     HumanDuration::from_secs(300)
+}
+
+/// `routes[i].waf`: a policy name, or `{ policy: NAME, exclusions: [...] }`.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RouteWafFile {
+    Name(String),
+    WithExclusions(RouteWafPolicyFile),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteWafPolicyFile {
+    pub policy: String,
+    /// Added to the policy's own exclusions, for this route only.
+    #[serde(default)]
+    pub exclusions: Vec<tollgate_waf::spec::ExclusionSpec>,
 }
 
 /// `sticky`: which cookie keeps a client on its endpoint.

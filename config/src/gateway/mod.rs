@@ -8,6 +8,7 @@ pub mod runtime;
 #[cfg(test)]
 mod tests;
 mod upgrade_socket;
+pub mod waf;
 
 use std::path::Path;
 

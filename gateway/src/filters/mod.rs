@@ -11,8 +11,10 @@
 //! 5. rate limits keyed on verified claims;
 //! 6. header transforms, last, so they see the request every check let through.
 //!
-//! Built so far: rate limits keyed on the client (`crate::ratelimit`) and header
-//! transforms (HSTS). The WAF and authentication add their variants here, in their stage.
+//! Built so far: the WAF (`crate::waf`; called from `proxy.rs` at its stage, before
+//! these filters, because it may read the request body first), rate limits keyed on
+//! the client (`crate::ratelimit`) and header transforms (HSTS). Authentication adds
+//! its variants here, in its stage.
 
 mod headers;
 
@@ -54,6 +56,8 @@ pub struct Rejection {
     pub location: Option<HeaderValue>,
     /// Anything else the answer carries (`RateLimit-Policy`, `RateLimit`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// A body of the policy's own (a WAF `deny` with a body) instead of the standard one.
+    pub body: Option<bytes::Bytes>,
 }
 
 impl Rejection {
@@ -66,6 +70,7 @@ impl Rejection {
             keep_alive: true,
             location: None,
             headers: Vec::new(),
+            body: None,
         }
     }
 
@@ -101,6 +106,8 @@ pub struct RequestView<'a> {
 pub struct FilterState {
     /// `RateLimit-Policy` / `RateLimit` for the response (policies with `headers: all`).
     pub rate_limit: ratelimit::Headers,
+    /// What the WAF found, for the access log (none for clean traffic).
+    pub waf: Option<crate::waf::Note>,
 }
 
 /// Where a filter runs in the order above. Declared in that order: the derived `Ord`

@@ -185,10 +185,12 @@ pub fn validate(
         base_dir,
         &mut p,
     );
+    let waf = crate::gateway::waf::Policies::compile(&file.waf, &mut p);
     let routes = validate_routes(
         &file.routes,
         &file.upstreams,
         &file.rate_limits,
+        &waf,
         file.redis.is_some(),
         &mut p,
     );

@@ -38,10 +38,20 @@ pub struct Route {
     pub rewrite: Option<Rewrite>,
     /// Largest request body accepted (413 beyond).
     pub max_request_body: Option<u64>,
+    /// The route's WAF policy, compiled.
+    pub waf: Option<RouteWaf>,
     /// Transforms of the request sent upstream (empty: none).
     pub request_headers: HeaderOps,
     /// Transforms of the response sent to the client (empty: none).
     pub response_headers: HeaderOps,
+}
+
+/// `routes[i].waf`: the policy's name and the policy compiled for this route (its
+/// own exclusions included).
+#[derive(Debug, Clone)]
+pub struct RouteWaf {
+    pub name: String,
+    pub policy: std::sync::Arc<tollgate_waf::Policy>,
 }
 
 /// `routes[i].concurrency`, checked.
@@ -150,6 +160,7 @@ pub(super) fn validate_routes(
     files: &[RouteFile],
     upstreams: &BTreeMap<String, UpstreamFile>,
     rate_limits: &BTreeMap<String, RateLimitFile>,
+    waf: &crate::gateway::waf::Policies,
     has_redis: bool,
     p: &mut Problems,
 ) -> Vec<Route> {
@@ -170,6 +181,10 @@ pub(super) fn validate_routes(
             }
             let mut route = validate_route(&at, r, upstreams, p);
             route.rate_limits = route_policies(&at, &r.rate_limit, rate_limits, p);
+            route.waf = r
+                .waf
+                .as_ref()
+                .and_then(|w| waf.for_route(&format!("{at}.waf"), w, p));
             route.idempotency = r.idempotency.as_ref().map(|f| {
                 crate::gateway::idempotency::validate_idempotency(
                     &format!("{at}.idempotency"),
@@ -294,6 +309,7 @@ fn validate_route(
         action,
         rewrite,
         max_request_body: r.max_request_body.map(|b| b.get()),
+        waf: None,
         request_headers,
         response_headers,
         connect_timeout,
