@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod ratelimit;
+pub mod replay;
 pub mod respond;
 pub mod route;
 pub mod routing;

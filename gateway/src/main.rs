@@ -1,6 +1,7 @@
 //! `gateway --config FILE` runs; `gateway validate FILE` checks; `gateway schema` prints
 //! the JSON Schema of the config; `gateway upgrade --config FILE` takes over from the
-//! running gateway (binary upgrade without dropping a connection).
+//! running gateway (binary upgrade without dropping a connection); `gateway waf replay`
+//! shows what a WAF policy would block in recorded traffic.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -84,9 +85,15 @@ fn main() -> ExitCode {
             validate,
             run,
         },
-        vec![cli::Extra {
-            command: upgrade_command(),
-            run: upgrade,
-        }],
+        vec![
+            cli::Extra {
+                command: upgrade_command(),
+                run: upgrade,
+            },
+            cli::Extra {
+                command: gateway_lib::replay::command(),
+                run: gateway_lib::replay::run,
+            },
+        ],
     )
 }

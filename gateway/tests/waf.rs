@@ -316,3 +316,51 @@ async fn a_policy_that_does_not_compile_is_refused_with_its_field() {
     );
     assert!(err.contains("g.yaml:"), "file and line: {err}");
 }
+
+#[test]
+fn replay_shows_what_a_policy_would_block_false_positive_candidates_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("g.yaml");
+    std::fs::write(
+        &config,
+        "listeners: [{ name: h, address: 127.0.0.1:1 }]\n\
+         waf:\n  strict: {}\n  tuned: { exclusions: [{ rules: [sqli], arguments: [\"query:q\"] }] }\n\
+         upstreams: { u: { endpoints: [{ address: 127.0.0.1:2 }] } }\n\
+         routes: [{ name: search, upstream: u, waf: strict }]\n",
+    )
+    .unwrap();
+    let recorded = dir.path().join("yesterday.jsonl");
+    std::fs::write(
+        &recorded,
+        concat!(
+            r#"{"method":"GET","target":"/search?q=1%27%20OR%20%271%27%3D%271","route":"search","status":404}"#, "\n",
+            r#"{"method":"GET","target":"/search?q=O%27Brien%27s%20%27best%27%20or%20worst","route":"search","status":200}"#, "\n",
+            r#"{"method":"GET","target":"/search?q=shoes","route":"search","status":200}"#, "\n",
+            r#"{"method":"POST","target":"/api","headers":{"content-type":"application/json"},"body":"{\"a\":\"${jndi:ldap://x/a}\"}","route":"search","status":500}"#, "\n",
+        ),
+    )
+    .unwrap();
+    let replay = |policy: Option<&str>| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"));
+        c.args(["waf", "replay", "--config"]).arg(&config);
+        if let Some(p) = policy {
+            c.args(["--policy", p]);
+        }
+        let out = c.arg(&recorded).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // Each request's recorded route's policy.
+    let out = replay(None);
+    println!("{out}");
+    assert!(out.starts_with("4 requests replayed, "), "{out}");
+    assert!(out.contains("java.log4shell"), "{out}");
+    // Trying the tuned policy on the same traffic: the sqli blocks on q are gone.
+    let tuned = replay(Some("tuned"));
+    assert!(!tuned.contains("sqli."), "{tuned}");
+    assert!(tuned.contains("java.log4shell"), "{tuned}");
+}

@@ -31,6 +31,14 @@ impl Policies {
         Self { compiled }
     }
 
+    /// Every policy, by name (as written, without any route's exclusions).
+    pub fn by_name(&self) -> BTreeMap<String, Arc<Policy>> {
+        self.compiled
+            .iter()
+            .map(|(n, (_, p))| (n.clone(), p.clone()))
+            .collect()
+    }
+
     /// The policy a route names, with the route's exclusions added.
     pub fn for_route(&self, at: &str, w: &RouteWafFile, p: &mut Problems) -> Option<RouteWaf> {
         let (name, extra, field) = match w {

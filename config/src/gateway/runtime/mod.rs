@@ -34,6 +34,8 @@ pub struct GatewayConfig {
     pub grace_period: Duration,
     pub max_request_header_bytes: usize,
     pub max_request_line_bytes: usize,
+    /// WAF policies by name (routes hold their own, exclusions included).
+    pub waf: BTreeMap<String, std::sync::Arc<tollgate_waf::Policy>>,
     pub max_header_field_bytes: usize,
     pub client_idle_timeout: Duration,
     pub keepalive_duration: Duration,
@@ -209,6 +211,7 @@ pub fn validate(
         grace_period: file.server.shutdown.grace_period.get(),
         max_request_header_bytes,
         max_request_line_bytes: file.server.limits.max_request_line_bytes,
+        waf: waf.by_name(),
         max_header_field_bytes: file.server.limits.max_header_field_bytes,
         client_idle_timeout: file.server.limits.client_idle_timeout.get(),
         keepalive_duration: file.server.limits.keepalive_duration.get(),
