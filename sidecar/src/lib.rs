@@ -5,11 +5,14 @@
 //! It owns identity and TLS (`identity`), the inbound listener (`inbound`), the
 //! outbound listeners and per-dependency stacks (`outbound`, `resilience`), transparent
 //! interception (`intercept`, and the nftables rules of `sidecar iptables`: `nftables`),
+//! EndpointSlice discovery of peer sidecars (`discovery`: the watch is shared with the
+//! gateway),
 //! and its admin endpoints. The config schema lives in `tollgate-config`.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod body;
+pub mod discovery;
 pub mod error;
 pub mod identity;
 pub mod inbound;

@@ -24,6 +24,10 @@ fn run(path: &Path) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn main() -> ExitCode {
+    // Both rustls providers are linked (ring through the workspace); libraries that
+    // build TLS configs without naming one (kube's client, for EndpointSlice discovery)
+    // need a process default, or they panic. The sidecar's own configs name theirs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let iptables = cli::Extra {
         command: sidecar_lib::nftables::command(),
         run: sidecar_lib::nftables::run_matches,

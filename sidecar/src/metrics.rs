@@ -21,6 +21,7 @@ pub struct Metrics {
     pub dependency_sent_bytes: IntCounterVec,
     pub dependency_received_bytes: IntCounterVec,
     pub intercepted: IntCounterVec,
+    pub discovery_errors: IntCounterVec,
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -99,6 +100,11 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "sidecar_intercepted_connections_total",
         "Connections redirected to the interception listener, by outcome: dependency, passthrough, refused, not_redirected, error",
         &["outcome"],
+    ),
+    discovery_errors: m::counter_vec(
+        "sidecar_discovery_errors_total",
+        "Failed EndpointSlice discovery steps per dependency (API unreachable, watch errors, slices without the port); the last endpoints are kept",
+        &["dependency"],
     ),
 }
 });

@@ -101,12 +101,17 @@ async fn serve(
     listeners.reconcile(&state).await?;
 
     // First resolution before declaring ready, so early calls have endpoints.
+    // Discovery-only dependencies have nothing to resolve: their watch fills them.
     for dep in state.snapshot.load().dependencies.values() {
+        if dep.cfg.endpoints.is_empty() {
+            continue;
+        }
         if let Err(e) = dep.endpoints.resolve(&dep.cfg.endpoints).await {
             tracing::warn!(dependency = %dep.cfg.name, "cannot resolve endpoints yet: {e}");
         }
     }
     tokio::spawn(background(state.clone(), listeners));
+    tokio::spawn(crate::discovery::supervise(state.clone()));
 
     state.health.set(Readiness::Ready);
     tracing::info!(identity = %identity.spiffe_id(), admin = %admin, version = %state.snapshot.load().version, "sidecar started");
@@ -201,7 +206,8 @@ impl Listeners {
     }
 }
 
-/// Listener reconciliation after reloads, and periodic endpoint resolution.
+/// Listener reconciliation after reloads, and periodic resolution of static endpoints
+/// (discovered ones come from `crate::discovery`).
 async fn background(state: Arc<State>, mut listeners: Listeners) {
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut next_resolve: HashMap<String, u64> = HashMap::new();
@@ -215,6 +221,12 @@ async fn background(state: Arc<State>, mut listeners: Listeners) {
                 continue;
             }
             next_resolve.insert(name.clone(), now + dep.cfg.resolve_every.as_millis() as u64);
+            if dep.cfg.endpoints.is_empty() {
+                // Discovery only (a reload may have removed the static endpoints):
+                // nothing to resolve, nothing static to keep.
+                dep.endpoints.update_resolved(Vec::new());
+                continue;
+            }
             let dep = dep.clone();
             tokio::spawn(async move {
                 if let Err(e) = dep.endpoints.resolve(&dep.cfg.endpoints).await {

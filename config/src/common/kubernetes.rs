@@ -8,7 +8,7 @@
 //! - `ready`: a normal endpoint.
 //! - `serving` and `terminating` (a pod shutting down that still answers): reported as
 //!   draining (the gateway sends it nothing new while others are available, as
-//!   kube-proxy does; the sidecar leaves it out).
+//!   kube-proxy does; the sidecar leaves it out while a ready one remains).
 //! - anything else: left out.
 //!
 //! While the API server cannot be reached, the last known endpoints stay.

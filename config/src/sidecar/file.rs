@@ -142,8 +142,15 @@ pub struct DependencyFile {
     #[serde(default)]
     pub addresses: Vec<String>,
     /// Peer sidecars, `HOST:PORT` (IPs, or names re-resolved every `resolve_every`), or
-    /// `{ address: HOST:PORT, zone, region }` for zone-aware routing.
+    /// `{ address: HOST:PORT, zone, region }` for zone-aware routing. Optional with
+    /// `discover`; with both, the two sets are merged.
+    #[serde(default)]
     pub endpoints: Vec<DependencyEndpointFile>,
+    /// Or (and) the peer sidecars of a Kubernetes Service, from its EndpointSlices:
+    /// `{ kubernetes: { service, namespace, port, kubeconfig } }`. `port` names the
+    /// Service port that points at the peers' *inbound* (mTLS) listener, not the app's.
+    #[serde(default)]
+    pub discover: Option<DependencyDiscoverFile>,
     #[serde(default = "default_resolve_every")]
     pub resolve_every: HumanDuration,
     /// The SPIFFE id the peer must present.
@@ -192,6 +199,18 @@ pub struct DependencyFile {
     #[serde(default = "default_upgrade_idle_timeout")]
     pub upgrade_idle_timeout: HumanDuration,
 }
+
+/// Where a dependency's peer sidecars are discovered.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DependencyDiscoverFile {
+    /// The Service whose EndpointSlices list the peer pods, each with its zone (the
+    /// gateway's `discover.kubernetes`). `port`: the Service port (name or number) of
+    /// the peer sidecars' inbound listener.
+    pub kubernetes: KubernetesDiscoverFile,
+}
+
+pub use crate::common::kubernetes::{KubernetesDiscoverFile, PortRefFile};
 
 /// When to hedge: `50ms` (fixed), `p95` (a percentile of recent latency, default floor
 /// and ceiling), or `{ percentile: p95, min: 10ms, max: 500ms }`.

@@ -108,7 +108,10 @@ pub struct Dependency {
     pub listen: Option<SocketAddr>,
     /// Original destinations (intercepted) that mean this dependency.
     pub addresses: Vec<SocketAddr>,
+    /// Static endpoints (resolved every `resolve_every`); may be empty with `discover`.
     pub endpoints: Vec<HostPort>,
+    /// EndpointSlice discovery of the peer sidecars, merged with `endpoints`.
+    pub discover: Option<KubernetesDiscover>,
     pub resolve_every: Duration,
     pub server_identity: String,
     pub http2: bool,
@@ -132,6 +135,7 @@ pub struct Dependency {
     pub own_region: Option<String>,
 }
 
+pub use crate::common::kubernetes::{KubernetesDiscover, PortRef};
 pub use crate::common::locality::ZoneAware;
 
 /// Values taken from the environment rather than the file.
@@ -426,8 +430,19 @@ pub fn validate(
                 "needs `listen`, `addresses` (with `intercept`), or a top-level `proxy` listener to reach it by Host",
             );
         }
-        if d.endpoints.is_empty() {
-            p.push(format!("{at}.endpoints"), "needs at least one HOST:PORT");
+        let discover = d.discover.as_ref().map(|x| {
+            crate::common::kubernetes::validate(
+                &format!("{at}.discover.kubernetes"),
+                &x.kubernetes,
+                base_dir,
+                &mut p,
+            )
+        });
+        if d.endpoints.is_empty() && discover.is_none() {
+            p.push(
+                format!("{at}.endpoints"),
+                "needs `endpoints` or `discover`: at least one HOST:PORT, or `discover: { kubernetes: { service: NAME, port: PORT } }`",
+            );
         }
         let mut endpoints = Vec::new();
         for (n, ep) in d.endpoints.iter().enumerate() {
@@ -527,7 +542,11 @@ pub fn validate(
                     "needs the sidecar's own zone: set top-level `zone:` or SIDECAR_ZONE",
                 );
             }
-            if !endpoints.is_empty() && endpoints.iter().all(|e| e.zone.is_none()) {
+            // Discovered endpoints carry the zones of their EndpointSlices.
+            if discover.is_none()
+                && !endpoints.is_empty()
+                && endpoints.iter().all(|e| e.zone.is_none())
+            {
                 p.push(
                     format!("{at}.zone_aware"),
                     "no endpoint has a zone: write endpoints as { address: HOST:PORT, zone: ZONE }",
@@ -548,6 +567,7 @@ pub fn validate(
                 listen,
                 addresses,
                 endpoints,
+                discover,
                 resolve_every: d.resolve_every.get().max(Duration::from_millis(100)),
                 server_identity: d.server_identity.clone(),
                 http2: d.protocol == PeerProtocol::Http2,

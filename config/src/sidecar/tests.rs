@@ -424,3 +424,74 @@ fn intercept_problems_name_their_fields() {
     let e = err(&INTERCEPTED.replace("unknown: refuse", "unknown: drop"));
     assert!(e.contains("passthrough") && e.contains("refuse"), "{e}");
 }
+
+const DISCOVERED: &str = "zone: a\nidentity: { cert: a, key: b, trust_bundle: c }\nproxy: { listen: 127.0.0.1:3 }\noutbound:\n  x:\n    discover: { kubernetes: { service: payments, namespace: shop, port: sidecar, kubeconfig: kube.yaml } }\n    server_identity: spiffe://td/x\n    zone_aware: {}\n";
+
+#[test]
+fn discovery_replaces_or_joins_the_static_endpoints() {
+    let l = from_str(Path::new("/etc/sidecar/s.yaml"), DISCOVERED).unwrap();
+    let d = &l.config.dependencies["x"];
+    assert!(d.endpoints.is_empty());
+    assert_eq!(
+        d.discover,
+        Some(KubernetesDiscover {
+            service: "payments".into(),
+            namespace: Some("shop".into()),
+            port: Some(PortRef::Name("sidecar".into())),
+            kubeconfig: Some("/etc/sidecar/kube.yaml".into()),
+        })
+    );
+    // zone_aware needs no zoned static endpoint: the slices carry the zones.
+    assert!(d.zone_aware.is_some());
+
+    let both = DISCOVERED.replace(
+        "    server_identity",
+        "    endpoints: [\"10.0.0.1:15001\"]\n    server_identity",
+    );
+    let l = from_str(Path::new("s.yaml"), &both).unwrap();
+    let d = &l.config.dependencies["x"];
+    assert_eq!(d.endpoints.len(), 1);
+    assert!(d.discover.is_some());
+}
+
+#[test]
+fn a_dependency_needs_endpoints_or_discover_and_discovery_is_checked() {
+    let neither = DISCOVERED.replace(
+        "    discover: { kubernetes: { service: payments, namespace: shop, port: sidecar, kubeconfig: kube.yaml } }\n",
+        "",
+    );
+    let e = from_str(Path::new("s.yaml"), &neither)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("outbound.x.endpoints: needs `endpoints` or `discover`"),
+        "{e}"
+    );
+    // One problem, not a second one about zones of endpoints that do not exist.
+    assert_eq!(e.matches("outbound.x").count(), 1, "{e}");
+    for (bad, want) in [
+        (
+            DISCOVERED.replace("service: payments", "service: Pay_1"),
+            "outbound.x.discover.kubernetes.service",
+        ),
+        (
+            DISCOVERED.replace("port: sidecar", "port: 0"),
+            "outbound.x.discover.kubernetes.port",
+        ),
+        (
+            DISCOVERED.replace("namespace: shop", "namespace: \"\""),
+            "outbound.x.discover.kubernetes.namespace",
+        ),
+        (
+            DISCOVERED.replace("{ kubernetes: {", "{ dns: x, kubernetes: {"),
+            "unknown field `dns`",
+        ),
+        (
+            DISCOVERED.replace("service: payments", "servce: payments"),
+            "unknown field `servce`",
+        ),
+    ] {
+        let e = from_str(Path::new("s.yaml"), &bad).unwrap_err().to_string();
+        assert!(e.contains(want), "{bad}\n{e}");
+    }
+}

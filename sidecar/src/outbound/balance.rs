@@ -41,11 +41,13 @@ impl Tried {
     }
 }
 
-/// The live endpoint set of a dependency (re-resolved periodically), each endpoint
-/// placed relative to this sidecar's zone.
+/// The live endpoint set of a dependency (re-resolved periodically, and/or discovered
+/// from EndpointSlices), each endpoint placed relative to this sidecar's zone.
 pub struct Endpoints {
     pub name: String,
     set: ArcSwap<Vec<Member>>,
+    /// The last set from each source; `set` is their union.
+    sources: Mutex<Sources>,
     outlier: ArcSwap<Option<Outlier>>,
     placement: ArcSwap<Placement>,
     /// Requests and bytes by locality (what crossed zones).
@@ -57,6 +59,7 @@ impl Endpoints {
         Arc::new(Self {
             name: name.to_owned(),
             set: ArcSwap::from_pointee(Vec::new()),
+            sources: Mutex::new(Sources::default()),
             outlier: ArcSwap::from_pointee(outlier),
             placement: ArcSwap::from_pointee(placement),
             traffic: ZoneTraffic::new(name),
@@ -85,8 +88,32 @@ impl Endpoints {
         self.set.load_full()
     }
 
-    /// Replace the endpoint list, keeping state for addresses that remain.
-    pub fn update(&self, mut found: Vec<Located>) -> bool {
+    /// Replace the endpoints the static config resolved to; the discovered ones stay.
+    pub fn update_resolved(&self, found: Vec<Located>) -> bool {
+        self.update_source(|s| s.resolved = found)
+    }
+
+    /// Replace the endpoints discovery found; the statically configured ones stay.
+    pub fn update_discovered(&self, found: Vec<Located>) -> bool {
+        self.update_source(|s| s.discovered = found)
+    }
+
+    fn update_source(&self, change: impl FnOnce(&mut Sources)) -> bool {
+        // Held across `update` so two sources changing at once cannot lose one.
+        let mut sources = self.sources.lock().unwrap_or_else(|p| p.into_inner());
+        change(&mut sources);
+        let merged = sources
+            .resolved
+            .iter()
+            .chain(&sources.discovered)
+            .cloned()
+            .collect();
+        self.update(merged)
+    }
+
+    /// Replace the endpoint list, keeping state for addresses that remain. An address
+    /// both sources list is kept once.
+    fn update(&self, mut found: Vec<Located>) -> bool {
         found.sort();
         found.dedup_by(|a, b| a.address == b.address);
         let old = self.set.load();
@@ -136,7 +163,7 @@ impl Endpoints {
             });
         }
         let n = found.len();
-        if self.update(found) {
+        if self.update_resolved(found) {
             tracing::info!(dependency = %self.name, "{n} endpoints");
         }
         Ok(n)
@@ -174,6 +201,14 @@ impl Endpoints {
             tracing::warn!(dependency = %self.name, endpoint = %ep.address, "endpoint ejected for {d:?}");
         }
     }
+}
+
+#[derive(Default)]
+struct Sources {
+    /// `endpoints` from the config, resolved.
+    resolved: Vec<Located>,
+    /// From EndpointSlices.
+    discovered: Vec<Located>,
 }
 
 /// The innermost service: endpoint choice and the call itself.
