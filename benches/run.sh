@@ -20,7 +20,8 @@
 # features (the gateway with every feature built so far, vs its plain figure),
 # telemetry (plain HTTP with the access log on at 100% and tracing at 1% sampling,
 # exported to a collector stand-in, vs all off, same rounds),
-# ratelimit (plain HTTP with one rate-limit policy per request, local and in Redis,
+# waf (plain HTTP with one WAF policy, every managed group, vs none: a GET and a 4 KiB
+# JSON POST), ratelimit (plain HTTP with one rate-limit policy per request, local and in Redis,
 # never refusing, vs none, same rounds; and p99 at 1000 req/s with and without Redis),
 # latency (fixed rates $RATES with oha, corrected for coordinated omission), idle
 # ($IDLE idle keep-alive connections: memory per connection).
@@ -37,7 +38,7 @@ RATES=${RATES:-"1000 5000"}
 IDLE=${IDLE:-5000}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-SCENARIOS=${SCENARIOS:-"http https handshake h2 features telemetry ratelimit latency idle sidecar"}
+SCENARIOS=${SCENARIOS:-"http https handshake h2 features telemetry ratelimit waf latency idle sidecar"}
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 need=()
@@ -83,6 +84,7 @@ GWF=127.0.0.1:18092           # the gateway with every feature on
 GWT=127.0.0.1:18093           # the plain gateway with access log and tracing on
 GWL=127.0.0.1:18099           # the plain gateway with a local rate limit
 GWR=127.0.0.1:18100           # the plain gateway with a rate limit in Redis
+GWW=127.0.0.1:18105           # the plain gateway with every managed WAF group on
 REDIS=127.0.0.1:18102
 ALL=(nginx haproxy caddy bare-pingora gateway)
 # Rows of the HTTP table: every proxy, and an earlier gateway build when BASELINE names one.
@@ -169,7 +171,7 @@ CONF
 # Every gateway feature built so far: TLS, route matching among several routes, request
 # timeout, retries, HSTS, zone-aware least-request balancing, active health checks,
 # outlier detection, trusted proxies, metrics (always on). Rate limits and access logs
-# have scenarios of their own; the WAF is not built yet.
+# have scenarios of their own, and so has the WAF.
 cat >"$work/gateway-features.yaml" <<CONF
 zone: z1
 region: r1
@@ -227,6 +229,28 @@ print(text)' "$store" "$REDIS" >"$work/gateway-rl-$store.yaml"
   target/release/gateway validate "$work/gateway-rl-$store.yaml" >/dev/null
 done
 
+# The WAF scenario: the plain gateway with one policy, every managed group on.
+sed -e "s/${HTTP[gateway]}/$GWW/" -e "s/127.0.0.1:18084/127.0.0.1:18106/" \
+  -e "/name: https/,/tls:/d" \
+  -e "s/routes: \[{ name: all, upstream: up }\]/routes: [{ name: all, upstream: up, waf: all }]\nwaf: { all: {} }/" \
+  "$work/gateway.yaml" >"$work/gateway-waf.yaml"
+target/release/gateway validate "$work/gateway-waf.yaml" >/dev/null
+# A clean 4 KiB JSON POST (wrk script) and browser-like GET headers, the same for on and off.
+python3 - "$work/post-json.lua" <<'PY'
+import json, sys
+items = []
+while True:
+    items.append({"id": len(items), "name": "Item number %d" % len(items), "tags": ["red", "large"], "note": "Ships in two days."})
+    if len(json.dumps({"order": {"customer": "Ada Lovelace", "items": items}})) > 4096:
+        items.pop()
+        break
+body = json.dumps({"order": {"customer": "Ada Lovelace", "items": items}})
+open(sys.argv[1], "w").write('wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = %s\n' % json.dumps(body))
+PY
+WAF_GET=(-H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/120 Safari/537.36"
+  -H "Accept: text/html,application/xhtml+xml" -H "Accept-Language: en-US,en;q=0.9"
+  -H "Cookie: session=3f2a9c; theme=dark")
+
 on() { taskset -c "$1" "${@:2}"; }
 # Started with taskset directly (not through a function), so $! is the proxy's pid.
 taskset -c "$LOAD_CPU" nginx -c "$work/up/nginx.conf" & pids+=($!)
@@ -260,11 +284,16 @@ if has ratelimit; then
     PID[gateway-rl-$store]=$!
   done
 fi
+if has waf; then
+  RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/gateway --config "$work/gateway-waf.yaml" 2>"$work/gateway-waf.log" & pids+=($!)
+  PID[gateway-waf]=$!
+fi
 for _ in $(seq 50); do
   ok=1
   for p in "${HTTP_ROWS[@]}"; do curl -sf -o /dev/null "http://${HTTP[$p]}/" || ok=0; done
   if has telemetry; then curl -sf -o /dev/null "http://$GWT/" || ok=0; fi
   if has ratelimit; then for a in "$GWL" "$GWR"; do curl -sf -o /dev/null "http://$a/" || ok=0; done; fi
+  if has waf; then curl -sf -o /dev/null "http://$GWW/" || ok=0; fi
   ((ok)) && break
   sleep 0.2
 done
@@ -338,6 +367,13 @@ for r in $(seq "$ROUNDS"); do
     wrk_run "ratelimit/redis" "${PID[gateway-rl-redis]}" "http://$GWR/"
     latency_run "rl-1000/none" "http://${HTTP[gateway]}/" 1000
     latency_run "rl-1000/redis" "http://$GWR/" 1000
+  fi
+  if has waf; then
+    q="/search?q=running+shoes&page=2&sort=price"
+    wrk_run "waf/get-off" "${PID[gateway]}" "http://${HTTP[gateway]}$q" "${WAF_GET[@]}"
+    wrk_run "waf/get-on" "${PID[gateway-waf]}" "http://$GWW$q" "${WAF_GET[@]}"
+    wrk_run "waf/post-off" "${PID[gateway]}" "http://${HTTP[gateway]}/api/orders" -s "$work/post-json.lua"
+    wrk_run "waf/post-on" "${PID[gateway-waf]}" "http://$GWW/api/orders" -s "$work/post-json.lua"
   fi
   if has latency; then
     for rate in $RATES; do for p in "${ALL[@]}"; do latency_run "$rate/$p" "http://${HTTP[$p]}/" "$rate"; done; done
@@ -474,6 +510,23 @@ others=$(awk '/^## (Instructions per request|Sidecar mTLS hop)/ {keep=1} keep' b
     printf "At 1000 req/s (oha -c64, corrected): p50 %.0f / p99 %.0f us without a limit, %.0f / %.0f us with the Redis limit: the Redis path adds %.0f us at p99.\n" \
       "$(med "${P50[rl-1000/none]}")" "$(med "${P99[rl-1000/none]}")" "$(med "${P50[rl-1000/redis]}")" "$(med "${P99[rl-1000/redis]}")" \
       "$(awk -v a="$(med "${P99[rl-1000/redis]}")" -v b="$(med "${P99[rl-1000/none]}")" 'BEGIN { print a - b }')"
+  fi
+  if has waf; then
+    goff=$(med "${CPU[waf/get-off]}"); gon=$(med "${CPU[waf/get-on]}")
+    poff=$(med "${CPU[waf/post-off]}"); pon=$(med "${CPU[waf/post-on]}")
+    echo
+    echo "## WAF cost (plain HTTP keep-alive, wrk -c$CONNS)"
+    echo
+    echo "The gateway with one WAF policy (every managed group, paranoia 1) vs without, in the same rounds:"
+    echo "a browser-like GET with a 3-argument query and a cookie, and a clean 4 KiB JSON POST (read"
+    echo "before the upstream is contacted and inspected key by key). Goal: on <= 1.3x off."
+    echo
+    echo "| request | WAF | req/s | CPU us/request | vs off |"
+    echo "|---|---|---:|---:|---:|"
+    printf "| GET | off | %.0f | %.2f | 1.00 |\n" "$(med "${RPS[waf/get-off]}")" "$goff"
+    printf "| GET | on | %.0f | %.2f | %s |\n" "$(med "${RPS[waf/get-on]}")" "$gon" "$(ratio "$gon" "$goff")"
+    printf "| 4 KiB JSON POST | off | %.0f | %.2f | 1.00 |\n" "$(med "${RPS[waf/post-off]}")" "$poff"
+    printf "| 4 KiB JSON POST | on | %.0f | %.2f | %s |\n" "$(med "${RPS[waf/post-on]}")" "$pon" "$(ratio "$pon" "$poff")"
   fi
   if has latency; then
     echo
