@@ -180,6 +180,40 @@ async fn unavailable_is_retried_for_a_listed_method_and_not_for_an_unlisted_one(
         .await
         .unwrap();
     assert_eq!(retries, 3.0, "one for Flaky/Get, two for Down/Put");
+
+    // Outlier detection's reading of the same calls: every UNAVAILABLE was a failure of
+    // the endpoint; a NOT_FOUND is an answer, and a stream's OK comes in its trailers.
+    let o = call(
+        gw.listen,
+        "unary",
+        "/demo.Echo/NotFound",
+        &["--payload", "x"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.code, "NOT_FOUND", "{o:?}");
+    let o = call(
+        gw.listen,
+        "server_stream",
+        "/demo.Echo/ServerStream",
+        &["--payload", "2"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(o.code, "OK", "{o:?}");
+    let attempts = |outcome: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.metric(
+                "gateway_upstream_attempts_total",
+                &[("upstream", "app"), ("outcome", outcome)],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(attempts("failure").await, 5.0, "{}", logs());
+    assert_eq!(attempts("success").await, 3.0, "{}", logs());
 }
 
 async fn healthy(gw: &Gateway, addr: SocketAddr) -> Option<bool> {
