@@ -9,7 +9,7 @@
 # file, tracing at 1% exported over OTLP/HTTP to the app's nginx standing in for a
 # collector): its CPU per request against the plain pair's is the cost of telemetry.
 # A gRPC hop: unary calls (gRPC-shaped HTTP/2 POSTs, oha --http2 at the same fixed
-# rate) to a real grpcio server (sidecar/tests/support/grpc_demo.py), through the
+# rate) to a real grpcio server (backends-demo/support/grpc_demo.py), through the
 # sidecar pair (h2c from the app, h2c to the server) and through an nginx pair doing
 # the same (grpc_pass grpcs:// with client certificates), same run.
 #
@@ -198,7 +198,7 @@ RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/b.yaml" 2>"$wo
 RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/a.yaml" 2>"$work/a.log" & pids+=($!); a_pid=$!
 RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/tb.yaml" 2>"$work/tb.log" & pids+=($!); tb_pid=$!
 RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/ta.yaml" 2>"$work/ta.log" & pids+=($!); ta_pid=$!
-taskset -c 0 /usr/bin/python3 sidecar/tests/support/grpc_demo.py serve "$GRPC_APP" >"$work/grpc-app.log" 2>&1 & pids+=($!)
+taskset -c 0 /usr/bin/python3 backends-demo/support/grpc_demo.py serve "$GRPC_APP" >"$work/grpc-app.log" 2>&1 & pids+=($!)
 taskset -c 1 nginx -c "$work/gnb/nginx.conf" & pids+=($!)
 taskset -c 1 nginx -c "$work/gna/nginx.conf" & pids+=($!)
 RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/gb.yaml" 2>"$work/gb.log" & pids+=($!); gb_pid=$!
@@ -206,7 +206,7 @@ RUST_LOG=warn taskset -c 1 target/release/sidecar --config "$work/ga.yaml" 2>"$w
 sleep 1
 # Each gRPC path answers a real grpcio client with OK and the echoed message first.
 for t in "$GRPC_APP" "$GA_OUT" "$GNA_OUT"; do
-  out=$(/usr/bin/python3 sidecar/tests/support/grpc_demo.py call "$t" unary /demo.Echo/Unary --payload ping 2>&1 || true)
+  out=$(/usr/bin/python3 backends-demo/support/grpc_demo.py call "$t" unary /demo.Echo/Unary --payload ping 2>&1 || true)
   grep -q '"code": "OK"' <<<"$out" || { echo "gRPC not answering through $t: $out"; tail "$work"/g*.log "$work"/g*/error.log "$work/grpc-app.log"; exit 1; }
 done
 for u in "http://$APP/" "http://$A_OUT/" "http://$NA_OUT/" "http://$HA_OUT/" "http://$TA_OUT/"; do
@@ -283,7 +283,7 @@ before=$(awk '/^## Sidecar mTLS hop/ {exit} {print}' benches/RESULTS.md 2>/dev/n
   echo "closed-loop load (wrk -c16, 5 s per round): CPU of both sidecars per request $on us vs $off us without,"
   echo "$(awk -v a="$on" -v b="$off" 'BEGIN { printf "%.2fx", a / b }')."
   echo
-  echo "gRPC hop: unary calls (/demo.Echo/Unary, 4-byte message) to a Python grpcio server (sidecar/tests/support/grpc_demo.py,"
+  echo "gRPC hop: unary calls (/demo.Echo/Unary, 4-byte message) to a Python grpcio server (backends-demo/support/grpc_demo.py,"
   echo "its CPU shared with the load generator), as HTTP/2 POSTs (oha --http2, h2c, $RATE req/s, $CONNS connections, same rounds)."
   echo "Sidecars: h2c from the caller, HTTP/2 over mTLS between them, h2c to the server (app_protocol: h2c). nginx pair:"
   echo "h2c listener, grpc_pass grpcs:// (TLS 1.3, client certificate, name checked) to nginx B, grpc_pass grpc:// to the server."

@@ -13,6 +13,7 @@ pub mod browser;
 pub mod faults;
 mod gateway;
 mod gateway_config;
+pub mod grpc;
 pub mod kube_api;
 pub mod load;
 pub mod otlp;

@@ -249,6 +249,11 @@ pub fn next_peer(
         }
         None => HttpPeer::new(pick.address, false, String::new()),
     };
+    if up.cfg.protocol.is_http2() {
+        // h2: ALPN offers only h2. h2c: with no TLS, Pingora's connector takes a minimum
+        // version of 2 as prior knowledge that the endpoint speaks cleartext HTTP/2.
+        peer.options.set_http_version(2, 2);
+    }
     peer.options.connection_timeout = Some(cap(connect));
     peer.options.read_timeout = Some(cap(read));
     // A request head without a body fits the socket buffer: a write timer per request
@@ -259,31 +264,59 @@ pub fn next_peer(
 }
 
 /// The upstream answered: retry on a status the route retries (idempotent requests
-/// only), else record the outcome.
+/// only; for gRPC, a trailers-only status of a listed method), else record the outcome.
+/// A gRPC status still to come in the trailers leaves the attempt open until then.
 pub fn on_response_status(
     ctx: &mut Ctx,
     status: u16,
+    headers: &http::HeaderMap,
     idempotent: bool,
 ) -> pingora_error::Result<()> {
     ctx.attempts.got_status(status);
-    let retry_it = ctx
-        .route()
-        .is_some_and(|r| r.config.retry.retries_status(status))
-        && idempotent
-        && may_retry(ctx);
-    if retry_it {
+    let grpc = match (ctx.grpc, http::StatusCode::from_u16(status)) {
+        (Some(_), Ok(s)) => crate::grpc::head(s, headers),
+        _ => crate::grpc::GrpcHead::NotGrpc,
+    };
+    let policy = ctx.route().map(|r| &r.config.retry);
+    let (wanted, kind) = match (grpc, ctx.grpc) {
+        (crate::grpc::GrpcHead::Status(code), Some(call)) => (
+            policy.is_some_and(|p| crate::grpc::retries_status(p, call, code)),
+            "grpc",
+        ),
+        _ => (
+            policy.is_some_and(|p| p.retries_status(status)) && idempotent,
+            status_class(status),
+        ),
+    };
+    if wanted && may_retry(ctx) {
         end(ctx, false);
         ctx.attempts.retrying_status = true;
-        count_retry(ctx, status_class(status));
+        count_retry(ctx, kind);
         let mut e = Error::explain(
             ErrorType::HTTPStatus(status),
-            format!("upstream answered {status}, retrying on another endpoint"),
+            format!("upstream answered {status} ({kind}), retrying on another endpoint"),
         );
         e.set_retry(true);
         return Err(e);
     }
-    end(ctx, status < 500);
+    match grpc {
+        crate::grpc::GrpcHead::Status(code) => end(ctx, !crate::grpc::is_failure_code(code)),
+        crate::grpc::GrpcHead::InTrailers => {
+            if let Some(c) = ctx.grpc.as_mut() {
+                c.awaiting_trailers = true;
+            }
+        }
+        crate::grpc::GrpcHead::NotGrpc => end(ctx, status < 500),
+    }
     Ok(())
+}
+
+/// A gRPC call's trailers arrived: the attempt's outcome is their `grpc-status`.
+pub fn on_trailers(ctx: &mut Ctx, trailers: &http::HeaderMap) {
+    if let Some(c) = ctx.grpc.as_mut().filter(|c| c.awaiting_trailers) {
+        c.awaiting_trailers = false;
+        end(ctx, !crate::grpc::trailers_failed(trailers));
+    }
 }
 
 /// Connecting failed. The request never left: safe to retry whatever the method.
@@ -358,6 +391,10 @@ pub fn finish(ctx: &mut Ctx, e: Option<&Error>) {
     if ctx.attempts.in_progress() {
         if let Some(e) = e.filter(|e| *e.esource() == ErrorSource::Upstream) {
             ctx.attempts.failed_with(e);
+            end(ctx, false);
+        } else if e.is_none() && ctx.grpc.is_some_and(|c| c.awaiting_trailers) {
+            // A gRPC response that ended without its trailers: the server broke the
+            // call (its status never came).
             end(ctx, false);
         } else {
             ctx.attempts.abandon();

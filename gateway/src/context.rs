@@ -65,6 +65,8 @@ pub struct Ctx {
     pub adaptive: Option<crate::adaptive::AdaptivePermit>,
     /// When the request body started arriving, and how much has.
     pub body_progress: Option<(Instant, u64)>,
+    /// The request is a gRPC call (`crate::grpc`).
+    pub grpc: Option<crate::grpc::Call>,
     _in_flight: RequestGuard,
 }
 
@@ -101,6 +103,7 @@ impl Ctx {
             upstream_slot: None,
             adaptive: None,
             body_progress: None,
+            grpc: None,
             _in_flight: RequestGuard(state.clone()),
         }
     }

@@ -84,8 +84,24 @@ async fn health_loop(state: Arc<State>) {
 }
 
 async fn run_check(up: &UpstreamRt, s: &Arc<EndpointState>, zone: &str, hc: &HealthCheck) {
-    let result = check_once(s.address, hc, up.tls.as_deref()).await;
-    let ok = matches!(result, Ok(status) if hc.accepts(status));
+    let result = match &hc.grpc_service {
+        Some(service) => {
+            let check = crate::grpc_health::check(s.address, service, up.tls.as_deref());
+            tokio::time::timeout(hc.timeout, check)
+                .await
+                .unwrap_or_else(|_| Err(format!("timed out after {:?}", hc.timeout)))
+        }
+        None => check_once(s.address, hc, up.tls.as_deref())
+            .await
+            .and_then(|st| {
+                if hc.accepts(st) {
+                    Ok(())
+                } else {
+                    Err(format!("status {st}"))
+                }
+            }),
+    };
+    let ok = result.is_ok();
     let transition = s.observe_check(ok, hc.healthy, hc.unhealthy);
     let name = up.cfg.name.as_str();
     let addr = s.address.to_string();
@@ -99,10 +115,7 @@ async fn run_check(up: &UpstreamRt, s: &Arc<EndpointState>, zone: &str, hc: &Hea
                 .health_transitions
                 .with_label_values(&[name, "unhealthy"])
                 .inc();
-            let why = match result {
-                Ok(st) => format!("status {st}"),
-                Err(e) => e,
-            };
+            let why = result.err().unwrap_or_default();
             tracing::warn!(upstream = name, endpoint = %addr, zone, "endpoint unhealthy after {} failed checks: {why}", hc.unhealthy);
         }
         Transition::BecameHealthy => {

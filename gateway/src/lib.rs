@@ -23,6 +23,8 @@ pub mod context;
 pub mod desync;
 pub mod filters;
 pub mod forwarded;
+pub mod grpc;
+pub mod grpc_health;
 pub mod guards;
 pub mod health;
 pub mod idempotency;

@@ -56,9 +56,12 @@ pub struct GatewayProxy {
     pub state: Arc<State>,
 }
 
-fn is_idempotent(session: &Session) -> bool {
+/// Safe to send again: an idempotent method, or a gRPC method the route lists as safe
+/// (`retry.grpc_methods`), with the whole body still at hand.
+fn is_idempotent(session: &Session, ctx: &Ctx) -> bool {
     let m = &session.req_header().method;
-    m.is_idempotent() && !session.as_downstream().retry_buffer_truncated()
+    (m.is_idempotent() || crate::grpc::safe_to_repeat(ctx))
+        && !session.as_downstream().retry_buffer_truncated()
 }
 
 #[async_trait]
@@ -241,7 +244,8 @@ impl ProxyHttp for GatewayProxy {
                         .filter(|_| !ctx.upgrade)
                         .map(|t| ctx.started + t),
                 });
-                if route.config.retry.attempts > 1 && is_idempotent(session) {
+                crate::grpc::begin(ctx, session.req_header());
+                if route.config.retry.attempts > 1 && is_idempotent(session, ctx) {
                     session.as_downstream_mut().enable_retry_buffering();
                 }
                 Ok(false)
@@ -279,6 +283,7 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<Ctx>,
     ) -> Result<()> {
         forwarded::upstream_headers(ctx, session.req_header(), upstream_request)?;
+        crate::grpc::upstream_request(ctx, upstream_request)?;
         if ctx.close_upstream {
             upstream_request.insert_header(http::header::CONNECTION, "close")?;
         }
@@ -335,7 +340,19 @@ impl ProxyHttp for GatewayProxy {
             upstream_response.get_reason_phrase().map_or(3, str::len),
             &upstream_response.headers,
         );
-        attempts::on_response_status(ctx, status, is_idempotent(session))
+        let idempotent = is_idempotent(session, ctx);
+        attempts::on_response_status(ctx, status, &upstream_response.headers, idempotent)
+    }
+
+    /// gRPC's outcome is in the trailers (passed on to the client as they are).
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        upstream_trailers: &mut http::HeaderMap,
+        ctx: &mut Box<Ctx>,
+    ) -> Result<()> {
+        attempts::on_trailers(ctx, upstream_trailers);
+        Ok(())
     }
 
     async fn response_filter(
@@ -491,7 +508,8 @@ impl ProxyHttp for GatewayProxy {
         ctx: &mut Box<Ctx>,
         client_reused: bool,
     ) -> Box<Error> {
-        attempts::on_proxy_error(ctx, e, peer, is_idempotent(session), client_reused)
+        let idempotent = is_idempotent(session, ctx);
+        attempts::on_proxy_error(ctx, e, peer, idempotent, client_reused)
     }
 
     async fn fail_to_proxy(

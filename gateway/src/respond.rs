@@ -25,6 +25,9 @@ pub async fn reject(
     ctx.rejected = Some(r.reason);
     ctx.rejection_detail = Some(r.detail.to_string());
     METRICS.rejected.with_label_values(&[r.reason]).inc();
+    if crate::grpc::is_grpc(&session.req_header().headers) {
+        return grpc(session, ctx, r).await;
+    }
     let id = ctx.ids.request_id.as_ref();
     let body = r.body.clone().unwrap_or_else(|| body(r, id));
     let mut resp = ResponseHeader::build(r.status, Some(6 + r.headers.len()))?;
@@ -48,6 +51,32 @@ pub async fn reject(
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// A gRPC caller is answered in gRPC (a bare HTTP 503 is "UNAVAILABLE: Received http2
+/// header with status: 503" to it): HTTP 200, trailers-only, the rejection's status as a
+/// `grpc-status` and its detail as `grpc-message`. The rejection's own headers
+/// (`RateLimit`...) and the request id go along.
+async fn grpc(session: &mut Session, ctx: &Ctx, r: &Rejection) -> pingora_error::Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(5 + r.headers.len()))?;
+    for (name, value) in crate::grpc::answer_headers(r.status, r.reason, &r.detail, r.retry_after) {
+        resp.insert_header(name, value)?;
+    }
+    resp.insert_header(CONTENT_LENGTH, 0)?;
+    if let Some(id) = &ctx.ids.request_id {
+        resp.insert_header(X_REQUEST_ID, id.clone())?;
+    }
+    for (name, value) in &r.headers {
+        resp.insert_header(name.clone(), value.clone())?;
+    }
+    if !r.keep_alive {
+        session.set_keepalive(None);
+    }
+    // As one task: `write_response_header`'s end-of-stream flag does not reach an HTTP/2
+    // client in Pingora 0.9 (the stream would end with a separate empty DATA frame, or a
+    // reset), and a trailers-only answer is one HEADERS frame that ends the stream.
+    let task = pingora_core::protocols::http::HttpTask::Header(Box::new(resp), true);
+    session.write_response_tasks(vec![task]).await.map(|_| ())
 }
 
 /// Answer with a route's `fixed_response`: its status, content type and body, and

@@ -540,6 +540,8 @@ pub struct PeerTls {
     pub verify: bool,
     pub ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
     pub health_client: Arc<rustls::ClientConfig>,
+    /// The same, offering only HTTP/2 in ALPN (gRPC health checks).
+    pub health_client_h2: Arc<rustls::ClientConfig>,
 }
 
 impl std::fmt::Debug for PeerTls {
@@ -601,11 +603,14 @@ pub fn peer_tls(
             .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
             .with_no_client_auth()
     };
+    let mut health_client_h2 = health_client.clone();
+    health_client_h2.alpn_protocols = vec![b"h2".to_vec()];
     Ok(PeerTls {
         sni: t.sni.clone(),
         verify: t.verify,
         ca,
         health_client: Arc::new(health_client),
+        health_client_h2: Arc::new(health_client_h2),
     })
 }
 

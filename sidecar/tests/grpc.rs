@@ -1,114 +1,24 @@
 //! gRPC end to end, as a new user would try it: a real gRPC client (Python grpcio) ->
 //! sidecar A (outbound) -> mTLS -> sidecar B (inbound) -> a real gRPC server (grpcio,
 //! cleartext HTTP/2 as every gRPC server speaks). The client and server are
-//! `tests/support/grpc_demo.py`; Debian's `python3-grpcio` (installed by `.ci/test`).
+//! `backends-demo/support/grpc_demo.py` (`backends_demo::grpc`); Debian's
+//! `python3-grpcio` (installed by `.ci/test`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
+use backends_demo::grpc::{GrpcServer, Outcome};
 use backends_demo::pki::{CertSpec, TestCa};
-use backends_demo::{free_addr, Proc, Sidecar};
+use backends_demo::{free_addr, Sidecar};
 use common::{issue, start_in, A_ID, B_ID};
-use serde::Deserialize;
 
-/// Debian's interpreter: `python3-grpcio` installs there, and a `python3` found first on
-/// PATH (pyenv, a venv) may not have it.
-fn python() -> &'static str {
-    if Path::new("/usr/bin/python3").exists() {
-        "/usr/bin/python3"
-    } else {
-        "python3"
-    }
-}
-
-fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/grpc_demo.py")
-}
-
-/// The grpcio server, on a port picked at run time.
-struct GrpcServer {
-    proc: Proc,
-    addr: SocketAddr,
-}
-
-impl GrpcServer {
-    async fn start() -> Self {
-        let addr = free_addr("127.0.0.1");
-        let mut cmd = Command::new(python());
-        cmd.arg(script()).arg("serve").arg(addr.to_string());
-        let mut proc = Proc::spawn(cmd, "grpc-server").unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while !proc.log().contains("listening") {
-            assert!(
-                proc.is_running(),
-                "the gRPC server exited (is python3-grpcio installed? `apt-get install python3-grpcio`):\n{}",
-                proc.log()
-            );
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the gRPC server did not start:\n{}",
-                proc.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { proc, addr }
-    }
-
-    /// How often the server ran `method` (asked directly, not through the mesh).
-    async fn calls(&self, method: &str) -> u64 {
-        let o = call(
-            self.addr,
-            "unary",
-            "/demo.Stats/Calls",
-            &["--payload", method],
-        )
-        .await;
-        assert_eq!(o.code, "OK", "{o:?}\n{}", self.proc.log());
-        o.responses[0].parse().unwrap()
-    }
-}
-
-/// What the client saw of one call.
-#[derive(Debug, Deserialize)]
-struct Outcome {
-    code: String,
-    details: Option<String>,
-    responses: Vec<String>,
-    initial: HashMap<String, String>,
-    trailing: HashMap<String, String>,
-    seconds: f64,
-}
-
-impl Outcome {
-    fn details(&self) -> &str {
-        self.details.as_deref().unwrap_or("")
-    }
-}
-
-/// One call by the grpcio client: `kind` is unary, server_stream or bidi.
 async fn call(target: SocketAddr, kind: &str, method: &str, args: &[&str]) -> Outcome {
-    let mut cmd = Command::new(python());
-    cmd.arg(script())
-        .args(["call", &target.to_string(), kind, method])
-        .args(args);
-    let out = tokio::task::spawn_blocking(move || cmd.output())
+    backends_demo::grpc::call(target, kind, method, args)
         .await
         .unwrap()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().last().unwrap_or("");
-    serde_json::from_str(line).unwrap_or_else(|e| {
-        panic!(
-            "grpc client: {e}\nstdout: {stdout}\nstderr: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })
 }
 
 struct GrpcMesh {
@@ -124,7 +34,7 @@ struct GrpcMesh {
 impl GrpcMesh {
     /// `inbound`: extra lines for B's inbound block; `dependency`: for A's dependency.
     async fn start(inbound: &str, dependency: &str) -> GrpcMesh {
-        let server = GrpcServer::start().await;
+        let server = GrpcServer::start().await.unwrap();
         let ca = TestCa::new("grpc-mesh-ca").unwrap();
         let dir = tempfile::tempdir().unwrap();
         ca.write_bundle(&dir.path().join("ca.crt")).unwrap();
@@ -189,7 +99,7 @@ server: {{ shutdown: {{ drain_delay: 0s, grace_period: 5s }} }}
             "A:\n{}\nB:\n{}\nserver:\n{}",
             self.a.log(),
             self.b.log(),
-            self.server.proc.log()
+            self.server.log()
         )
     }
 }
@@ -261,7 +171,7 @@ async fn an_open_breaker_is_unavailable_with_its_reason() {
     let pushback: u64 = o.trailing["grpc-retry-pushback-ms"].parse().unwrap();
     assert!((25_000..=30_000).contains(&pushback), "{o:?}");
     assert_eq!(
-        m.server.calls("/demo.Down/Get").await,
+        m.server.calls("/demo.Down/Get").await.unwrap(),
         3,
         "refused calls never left"
     );
@@ -277,7 +187,7 @@ async fn a_full_bulkhead_is_resource_exhausted() {
         );
     // The slow call holds the only slot once the server has it.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while m.server.calls("/demo.Echo/Slow").await == 0 {
+    while m.server.calls("/demo.Echo/Slow").await.unwrap() == 0 {
         assert!(tokio::time::Instant::now() < deadline, "{}", m.logs());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -290,7 +200,7 @@ async fn a_full_bulkhead_is_resource_exhausted() {
         "app: bulkhead full: 1 calls already in flight",
         "{o:?}"
     );
-    assert_eq!(m.server.calls("/demo.Echo/Unary").await, 0);
+    assert_eq!(m.server.calls("/demo.Echo/Unary").await.unwrap(), 0);
     assert_eq!(slow.await.unwrap().code, "OK");
 }
 
@@ -361,15 +271,15 @@ async fn a_listed_method_is_retried_on_unavailable_and_an_unlisted_one_is_not() 
     let o = m.call("unary", "/demo.Flaky/Get", &[]).await;
     assert_eq!(o.code, "OK", "{o:?}\n{}", m.logs());
     assert_eq!(o.initial["x-sidecar-retries"], "1", "{o:?}");
-    assert_eq!(m.server.calls("/demo.Flaky/Get").await, 2);
+    assert_eq!(m.server.calls("/demo.Flaky/Get").await.unwrap(), 2);
     // Unlisted: the client gets the UNAVAILABLE, the server was called once.
     let o = m.call("unary", "/demo.Flaky/Put", &[]).await;
     assert_eq!(o.code, "UNAVAILABLE", "{o:?}");
     assert_eq!(o.details(), "first call of /demo.Flaky/Put fails");
-    assert_eq!(m.server.calls("/demo.Flaky/Put").await, 1);
+    assert_eq!(m.server.calls("/demo.Flaky/Put").await.unwrap(), 1);
     // Listed by service: tried `attempts` times, then the last answer goes back.
     let o = m.call("unary", "/demo.Down/Put", &[]).await;
     assert_eq!(o.code, "UNAVAILABLE", "{o:?}");
     assert_eq!(o.details(), "down for good");
-    assert_eq!(m.server.calls("/demo.Down/Put").await, 3);
+    assert_eq!(m.server.calls("/demo.Down/Put").await.unwrap(), 3);
 }

@@ -9,6 +9,7 @@
 pub mod balance;
 pub mod fault;
 pub mod gcra;
+pub mod grpc;
 pub mod kubernetes;
 pub mod locality;
 pub mod outlier_detection;

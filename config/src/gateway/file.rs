@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::grpc::{GrpcHealthCheckFile, UpstreamProtocol};
 pub use crate::common::outlier_detection::OutlierFile;
 pub use crate::common::retry::{RetryCondition, RetryOnFile};
 use crate::units::HumanDuration;
@@ -569,6 +570,12 @@ pub struct RetryFile {
     /// only).
     #[serde(default = "default_retry_on")]
     pub on: Vec<RetryOnFile>,
+    /// gRPC methods safe to repeat, `/package.Service/Method` or `/package.Service/*`:
+    /// retried on a trailers-only UNAVAILABLE and on the `on:` conditions, like an
+    /// idempotent request. Other gRPC calls (all POSTs) are retried only when they never
+    /// left (`connect-failure`). As the sidecar's `retry.grpc_methods`.
+    #[serde(default)]
+    pub grpc_methods: Vec<String>,
 }
 
 fn default_retry_on() -> Vec<RetryOnFile> {
@@ -599,6 +606,10 @@ pub struct UpstreamFile {
     /// Connect to the endpoints over TLS.
     #[serde(default)]
     pub tls: Option<UpstreamTlsFile>,
+    /// HTTP version toward the endpoints: `http1` (default), `h2` (over `tls`, ALPN)
+    /// or `h2c` (cleartext prior knowledge). gRPC needs `h2` or `h2c`.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// At most this many requests in flight to the upstream at once (per gateway),
     /// whatever route they come from; then a bounded queue, then 503.
     #[serde(default)]
@@ -824,6 +835,10 @@ pub struct HealthCheckFile {
     /// Statuses that count as healthy: codes (`200`) or classes (`2xx`). Default 2xx and 3xx.
     #[serde(default)]
     pub expect: Vec<String>,
+    /// Check with `grpc.health.v1.Health/Check` (over HTTP/2: h2 with `tls`, h2c
+    /// without) instead of `GET path`; `path` and `expect` do not apply.
+    #[serde(default)]
+    pub grpc: Option<GrpcHealthCheckFile>,
 }
 
 fn default_hc_path() -> String {

@@ -2,6 +2,7 @@
 
 pub mod actions;
 pub mod file;
+pub mod grpc;
 pub mod idempotency;
 pub mod ratelimit;
 pub mod runtime;

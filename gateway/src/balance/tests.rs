@@ -31,6 +31,7 @@ fn upstream(balance: Balance, zone_aware: Option<f64>, eps: Vec<Endpoint>) -> Up
             health_check: None,
             outlier: None,
             tls: None,
+            protocol: Default::default(),
             concurrency: None,
             adaptive_concurrency: None,
             sticky: None,
@@ -263,6 +264,7 @@ fn hc() -> tollgate_config::gateway::HealthCheck {
         healthy: 1,
         unhealthy: 1,
         expect: vec![(200, 299)],
+        grpc_service: None,
     }
 }
 

@@ -7,7 +7,9 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use regex::Regex;
 
-use crate::common::retry::{validate_attempts, validate_retry_on, RetryConditions};
+use crate::common::retry::{
+    validate_attempts, validate_grpc_methods, validate_retry_on, GrpcMethods, RetryConditions,
+};
 use crate::error::Problems;
 use crate::gateway::actions::{
     validate_fixed_response, validate_header_ops, validate_query_match, validate_redirect,
@@ -132,6 +134,8 @@ pub struct RetryPolicy {
     pub on_timeout: bool,
     pub on_5xx: bool,
     pub statuses: Vec<u16>,
+    /// gRPC methods that may be retried (on UNAVAILABLE, and as idempotent requests).
+    pub grpc_methods: GrpcMethods,
 }
 
 impl Default for RetryPolicy {
@@ -145,6 +149,7 @@ impl Default for RetryPolicy {
             on_timeout: false,
             on_5xx: false,
             statuses: Vec::new(),
+            grpc_methods: GrpcMethods::default(),
         }
     }
 }
@@ -566,5 +571,10 @@ fn validate_retry(at: &str, r: &RetryFile, p: &mut Problems) -> RetryPolicy {
         on_timeout: timeout,
         on_5xx: status_5xx,
         statuses,
+        grpc_methods: validate_grpc_methods(
+            &format!("{at}.retry.grpc_methods"),
+            &r.grpc_methods,
+            p,
+        ),
     }
 }

@@ -15,6 +15,7 @@ use crate::error::Problems;
 use crate::gateway::file::{
     BalanceFile, DiscoverFile, EndpointFile, HashOnFile, HealthCheckFile, UpstreamFile,
 };
+pub use crate::gateway::grpc::UpstreamProtocol;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
@@ -26,6 +27,7 @@ pub struct Upstream {
     pub health_check: Option<HealthCheck>,
     pub outlier: Option<Outlier>,
     pub tls: Option<UpstreamTls>,
+    pub protocol: UpstreamProtocol,
     pub concurrency: Option<super::route::Concurrency>,
     pub adaptive_concurrency: Option<AdaptiveConcurrency>,
     pub sticky: Option<Sticky>,
@@ -116,6 +118,8 @@ pub struct HealthCheck {
     pub unhealthy: u32,
     /// Inclusive status ranges that count as healthy.
     pub expect: Vec<(u16, u16)>,
+    /// `Some(service)`: a gRPC health check of that service instead of `GET path`.
+    pub grpc_service: Option<String>,
 }
 
 impl HealthCheck {
@@ -181,6 +185,17 @@ pub(super) fn validate_upstream(
             verify: t.verify,
         }
     });
+    match (u.protocol, &tls) {
+        (UpstreamProtocol::H2, None) => p.push(
+            format!("{at}.protocol"),
+            "h2 is HTTP/2 over TLS (negotiated with ALPN): set `tls`, or use h2c for cleartext HTTP/2",
+        ),
+        (UpstreamProtocol::H2c, Some(_)) => p.push(
+            format!("{at}.protocol"),
+            "h2c is cleartext HTTP/2: with `tls` use h2",
+        ),
+        _ => {}
+    }
     let concurrency = u
         .concurrency
         .as_ref()
@@ -298,6 +313,7 @@ pub(super) fn validate_upstream(
         endpoints,
         discover,
         health_check,
+        protocol: u.protocol,
         outlier,
         tls,
     })
@@ -463,6 +479,7 @@ fn validate_health_check(hat: &str, h: &HealthCheckFile, p: &mut Problems) -> He
         healthy: h.healthy,
         unhealthy: h.unhealthy,
         expect,
+        grpc_service: h.grpc.as_ref().map(|g| g.service.clone()),
     }
 }
 
