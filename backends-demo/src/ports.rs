@@ -45,6 +45,32 @@ pub fn free_addr(ip: &str) -> SocketAddr {
         .unwrap_or_else(|e| panic!("cannot read the port bound on {ip}: {e}"))
 }
 
+/// `ip` with a TCP port `p` free on it right now, and `p + offset` free too and also
+/// below the ephemeral range: for servers that open a second port at a fixed offset
+/// (a Redis Cluster node's bus at +10000, which in the ephemeral range an outgoing
+/// connection could hold, and the node would not start).
+pub fn free_addr_with(ip: &str, offset: u16) -> SocketAddr {
+    if let Some((low, len)) = listener_range() {
+        let len = len.saturating_sub(u32::from(offset));
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let start = *process_offset();
+        for _ in 0..len.min(2048) {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let port = low + ((start + n) % len.max(1)) as u16;
+            let (Ok(a), Ok(_b)) = (
+                TcpListener::bind((ip, port)),
+                TcpListener::bind((ip, port + offset)),
+            ) else {
+                continue;
+            };
+            if let Ok(addr) = a.local_addr() {
+                return addr;
+            }
+        }
+    }
+    panic!("no port p free on {ip} with p + {offset} free below the ephemeral range")
+}
+
 /// `[FLOOR, start of the ephemeral range)` as (first port, count), when it is usable.
 fn listener_range() -> Option<(u16, u32)> {
     static RANGE: OnceLock<Option<(u16, u32)>> = OnceLock::new();
@@ -69,6 +95,12 @@ fn process_offset() -> &'static u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_and_its_companion_are_both_free() {
+        let a = free_addr_with("127.0.0.1", 10_000);
+        assert!(TcpListener::bind(("127.0.0.1", a.port() + 10_000)).is_ok());
+    }
 
     #[test]
     fn addresses_on_other_loopback_ips() {

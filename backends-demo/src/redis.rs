@@ -147,7 +147,8 @@ impl RedisCluster {
         let mut nodes = Vec::new();
         let mut procs = Vec::new();
         for i in 0..n {
-            let addr = free_addr("127.0.0.1");
+            // The node's cluster bus listens at port + 10000.
+            let addr = crate::ports::free_addr_with("127.0.0.1", 10_000);
             let node_dir = dir.path().join(format!("node{i}"));
             std::fs::create_dir_all(&node_dir)?;
             let mut cmd = Command::new("redis-server");
@@ -171,10 +172,14 @@ impl RedisCluster {
             nodes.push(addr);
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        for a in &nodes {
+        for (a, p) in nodes.iter().zip(procs.iter_mut()) {
             while tokio::net::TcpStream::connect(a).await.is_err() {
                 if tokio::time::Instant::now() > deadline {
-                    bail!("redis cluster node {a} not listening");
+                    bail!(
+                        "redis cluster node {a} not listening (running: {}); its log:\n{}",
+                        p.is_running(),
+                        p.log()
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
