@@ -7,6 +7,26 @@ use super::Severity::*;
 use super::View::Path;
 use super::{rule, RuleDef};
 
+/// Literal prefilters of the sensitive-file rules (argument and path views alike).
+const SENSITIVE_LITERALS: &[&str] = &[
+    "etc/",
+    "proc/",
+    "win.ini",
+    "system.ini",
+    "boot.ini",
+    "system32",
+    ".ssh/",
+    ".bash_history",
+    "var/log/",
+    "/root/",
+    "windows/",
+    "winnt/",
+    "inetpub",
+    "web-inf",
+    "meta-inf",
+    "/dev/",
+];
+
 macro_rules! sensitive_files {
     () => {
         r#"(?:etc/(?:passwd|shadow|group|hosts|issue|hostname|crontab|sudoers|master\.passwd|security/|mysql/|httpd/|apache2?/|nginx/|ssh/|ssl/|php\d*/|environment|profile|resolv\.conf|fstab|motd|os-release|redhat-release|lsb-release|passwd-|gshadow|inittab|network/|sysconfig/|pam\.d/|cron\.d/|hosts\.(?:allow|deny)|my\.cnf|init\.d/|netplan|aliases|exports|shells)|proc/(?:self|\d+|version|cmdline|mounts|net/)|root/\.|home/[^/]+/\.(?:ssh|bash|aws|git|docker)|\.ssh/(?:id_|authorized_keys|known_hosts)|\.bash_history|var/log/|var/(?:run|lib)/(?:secrets|docker|mysql)|(?:windows|winnt)/(?:win\.ini|system\.ini|system32|repair|debug|panther|php\.ini)|boot\.ini|win\.ini|system32/|inetpub/|web-inf/|meta-inf/|dev/(?:null|zero|random|tcp|stdin|fd/)|usr/local/(?:etc|apache)|opt/lampp|xampp/)"#
@@ -21,24 +41,7 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         INPUT & !PATH,
         Path,
-        &[
-            "etc/",
-            "proc/",
-            "win.ini",
-            "system.ini",
-            "boot.ini",
-            "system32",
-            ".ssh/",
-            ".bash_history",
-            "var/log/",
-            "/root/",
-            "windows/",
-            "winnt/",
-            "inetpub",
-            "web-inf",
-            "meta-inf",
-            "/dev/",
-        ],
+        SENSITIVE_LITERALS,
         // Right after the start, a separator or `..`; not after a word and a space:
         // prose names files too ("where is the /etc/hosts file").
         concat!(r#"(?:^[\s"'`]*|[^\w\s./]|\.\.)/?"#, sensitive_files!()),
@@ -50,24 +53,7 @@ pub(crate) const RULES: &[RuleDef] = &[
         1,
         PATH,
         Path,
-        &[
-            "etc/",
-            "proc/",
-            "win.ini",
-            "system.ini",
-            "boot.ini",
-            "system32",
-            ".ssh/",
-            ".bash_history",
-            "var/log/",
-            "/root/",
-            "windows/",
-            "winnt/",
-            "inetpub",
-            "web-inf",
-            "meta-inf",
-            "/dev/",
-        ],
+        SENSITIVE_LITERALS,
         concat!(r"(?:^|/)", sensitive_files!()),
     ),
     rule(
