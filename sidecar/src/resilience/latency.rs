@@ -8,14 +8,18 @@
 //!   its turn comes again, so a reading covers the current window and the one before
 //!   (between one and two windows of history, with no timestamps kept).
 //! - Recording is two relaxed atomic adds and, once per window, a clear by the one
-//!   thread that wins the compare-and-swap; a sample landing during that clear may be
-//!   lost or kept, which a percentile does not notice.
+//!   thread that wins the compare-and-swap. The slot is marked as being cleared while
+//!   that runs, so a sample recorded in the new window is never counted and then
+//!   wiped: one arriving during the clear (a few hundred stores) is dropped, which a
+//!   percentile does not notice. A slot never used is already zero and not cleared.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Sub-buckets per power of two (and the count of exact buckets below them).
 const SUB_BITS: u32 = 4;
+/// A slot's epoch while its counters are being cleared for a new window.
+const CLEARING: u64 = u64::MAX;
 const SUB: usize = 1 << SUB_BITS;
 /// Powers of two above the exact range: 2^4 µs .. 2^26 µs (~67 s).
 const OCTAVES: usize = 22;
@@ -103,7 +107,11 @@ impl LatencyWindow {
     fn epoch(&self, now: Instant) -> u64 {
         let since = now.saturating_duration_since(self.origin).as_nanos();
         // Epochs start at 1 so that a fresh slot (epoch 0) is never taken as current.
-        u64::try_from(since / self.window.as_nanos().max(1)).unwrap_or(u64::MAX - 1) + 1
+        // Capped below `CLEARING`.
+        u64::try_from(since / self.window.as_nanos().max(1))
+            .unwrap_or(u64::MAX)
+            .min(CLEARING - 2)
+            + 1
     }
 
     pub fn record(&self, latency: Duration) {
@@ -117,18 +125,32 @@ impl LatencyWindow {
         };
         let seen = slot.epoch.load(Ordering::Acquire);
         if seen != epoch {
-            // This slot last counted an older window: whoever swaps the epoch clears it.
-            if seen < epoch
-                && slot
-                    .epoch
-                    .compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
+            if seen == CLEARING || seen > epoch {
+                // Being cleared for a new window, or already counting a newer one
+                // (a clock read late): drop the sample.
+                return;
+            }
+            if seen == 0 {
+                // Never used: already zero. Losing this race means another thread
+                // took the slot, for this window or a newer one.
+                let taken =
+                    slot.epoch
+                        .compare_exchange(0, epoch, Ordering::AcqRel, Ordering::Acquire);
+                if matches!(taken, Err(now_seen) if now_seen != epoch) {
+                    return;
+                }
+            } else if slot
+                .epoch
+                .compare_exchange(seen, CLEARING, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
             {
+                // This slot last counted an older window: clear it, then open it.
                 for c in slot.counts.iter() {
                     c.store(0, Ordering::Relaxed);
                 }
+                slot.epoch.store(epoch, Ordering::Release);
             } else if slot.epoch.load(Ordering::Acquire) != epoch {
-                return; // a newer window already (a clock read late): drop the sample
+                return;
             }
         }
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
@@ -150,7 +172,7 @@ impl LatencyWindow {
             .iter()
             .filter(|s| {
                 let e = s.epoch.load(Ordering::Acquire);
-                e == epoch || e + 1 == epoch
+                e != CLEARING && (e == epoch || e + 1 == epoch)
             })
             .collect();
         let count = |b: usize| -> u64 {
