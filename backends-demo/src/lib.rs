@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 mod backend;
 mod bins;
 pub mod browser;

@@ -195,7 +195,12 @@ impl IdempotencyRt {
         };
         let redis_key = {
             let mut d = DigestHasher(Digest::new(&SHA256));
-            let view = RequestView { req, client, route };
+            let view = RequestView {
+                req,
+                client,
+                route,
+                claims: None,
+            };
             crate::ratelimit::hash_key(&self.cfg.identity, true, &view, &mut d);
             std::hash::Hasher::write(&mut d, route.as_bytes());
             std::hash::Hasher::write(&mut d, &[0]);

@@ -16,6 +16,7 @@
 pub mod adaptive;
 pub mod admin;
 pub mod attempts;
+pub mod auth;
 pub mod balance;
 pub mod concurrency;
 pub mod connection;

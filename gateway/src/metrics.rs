@@ -33,6 +33,9 @@ pub struct Metrics {
     pub upgraded: IntGaugeVec,
     pub upgrades: IntCounterVec,
     pub waf_requests: IntCounterVec,
+    pub auth_decisions: IntCounterVec,
+    pub jwks_fetches: IntCounterVec,
+    pub jwks_keys: IntGaugeVec,
     pub waf_rule_matches: IntCounterVec,
     pub rate_limit_decisions: IntCounterVec,
     pub redis_duration: Histogram,
@@ -154,6 +157,21 @@ pub static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         [c("monitor"), c("defensive"), c("strictest")]
     },
     desync,
+    auth_decisions: m::counter_vec(
+        "gateway_auth_decisions_total",
+        "Authentication decisions, by policy and decision (ok, cached, missing, expired, bad_signature, unknown_kid, wrong_issuer, insufficient_scope, denied, ...)",
+        &["policy", "decision"],
+    ),
+    jwks_fetches: m::counter_vec(
+        "gateway_auth_jwks_fetches_total",
+        "JWKS fetches, by source (URL or file) and result (ok, error)",
+        &["source", "result"],
+    ),
+    jwks_keys: m::gauge_vec(
+        "gateway_auth_jwks_keys",
+        "Keys held from each JWKS source (the last good set while the IdP is down)",
+        &["source"],
+    ),
     waf_requests: m::counter_vec(
         "gateway_waf_requests_total",
         "Requests inspected by a WAF policy, by route, policy and action (pass, block, detect: would have blocked, allow: allow list or rule)",

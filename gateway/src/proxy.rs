@@ -155,6 +155,7 @@ impl ProxyHttp for GatewayProxy {
             req: session.req_header(),
             client: &ctx.client,
             route: &route.config.name,
+            claims: None,
         };
         if let Verdict::Reject(r) = route.filters.on_request(&view, &mut ctx.filter_state).await {
             respond::reject(session, ctx, &r).await?;
@@ -291,6 +292,9 @@ impl ProxyHttp for GatewayProxy {
             forwarded::drop_invalid_header_fields(upstream_request);
         }
         if let (Some(route), Some(routed)) = (ctx.route(), ctx.routed.as_ref()) {
+            if let Some(auth) = route.filters.auth() {
+                auth.upstream_request(ctx.filter_state.auth.as_ref(), upstream_request)?;
+            }
             if let Some(rw) = &route.config.rewrite {
                 crate::transform::rewrite(rw, upstream_request)?;
             }

@@ -55,6 +55,7 @@ impl RouteRt {
         route: &Route,
         upstreams: &HashMap<String, Arc<UpstreamRt>>,
         limiters: &HashMap<String, Arc<RateLimiter>>,
+        auth: &crate::auth::Policies,
         redis: Option<&Arc<crate::ratelimit::redis::RedisStore>>,
         previous: Option<&RouteRt>,
     ) -> Result<Self, BuildError> {
@@ -112,7 +113,7 @@ impl RouteRt {
                 delayed: counter("delay"),
                 aborted: counter("abort"),
             }),
-            filters: Filters::build(route, limiters),
+            filters: Filters::build(route, limiters, auth),
             action,
             metrics: RouteMetrics::new(&route.name),
             concurrency: route.concurrency.map(|c| {

@@ -53,6 +53,8 @@ pub enum BuildError {
     Route { route: String, reason: String },
     #[error("{reason}")]
     Redis { reason: String },
+    #[error("{reason}")]
+    Auth { reason: String },
 }
 
 impl BuildError {
@@ -60,9 +62,10 @@ impl BuildError {
     pub fn listener(&self) -> Option<&str> {
         match self {
             BuildError::Listener { listener, .. } => Some(listener),
-            BuildError::Upstream { .. } | BuildError::Route { .. } | BuildError::Redis { .. } => {
-                None
-            }
+            BuildError::Upstream { .. }
+            | BuildError::Route { .. }
+            | BuildError::Redis { .. }
+            | BuildError::Auth { .. } => None,
         }
     }
 }
@@ -139,12 +142,14 @@ impl Snapshot {
                 (name.clone(), Arc::new(l))
             })
             .collect();
+        let auth = crate::auth::Policies::build(&config.auth)
+            .map_err(|reason| BuildError::Auth { reason })?;
         let routes = config
             .routes
             .iter()
             .map(|r| {
                 let prev = previous.and_then(|p| p.routes.iter().find(|x| x.config.name == r.name));
-                RouteRt::build(r, &upstreams, &rate_limiters, redis.as_ref(), prev)
+                RouteRt::build(r, &upstreams, &rate_limiters, &auth, redis.as_ref(), prev)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Snapshot {

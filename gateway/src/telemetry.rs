@@ -138,6 +138,7 @@ fn access_line(
     l.opt_str("rejection", ctx.rejected);
     l.opt_str("action", ctx.answered);
     l.opt_str("desync", ctx.desync.map(crate::desync::Reason::as_str));
+    l.opt_str("auth", ctx.filter_state.auth.as_ref().map(|a| a.decision));
     if let Some(w) = &ctx.filter_state.waf {
         l.str("waf_action", w.action)
             .uint("waf_score", u64::from(w.score));

@@ -40,6 +40,9 @@ pub struct GatewayFile {
     /// WAF policies, by name; a route uses one with `waf: NAME` (see docs/waf.md).
     #[serde(default)]
     pub waf: BTreeMap<String, tollgate_waf::PolicySpec>,
+    /// Authentication policies (JWT, forward-auth) that routes use with `auth:`.
+    #[serde(default)]
+    pub auth: super::auth::AuthFile,
     /// The Redis that `store: redis` rate limits share.
     #[serde(default)]
     pub redis: Option<super::ratelimit::RedisFile>,
@@ -437,6 +440,10 @@ pub struct RouteFile {
     /// Largest request body accepted (`10MiB`); larger gets 413. Default: no limit.
     #[serde(default)]
     pub max_request_body: Option<crate::units::ByteSize>,
+    /// Authentication every request of the route needs: `{ jwt: POLICY }` or
+    /// `{ forward: POLICY }` (policies under `auth`).
+    #[serde(default)]
+    pub auth: Option<super::auth::RouteAuthFile>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]

@@ -1,6 +1,7 @@
 //! The gateway's configuration: file types, validation, loading.
 
 pub mod actions;
+pub mod auth;
 pub mod file;
 pub mod grpc;
 pub mod idempotency;

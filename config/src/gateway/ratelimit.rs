@@ -52,7 +52,8 @@ pub struct RateLimitFile {
     #[serde(default)]
     pub burst: Option<u32>,
     /// What is counted: one or several of `client_ip`, `route`, `method`, `path`,
-    /// `header:NAME`, `cookie:NAME`, `query:NAME`. Default `client_ip`.
+    /// `header:NAME`, `cookie:NAME`, `query:NAME`, `claim:NAME` (a verified JWT claim,
+    /// `a.b` for nested ones; the route needs `auth: { jwt: ... }`). Default `client_ip`.
     #[serde(default)]
     pub key: OneOrMany<String>,
     /// A request missing a key component (no such header, cookie or argument) is not
@@ -217,6 +218,8 @@ pub enum KeyPart {
     Header(HeaderName),
     Cookie(String),
     Query(String),
+    /// A claim of the request's verified token (path into nested claims).
+    Claim(Vec<String>),
 }
 
 /// A validated rate-limit policy.
@@ -235,7 +238,7 @@ pub struct RateLimitPolicy {
 }
 
 const KEY_HELP: &str =
-    "expected client_ip, route, method, path, header:NAME, cookie:NAME or query:NAME";
+    "expected client_ip, route, method, path, header:NAME, cookie:NAME, query:NAME or claim:NAME";
 
 pub(crate) fn parse_key_part(s: &str) -> Result<KeyPart, String> {
     let s = s.trim();
@@ -262,6 +265,9 @@ pub(crate) fn parse_key_part(s: &str) -> Result<KeyPart, String> {
         }
         ("cookie", _) => named("cookie").map(KeyPart::Cookie),
         ("query", _) => named("query").map(KeyPart::Query),
+        ("claim", _) => {
+            named("claim").map(|c| KeyPart::Claim(c.split('.').map(str::to_owned).collect()))
+        }
         _ => Err(format!("unknown key {s:?}: {KEY_HELP}")),
     }
 }

@@ -582,3 +582,88 @@ fn sliding_windows_have_no_burst_and_bounded_counts() {
     let p = &ok.config.rate_limits["p"];
     assert_eq!((p.rate.count, p.rate.per.as_secs()), (500, 300));
 }
+
+const AUTH_BASE: &str = "listeners: [{ name: http, address: 127.0.0.1:8080 }]\nupstreams:\n  app: { endpoints: [{ address: 127.0.0.1:9000 }] }\n";
+
+#[test]
+fn auth_policies_validate_into_runtime_types() {
+    let src = format!(
+        "{AUTH_BASE}auth:\n  jwt:\n    api:\n      issuer: https://idp.example.com\n      jwks: {{ url: https://idp.example.com/jwks.json, min_refresh: 5s }}\n      audiences: [api]\n      algorithms: [RS256, EdDSA]\n      required_scopes: [read]\n      claims: [{{ claim: realm.roles, contains: admin }}, {{ claim: tenant, in: [a, b] }}]\n      tokens: [{{ cookie: session }}, {{ header: x-token }}]\n      claims_to_headers: {{ sub: X-User-Id }}\n  forward:\n    svc: {{ url: 'http://127.0.0.1:9100/check', response_headers: [x-user], cache_ttl: 5s }}\nrate_limits:\n  per_user: {{ rate: 10/s, key: claim:sub }}\nroutes:\n  - {{ name: a, upstream: app, auth: {{ jwt: api }}, rate_limit: per_user }}\n  - {{ name: b, upstream: app, auth: {{ forward: svc }} }}\n"
+    );
+    let cfg = load_str(&src).unwrap().config;
+    let api = &cfg.auth.jwt["api"];
+    assert_eq!(
+        api.algorithms,
+        vec![auth::JwtAlgorithm::RS256, auth::JwtAlgorithm::EdDSA]
+    );
+    assert_eq!(api.jwks.min_refresh, std::time::Duration::from_secs(5));
+    assert_eq!(api.claims[0].claim, vec!["realm", "roles"]);
+    assert_eq!(api.tokens[0], auth::TokenSource::Cookie("session".into()));
+    assert_eq!(api.claims_to_headers[0].1.as_str(), "x-user-id");
+    assert_eq!(
+        cfg.auth.forward["svc"].cache_key.len(),
+        2,
+        "defaults to the sent headers"
+    );
+    assert_eq!(cfg.routes[0].auth, Some(auth::RouteAuth::Jwt("api".into())));
+    assert_eq!(
+        cfg.routes[1].auth,
+        Some(auth::RouteAuth::Forward("svc".into()))
+    );
+}
+
+#[test]
+fn auth_mistakes_are_refused_with_their_field() {
+    let jwt = |body: &str| {
+        err_of(&format!(
+            "{AUTH_BASE}auth:\n  jwt:\n    p:\n{body}routes: [{{ name: r, upstream: app, auth: {{ jwt: p }} }}]\n"
+        ))
+    };
+    let e = jwt("      jwks: { file: k.json }\n      algorithms: [HS256, none, RS999]\n");
+    assert!(
+        e.contains("auth.jwt.p.algorithms[0]") && e.contains("algorithm confusion"),
+        "{e}"
+    );
+    assert!(
+        e.contains("auth.jwt.p.algorithms[1]") && e.contains("unsigned"),
+        "{e}"
+    );
+    assert!(e.contains("unknown algorithm \"RS999\""), "{e}");
+    let e = jwt("      jwks: { file: k.json, url: 'https://x/jwks' }\n");
+    assert!(
+        e.contains("auth.jwt.p.jwks") && e.contains("exactly one"),
+        "{e}"
+    );
+    let e = jwt("      jwks: { discovery: true }\n");
+    assert!(e.contains("auth.jwt.p.issuer"), "{e}");
+    let e = jwt("      jwks: { url: 'ftp://x/jwks' }\n");
+    assert!(e.contains("auth.jwt.p.jwks.url"), "{e}");
+    let e = jwt("      jwks: { file: k.json }\n      claims_to_headers: { sub: content-length }\n");
+    assert!(e.contains("claims_to_headers.sub"), "{e}");
+    let e =
+        jwt("      jwks: { file: k.json }\n      claims: [{ claim: a, equals: x, contains: y }]\n");
+    assert!(e.contains("auth.jwt.p.claims[0]"), "{e}");
+
+    let e = err_of(&format!(
+        "{AUTH_BASE}routes: [{{ name: r, upstream: app, auth: {{ jwt: nope }} }}]\n"
+    ));
+    assert!(
+        e.contains("routes[0].auth.jwt") && e.contains("not defined"),
+        "{e}"
+    );
+    let e = err_of(&format!(
+        "{AUTH_BASE}auth:\n  forward:\n    f: {{ url: 'http://127.0.0.1:1/' }}\nroutes: [{{ name: r, upstream: app, auth: {{ jwt: x, forward: f }} }}]\n"
+    ));
+    assert!(
+        e.contains("routes[0].auth") && e.contains("exactly one"),
+        "{e}"
+    );
+    // A limit keyed on claims needs a JWT policy on the route to have claims at all.
+    let e = err_of(&format!(
+        "{AUTH_BASE}rate_limits:\n  u: {{ rate: 1/s, key: claim:sub }}\nroutes: [{{ name: r, upstream: app, rate_limit: u }}]\n"
+    ));
+    assert!(
+        e.contains("routes[0].rate_limit") && e.contains("keyed on claims"),
+        "{e}"
+    );
+}

@@ -11,10 +11,10 @@
 //! 5. rate limits keyed on verified claims;
 //! 6. header transforms, last, so they see the request every check let through.
 //!
-//! Built so far: the WAF (`crate::waf`; called from `proxy.rs` at its stage, before
-//! these filters, because it may read the request body first), rate limits keyed on
-//! the client (`crate::ratelimit`) and header transforms (HSTS). Authentication adds
-//! its variants here, in its stage.
+//! Built: the WAF (`crate::waf`; called from `proxy.rs` at its stage, before these
+//! filters, because it may read the request body first), rate limits keyed on the
+//! client or on verified claims (`crate::ratelimit`), authentication (`crate::auth`:
+//! JWT and forward-auth) and header transforms (HSTS).
 
 mod headers;
 
@@ -94,11 +94,14 @@ impl Rejection {
 }
 
 /// What request-phase filters see.
+#[derive(Clone, Copy)]
 pub struct RequestView<'a> {
     pub req: &'a RequestHeader,
     pub client: &'a Client,
     /// The matched route's name.
     pub route: &'a str,
+    /// The verified token's claims, for the stages after authentication.
+    pub claims: Option<&'a crate::auth::jwt::Claims>,
 }
 
 /// What filters learn about a request and use again in later phases.
@@ -108,6 +111,8 @@ pub struct FilterState {
     pub rate_limit: ratelimit::Headers,
     /// What the WAF found, for the access log (none for clean traffic).
     pub waf: Option<crate::waf::Note>,
+    /// What the route's authentication decided.
+    pub auth: Option<crate::auth::AuthState>,
 }
 
 /// Where a filter runs in the order above. Declared in that order: the derived `Ord`
@@ -125,13 +130,16 @@ pub enum Stage {
 #[derive(Debug)]
 pub enum Filter {
     RateLimit(Arc<RateLimiter>),
+    Auth(crate::auth::RouteAuth),
     Hsts(Hsts),
 }
 
 impl Filter {
     fn stage(&self) -> Stage {
         match self {
+            Filter::RateLimit(l) if l.keyed_on_claims() => Stage::ClaimRateLimit,
             Filter::RateLimit(_) => Stage::ClientRateLimit,
+            Filter::Auth(_) => Stage::Authentication,
             Filter::Hsts(_) => Stage::Headers,
         }
     }
@@ -139,7 +147,18 @@ impl Filter {
     /// Async only because a rate limit may ask Redis; the other filters never await.
     async fn on_request(&self, view: &RequestView<'_>, state: &mut FilterState) -> Verdict {
         match self {
-            Filter::RateLimit(l) => l.on_request(view, &mut state.rate_limit).await,
+            Filter::RateLimit(l) => {
+                let view = RequestView {
+                    claims: state
+                        .auth
+                        .as_ref()
+                        .and_then(|a| a.identity.as_deref())
+                        .map(|i| &i.claims),
+                    ..*view
+                };
+                l.on_request(&view, &mut state.rate_limit).await
+            }
+            Filter::Auth(a) => a.on_request(view, state).await,
             Filter::Hsts(_) => Verdict::Continue,
         }
     }
@@ -152,13 +171,14 @@ impl Filter {
     ) -> pingora_error::Result<()> {
         match self {
             Filter::RateLimit(_) => state.rate_limit.write(resp),
+            Filter::Auth(_) => Ok(()),
             Filter::Hsts(h) => h.on_response(client, resp),
         }
     }
 
     fn has_request_phase(&self) -> bool {
         match self {
-            Filter::RateLimit(_) => true,
+            Filter::RateLimit(_) | Filter::Auth(_) => true,
             Filter::Hsts(_) => false,
         }
     }
@@ -166,6 +186,7 @@ impl Filter {
     fn has_response_phase(&self) -> bool {
         match self {
             Filter::RateLimit(l) => l.policy.headers == HeadersMode::All,
+            Filter::Auth(_) => false,
             Filter::Hsts(_) => true,
         }
     }
@@ -182,8 +203,15 @@ pub struct Filters {
 impl Filters {
     /// The route's filters; `limiters` are the snapshot's, by policy name (validation
     /// guarantees every name a route lists is there).
-    pub fn build(route: &Route, limiters: &HashMap<String, Arc<RateLimiter>>) -> Self {
+    pub fn build(
+        route: &Route,
+        limiters: &HashMap<String, Arc<RateLimiter>>,
+        auth: &crate::auth::Policies,
+    ) -> Self {
         let mut list = Vec::new();
+        if let Some(a) = &route.auth {
+            list.extend(crate::auth::RouteAuth::build(a, auth).map(Filter::Auth));
+        }
         for name in &route.rate_limits {
             list.extend(limiters.get(name).cloned().map(Filter::RateLimit));
         }
@@ -201,6 +229,14 @@ impl Filters {
             response: list.iter().any(Filter::has_response_phase),
             list,
         }
+    }
+
+    /// The route's authentication filter, if it has one.
+    pub fn auth(&self) -> Option<&crate::auth::RouteAuth> {
+        self.list.iter().find_map(|f| match f {
+            Filter::Auth(a) => Some(a),
+            _ => None,
+        })
     }
 
     /// The request head, through every filter until one rejects it.

@@ -28,6 +28,7 @@ fn a_route_without_request_filters_continues() {
         req: &req,
         client: &c,
         route: "r",
+        claims: None,
     };
     let mut state = FilterState::default();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -89,6 +89,14 @@ impl Headers {
 }
 
 impl RateLimiter {
+    /// The policy counts by verified claims: it runs after authentication.
+    pub fn keyed_on_claims(&self) -> bool {
+        self.policy
+            .key
+            .iter()
+            .any(|k| matches!(k, KeyPart::Claim(_)))
+    }
+
     /// A limiter for `policy`, keeping `previous`'s counters when it counted the same
     /// keys in a store of the same size.
     pub fn build(
@@ -277,6 +285,21 @@ pub fn hash_key(
             KeyPart::Header(name) => view.req.headers.get(name).map(HeaderValue::as_bytes),
             KeyPart::Cookie(name) => cookie(view.req, name),
             KeyPart::Query(name) => query_arg(view.req, name),
+            KeyPart::Claim(path) => {
+                let text = view
+                    .claims
+                    .and_then(|c| crate::auth::jwt::claim(c, path))
+                    .map(crate::auth::jwt::claim_text);
+                match text {
+                    Some(t) => {
+                        h.write_usize(t.len());
+                        h.write(t.as_bytes());
+                    }
+                    None if count_missing => h.write_u8(0xff),
+                    None => return false,
+                }
+                continue;
+            }
         };
         match value {
             Some(v) => {

@@ -41,6 +41,7 @@ fn check(l: &RateLimiter, r: &RequestHeader, c: &Client) -> Verdict {
         req: r,
         client: c,
         route: "api",
+        claims: None,
     };
     block_on(l.on_request(&view, &mut Headers::default()))
 }
@@ -179,6 +180,7 @@ fn headers_on_every_response_report_the_most_restrictive_policy() {
         req: &r,
         client: &c,
         route: "api",
+        claims: None,
     };
     assert!(matches!(
         block_on(l.on_request(&view, &mut h)),

@@ -36,6 +36,8 @@ pub struct GatewayConfig {
     pub max_request_line_bytes: usize,
     /// WAF policies by name (routes hold their own, exclusions included).
     pub waf: BTreeMap<String, std::sync::Arc<tollgate_waf::Policy>>,
+    /// Authentication policies (routes name theirs in `route.auth`).
+    pub auth: crate::gateway::auth::AuthPolicies,
     pub max_header_field_bytes: usize,
     pub client_idle_timeout: Duration,
     pub keepalive_duration: Duration,
@@ -188,11 +190,13 @@ pub fn validate(
         &mut p,
     );
     let waf = crate::gateway::waf::Policies::compile(&file.waf, &mut p);
+    let auth = crate::gateway::auth::validate(&file.auth, base_dir, &mut p);
     let routes = validate_routes(
         &file.routes,
         &file.upstreams,
         &file.rate_limits,
         &waf,
+        &file.auth,
         file.redis.is_some(),
         &mut p,
     );
@@ -212,6 +216,7 @@ pub fn validate(
         max_request_header_bytes,
         max_request_line_bytes: file.server.limits.max_request_line_bytes,
         waf: waf.by_name(),
+        auth,
         max_header_field_bytes: file.server.limits.max_header_field_bytes,
         client_idle_timeout: file.server.limits.client_idle_timeout.get(),
         keepalive_duration: file.server.limits.keepalive_duration.get(),

@@ -42,6 +42,8 @@ pub struct Route {
     pub max_request_body: Option<u64>,
     /// The route's WAF policy, compiled.
     pub waf: Option<RouteWaf>,
+    /// The route's authentication policy.
+    pub auth: Option<crate::gateway::auth::RouteAuth>,
     /// Transforms of the request sent upstream (empty: none).
     pub request_headers: HeaderOps,
     /// Transforms of the response sent to the client (empty: none).
@@ -166,6 +168,7 @@ pub(super) fn validate_routes(
     upstreams: &BTreeMap<String, UpstreamFile>,
     rate_limits: &BTreeMap<String, RateLimitFile>,
     waf: &crate::gateway::waf::Policies,
+    auth: &crate::gateway::auth::AuthFile,
     has_redis: bool,
     p: &mut Problems,
 ) -> Vec<Route> {
@@ -190,6 +193,23 @@ pub(super) fn validate_routes(
                 .waf
                 .as_ref()
                 .and_then(|w| waf.for_route(&format!("{at}.waf"), w, p));
+            route.auth = r.auth.as_ref().and_then(|a| {
+                crate::gateway::auth::validate_route_auth(&format!("{at}.auth"), a, auth, p)
+            });
+            for name in &route.rate_limits {
+                let keyed_on_claims = rate_limits.get(name).is_some_and(|l| {
+                    l.key
+                        .as_slice()
+                        .iter()
+                        .any(|k| k.trim_start().starts_with("claim:"))
+                });
+                if keyed_on_claims && !matches!(route.auth, Some(crate::gateway::auth::RouteAuth::Jwt(_))) {
+                    p.push(
+                        format!("{at}.rate_limit"),
+                        format!("policy {name:?} is keyed on claims: the route needs `auth: {{ jwt: POLICY }}`"),
+                    );
+                }
+            }
             route.idempotency = r.idempotency.as_ref().map(|f| {
                 crate::gateway::idempotency::validate_idempotency(
                     &format!("{at}.idempotency"),
@@ -315,6 +335,7 @@ fn validate_route(
         rewrite,
         max_request_body: r.max_request_body.map(|b| b.get()),
         waf: None,
+        auth: None,
         request_headers,
         response_headers,
         connect_timeout,
