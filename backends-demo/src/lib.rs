@@ -17,6 +17,7 @@ mod gateway_config;
 pub mod grpc;
 pub mod kube_api;
 pub mod load;
+pub mod oidc;
 pub mod otlp;
 pub mod pki;
 mod poll;

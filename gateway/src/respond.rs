@@ -43,14 +43,28 @@ pub async fn reject(
     if let Some(location) = &r.location {
         resp.insert_header(LOCATION, location.clone())?;
     }
-    for (name, value) in &r.headers {
-        resp.insert_header(name.clone(), value.clone())?;
-    }
+    add_headers(&mut resp, &r.headers)?;
     if !r.keep_alive {
         session.set_keepalive(None);
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
+}
+
+/// A rejection's own headers: the first of each name replaces this writer's (a
+/// forward-auth denial's `Content-Type`), repeats are added (several `Set-Cookie`).
+fn add_headers(
+    resp: &mut ResponseHeader,
+    headers: &[(http::HeaderName, HeaderValue)],
+) -> pingora_error::Result<()> {
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if headers[..i].iter().any(|(n, _)| n == name) {
+            resp.append_header(name.clone(), value.clone())?;
+        } else {
+            resp.insert_header(name.clone(), value.clone())?;
+        }
+    }
+    Ok(())
 }
 
 /// A gRPC caller is answered in gRPC (a bare HTTP 503 is "UNAVAILABLE: Received http2
@@ -66,9 +80,7 @@ async fn grpc(session: &mut Session, ctx: &Ctx, r: &Rejection) -> pingora_error:
     if let Some(id) = &ctx.ids.request_id {
         resp.insert_header(X_REQUEST_ID, id.clone())?;
     }
-    for (name, value) in &r.headers {
-        resp.insert_header(name.clone(), value.clone())?;
-    }
+    add_headers(&mut resp, &r.headers)?;
     if !r.keep_alive {
         session.set_keepalive(None);
     }

@@ -26,6 +26,76 @@ pub struct AuthFile {
     /// Forward-auth policies (an authorization service decides), by name.
     #[serde(default)]
     pub forward: BTreeMap<String, ForwardAuthFile>,
+    /// OpenID Connect login policies (what ALB's `authenticate-oidc` does), by name.
+    #[serde(default)]
+    pub oidc: BTreeMap<String, OidcFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    /// The OpenID Provider; its endpoints come from
+    /// `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    pub client_id: String,
+    /// The client's secret (`client_secret_basic`); or `client_secret_file`. Neither:
+    /// a public client (PKCE only).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<String>,
+    /// Scopes asked for (`openid` is always added). Default: openid, email, profile.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    /// Where the provider sends the browser back (`{scheme}://{host}{path}`, to be
+    /// registered at the provider). Default `/oauth2/callback`.
+    #[serde(default = "default_redirect_path")]
+    pub redirect_path: String,
+    /// Ends the session (and the provider's, when it has an `end_session_endpoint`).
+    /// Default `/oauth2/logout`.
+    #[serde(default = "default_logout_path")]
+    pub logout_path: String,
+    /// Where the browser lands after logout (default `/`).
+    #[serde(default)]
+    pub post_logout_redirect: Option<String>,
+    /// Keys of the session cookie (base64, 32 bytes each: `openssl rand -base64 32`):
+    /// the first encrypts, every one decrypts, so a key is rotated by adding the new one
+    /// first and removing the old one after `session_timeout`. Every replica needs the
+    /// same keys; then any replica reads any session.
+    pub session_keys: Vec<String>,
+    /// Session cookie name (split into `NAME-0`, `NAME-1`... past 3.5 KiB). Default
+    /// `tollgate_session`.
+    #[serde(default = "default_cookie_name")]
+    pub cookie_name: String,
+    /// Longest a login lasts, refreshes included (default 7d, as ALB).
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout: HumanDuration,
+    /// Refresh the tokens when they expire within this (default 60s).
+    #[serde(default = "default_leeway")]
+    pub refresh_before: HumanDuration,
+    /// A request without a session: `authenticate` (redirect to the provider,
+    /// default), `deny` (401) or `allow` (through, without identity headers).
+    #[serde(default)]
+    pub on_unauthenticated: OnUnauthenticated,
+    /// Claims (of the ID token and userinfo) copied into request headers; those headers
+    /// are always removed from the client's request first.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    /// CA bundle for a provider with a private CA.
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// Deadline of each call to the provider (default 5s).
+    #[serde(default = "default_fetch_timeout")]
+    pub timeout: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnauthenticated {
+    #[default]
+    Authenticate,
+    Deny,
+    Allow,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -174,14 +244,32 @@ pub enum OnAuthError {
     Allow,
 }
 
-/// `routes[i].auth`: `{ jwt: NAME }` or `{ forward: NAME }`.
+/// `routes[i].auth`: `{ jwt: NAME }`, `{ oidc: NAME }` or `{ forward: NAME }`.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteAuthFile {
     #[serde(default)]
     pub jwt: Option<String>,
     #[serde(default)]
+    pub oidc: Option<String>,
+    #[serde(default)]
     pub forward: Option<String>,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+fn default_redirect_path() -> String {
+    "/oauth2/callback".into()
+}
+fn default_logout_path() -> String {
+    "/oauth2/logout".into()
+}
+fn default_cookie_name() -> String {
+    "tollgate_session".into()
+}
+fn default_session_timeout() -> HumanDuration {
+    HumanDuration::from_secs(7 * 24 * 3600)
 }
 
 fn yes() -> bool {
@@ -330,17 +418,53 @@ pub struct ForwardAuthPolicy {
     pub on_error: OnAuthError,
 }
 
+#[derive(Clone, PartialEq)]
+pub struct OidcPolicy {
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// `openid` first.
+    pub scopes: Vec<String>,
+    pub redirect_path: String,
+    pub logout_path: String,
+    pub post_logout_redirect: String,
+    /// 32-byte keys, the first encrypts.
+    pub session_keys: Vec<[u8; 32]>,
+    pub cookie_name: String,
+    pub session_timeout: Duration,
+    pub refresh_before: Duration,
+    pub on_unauthenticated: OnUnauthenticated,
+    pub claims_to_headers: Vec<(Vec<String>, HeaderName)>,
+    pub ca: Option<PathBuf>,
+    pub timeout: Duration,
+}
+
+/// Secrets stay out of logs and `/config`.
+impl std::fmt::Debug for OidcPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcPolicy")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("scopes", &self.scopes)
+            .field("session_keys", &self.session_keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// A route's authentication: which kind, and the policy's name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteAuth {
     Jwt(String),
+    Oidc(String),
     Forward(String),
 }
 
 impl RouteAuth {
     pub fn policy(&self) -> &str {
         match self {
-            Self::Jwt(n) | Self::Forward(n) => n,
+            Self::Jwt(n) | Self::Oidc(n) | Self::Forward(n) => n,
         }
     }
 }
@@ -350,6 +474,7 @@ impl RouteAuth {
 pub struct AuthPolicies {
     pub jwt: BTreeMap<String, JwtPolicy>,
     pub forward: BTreeMap<String, ForwardAuthPolicy>,
+    pub oidc: BTreeMap<String, OidcPolicy>,
 }
 
 fn header_name(at: &str, s: &str, p: &mut Problems) -> Option<HeaderName> {
@@ -418,7 +543,165 @@ pub fn validate(file: &AuthFile, base_dir: &Path, p: &mut Problems) -> AuthPolic
             out.forward.insert(name.clone(), policy);
         }
     }
+    for (name, f) in &file.oidc {
+        if let Some(policy) = validate_oidc(name, f, base_dir, p) {
+            out.oidc.insert(name.clone(), policy);
+        }
+    }
+    let mut paths: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, f) in &file.oidc {
+        for path in [&f.redirect_path, &f.logout_path] {
+            if let Some(other) = paths.insert(path, name) {
+                if other != name.as_str() {
+                    p.push(
+                        format!("auth.oidc.{name}"),
+                        format!("path {path} is also policy {other}'s: each policy needs its own"),
+                    );
+                }
+            }
+        }
+    }
     out
+}
+
+fn validate_oidc(
+    name: &str,
+    f: &OidcFile,
+    base_dir: &Path,
+    p: &mut Problems,
+) -> Option<OidcPolicy> {
+    use base64::Engine as _;
+    let at = format!("auth.oidc.{name}");
+    let before = p.len();
+    http_url(&format!("{at}.issuer"), &f.issuer, p);
+    if f.client_id.trim().is_empty() {
+        p.push(format!("{at}.client_id"), "must not be empty");
+    }
+    let client_secret = match (&f.client_secret, &f.client_secret_file) {
+        (Some(_), Some(_)) => {
+            p.push(
+                format!("{at}.client_secret"),
+                "set `client_secret` or `client_secret_file`, not both",
+            );
+            None
+        }
+        (Some(s), None) => Some(s.clone()),
+        (None, Some(file)) => {
+            let path = crate::common::resolve_path(base_dir, file);
+            match std::fs::read_to_string(&path) {
+                Ok(s) if !s.trim().is_empty() => Some(s.trim().to_owned()),
+                Ok(_) => {
+                    p.push(
+                        format!("{at}.client_secret_file"),
+                        format!("{} is empty", path.display()),
+                    );
+                    None
+                }
+                Err(e) => {
+                    p.push(
+                        format!("{at}.client_secret_file"),
+                        format!("{}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => None,
+    };
+    for (field, path) in [
+        ("redirect_path", &f.redirect_path),
+        ("logout_path", &f.logout_path),
+    ] {
+        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+            p.push(
+                format!("{at}.{field}"),
+                format!("{path:?} is not a path (it starts with /)"),
+            );
+        }
+    }
+    if f.redirect_path == f.logout_path {
+        p.push(
+            format!("{at}.logout_path"),
+            "must differ from redirect_path",
+        );
+    }
+    if f.session_keys.is_empty() {
+        p.push(
+            format!("{at}.session_keys"),
+            "at least one key (base64 of 32 random bytes: `openssl rand -base64 32`)",
+        );
+    }
+    let session_keys: Vec<[u8; 32]> = f
+        .session_keys
+        .iter()
+        .enumerate()
+        .filter_map(|(i, k)| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(k.trim())
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(k.trim()));
+            match bytes
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
+            {
+                Some(key) => Some(key),
+                None => {
+                    p.push(
+                        format!("{at}.session_keys[{i}]"),
+                        "not base64 of 32 bytes (`openssl rand -base64 32`)",
+                    );
+                    None
+                }
+            }
+        })
+        .collect();
+    let cookie_ok = !f.cookie_name.is_empty()
+        && f.cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !cookie_ok {
+        p.push(format!("{at}.cookie_name"), "letters, digits, - _ . only");
+    }
+    if f.session_timeout.get() < Duration::from_secs(60) {
+        p.push(format!("{at}.session_timeout"), "must be at least 1m");
+    }
+    if f.timeout.get().is_zero() {
+        p.push(format!("{at}.timeout"), "must be above 0");
+    }
+    let mut scopes = vec!["openid".to_owned()];
+    scopes.extend(f.scopes.iter().filter(|s| s.as_str() != "openid").cloned());
+    let claims_to_headers = f
+        .claims_to_headers
+        .iter()
+        .filter_map(|(claim, header)| {
+            let field = format!("{at}.claims_to_headers.{claim}");
+            let h = header_name(&field, header, p)?;
+            settable(&field, &h, p).then(|| (claim_path(claim), h))
+        })
+        .collect();
+    if p.len() > before {
+        return None;
+    }
+    Some(OidcPolicy {
+        name: name.to_owned(),
+        issuer: f.issuer.trim_end_matches('/').to_owned(),
+        client_id: f.client_id.clone(),
+        client_secret,
+        scopes,
+        redirect_path: f.redirect_path.clone(),
+        logout_path: f.logout_path.clone(),
+        post_logout_redirect: f.post_logout_redirect.clone().unwrap_or_else(|| "/".into()),
+        session_keys,
+        cookie_name: f.cookie_name.clone(),
+        session_timeout: f.session_timeout.get(),
+        refresh_before: f.refresh_before.get(),
+        on_unauthenticated: f.on_unauthenticated,
+        claims_to_headers,
+        ca: f
+            .ca
+            .as_deref()
+            .map(|c| crate::common::resolve_path(base_dir, c)),
+        timeout: f.timeout.get(),
+    })
 }
 
 fn validate_jwt(name: &str, f: &JwtFile, base_dir: &Path, p: &mut Problems) -> Option<JwtPolicy> {
@@ -654,8 +937,17 @@ pub fn validate_route_auth(
             }
         )
     };
-    match (&f.jwt, &f.forward) {
-        (Some(n), None) => {
+    match (&f.jwt, &f.forward, &f.oidc) {
+        (None, None, Some(n)) => {
+            if !policies.oidc.contains_key(n) {
+                p.push(
+                    format!("{at}.oidc"),
+                    undefined("oidc", n, policies.oidc.keys().collect()),
+                );
+            }
+            Some(RouteAuth::Oidc(n.clone()))
+        }
+        (Some(n), None, None) => {
             if !policies.jwt.contains_key(n) {
                 p.push(
                     format!("{at}.jwt"),
@@ -664,7 +956,7 @@ pub fn validate_route_auth(
             }
             Some(RouteAuth::Jwt(n.clone()))
         }
-        (None, Some(n)) => {
+        (None, Some(n), None) => {
             if !policies.forward.contains_key(n) {
                 p.push(
                     format!("{at}.forward"),
@@ -674,7 +966,10 @@ pub fn validate_route_auth(
             Some(RouteAuth::Forward(n.clone()))
         }
         _ => {
-            p.push(at, "set exactly one of `jwt: POLICY` or `forward: POLICY`");
+            p.push(
+                at,
+                "set exactly one of `jwt: POLICY`, `oidc: POLICY` or `forward: POLICY`",
+            );
             None
         }
     }

@@ -154,6 +154,22 @@ pub fn claim_text(v: &Value) -> String {
     }
 }
 
+/// The request headers `claims_to_headers` asks for, from `claims`.
+pub fn identity_headers(
+    claims_to_headers: &[(Vec<String>, HeaderName)],
+    claims: &Claims,
+) -> Vec<(HeaderName, HeaderValue)> {
+    claims_to_headers
+        .iter()
+        .filter_map(|(path, header)| {
+            let text = claim_text(claim(claims, path)?);
+            // Not a header value (a control character): left out, not mangled.
+            let v = HeaderValue::from_bytes(text.as_bytes()).ok()?;
+            Some((header.clone(), v))
+        })
+        .collect()
+}
+
 fn scalar_eq(v: &Value, want: &str) -> bool {
     match v {
         Value::String(s) => s == want,
@@ -201,6 +217,11 @@ impl JwtAuth {
                 Err(Failure::Missing)
             };
         };
+        self.verify_token(token).await.map(Some)
+    }
+
+    /// Check one token; true when the answer came from the verified-token cache.
+    pub async fn verify_token(&self, token: &str) -> Result<(Arc<Identity>, bool), Failure> {
         let digest: [u8; 32] = {
             let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
             let mut out = [0u8; 32];
@@ -213,7 +234,7 @@ impl JwtAuth {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(c) = cache.get(&digest).filter(|c| c.generation == generation) {
                 self.check_times(c.exp, c.nbf, now)?;
-                return Ok(Some((c.identity.clone(), true)));
+                return Ok((c.identity.clone(), true));
             }
         }
         let (claims, generation) = self.verify_signature(token).await?;
@@ -225,7 +246,7 @@ impl JwtAuth {
         self.check_times(exp, nbf, now)?;
         self.check_claims(&claims)?;
         let identity = Arc::new(Identity {
-            headers: self.identity_headers(&claims),
+            headers: identity_headers(&self.policy.claims_to_headers, &claims),
             claims,
         });
         if self.policy.cache_entries > 0 {
@@ -247,7 +268,7 @@ impl JwtAuth {
                 },
             );
         }
-        Ok(Some((identity, false)))
+        Ok((identity, false))
     }
 
     fn check_times(&self, exp: Option<u64>, nbf: Option<u64>, now: u64) -> Result<(), Failure> {
@@ -371,19 +392,6 @@ impl JwtAuth {
             }
         }
         Ok(())
-    }
-
-    fn identity_headers(&self, claims: &Claims) -> Vec<(HeaderName, HeaderValue)> {
-        self.policy
-            .claims_to_headers
-            .iter()
-            .filter_map(|(path, header)| {
-                let text = claim_text(claim(claims, path)?);
-                // Not a header value (a control character): left out, not mangled.
-                let v = HeaderValue::from_bytes(text.as_bytes()).ok()?;
-                Some((header.clone(), v))
-            })
-            .collect()
     }
 
     /// Verified tokens remembered now (tests and admin).

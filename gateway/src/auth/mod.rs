@@ -14,6 +14,8 @@ pub mod client;
 pub mod forward;
 pub mod jwks;
 pub mod jwt;
+pub mod oidc;
+pub mod session;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use crate::filters::{FilterState, Rejection, RequestView, Verdict};
 use crate::metrics::METRICS;
 use forward::{Decision, ForwardAuth};
 use jwt::{Failure, JwtAuth};
+use oidc::OidcAuth;
 
 /// Who a verified token says the client is.
 #[derive(Debug)]
@@ -44,6 +47,8 @@ pub struct AuthState {
     pub identity: Option<Arc<Identity>>,
     /// Headers of a forward-auth service's 2xx, for the upstream request.
     pub granted: Vec<(HeaderName, HeaderValue)>,
+    /// `Set-Cookie`s for the response (an OIDC session refreshed on the way).
+    pub set_cookies: Vec<HeaderValue>,
     pub decision: &'static str,
 }
 
@@ -52,6 +57,7 @@ pub struct AuthState {
 pub struct Policies {
     pub jwt: HashMap<String, Arc<JwtAuth>>,
     pub forward: HashMap<String, Arc<ForwardAuth>>,
+    pub oidc: HashMap<String, Arc<OidcAuth>>,
 }
 
 impl Policies {
@@ -65,6 +71,10 @@ impl Policies {
         for (name, p) in &cfg.forward {
             let f = ForwardAuth::new(p.clone()).map_err(|e| format!("auth.forward.{name}: {e}"))?;
             out.forward.insert(name.clone(), Arc::new(f));
+        }
+        for (name, p) in &cfg.oidc {
+            let o = OidcAuth::new(p.clone()).map_err(|e| format!("auth.oidc.{name}: {e}"))?;
+            out.oidc.insert(name.clone(), Arc::new(o));
         }
         Ok(out)
     }
@@ -105,6 +115,7 @@ impl Counted {
 pub enum RouteAuth {
     Jwt(Arc<JwtAuth>, Counted),
     Forward(Arc<ForwardAuth>, Counted),
+    Oidc(Arc<OidcAuth>, Counted),
 }
 
 /// `Bearer realm="..."` parameters, quoted.
@@ -182,6 +193,10 @@ impl RouteAuth {
                 .forward
                 .get(n)
                 .map(|p| Self::Forward(p.clone(), Counted::new(n))),
+            Cfg::Oidc(n) => policies
+                .oidc
+                .get(n)
+                .map(|p| Self::Oidc(p.clone(), Counted::new(n))),
         }
     }
 
@@ -204,11 +219,38 @@ impl RouteAuth {
                 counted.count(decision);
                 state.auth = Some(AuthState {
                     identity,
-                    granted: Vec::new(),
                     decision,
+                    ..AuthState::default()
                 });
                 verdict
             }
+            Self::Oidc(auth, counted) => match auth.on_request(view.req, view.client).await {
+                oidc::Outcome::Pass {
+                    identity,
+                    set_cookies,
+                    decision,
+                } => {
+                    counted.count(decision);
+                    state.auth = Some(AuthState {
+                        identity,
+                        set_cookies,
+                        decision,
+                        ..AuthState::default()
+                    });
+                    Verdict::Continue
+                }
+                oidc::Outcome::Answer {
+                    rejection,
+                    decision,
+                } => {
+                    counted.count(decision);
+                    state.auth = Some(AuthState {
+                        decision,
+                        ..AuthState::default()
+                    });
+                    Verdict::Reject(rejection)
+                }
+            },
             Self::Forward(auth, counted) => {
                 let (decision, verdict, granted) = match auth.decide(view.req, view.client).await {
                     Ok((Decision::Allow(headers), cached)) => (
@@ -254,13 +296,29 @@ impl RouteAuth {
                 };
                 counted.count(decision);
                 state.auth = Some(AuthState {
-                    identity: None,
                     granted,
                     decision,
+                    ..AuthState::default()
                 });
                 verdict
             }
         }
+    }
+
+    /// The response to the client: a refreshed session's cookies.
+    pub fn on_response(
+        &self,
+        state: Option<&AuthState>,
+        resp: &mut pingora_http::ResponseHeader,
+    ) -> pingora_error::Result<()> {
+        for c in state.map_or(&[][..], |s| s.set_cookies.as_slice()) {
+            resp.append_header(http::header::SET_COOKIE, c.clone())?;
+        }
+        Ok(())
+    }
+
+    pub fn has_response_phase(&self) -> bool {
+        matches!(self, Self::Oidc(..))
     }
 
     /// The request toward the backend: the headers this policy owns removed from what
@@ -288,6 +346,14 @@ impl RouteAuth {
                     req.remove_header(h);
                 }
                 state.map_or(&[], |s| s.granted.as_slice())
+            }
+            Self::Oidc(auth, _) => {
+                for h in auth.owned_headers() {
+                    req.remove_header(h);
+                }
+                state
+                    .and_then(|s| s.identity.as_deref())
+                    .map_or(&[], |i| i.headers.as_slice())
             }
         };
         for (name, value) in set {

@@ -171,7 +171,7 @@ impl Filter {
     ) -> pingora_error::Result<()> {
         match self {
             Filter::RateLimit(_) => state.rate_limit.write(resp),
-            Filter::Auth(_) => Ok(()),
+            Filter::Auth(a) => a.on_response(state.auth.as_ref(), resp),
             Filter::Hsts(h) => h.on_response(client, resp),
         }
     }
@@ -186,7 +186,7 @@ impl Filter {
     fn has_response_phase(&self) -> bool {
         match self {
             Filter::RateLimit(l) => l.policy.headers == HeadersMode::All,
-            Filter::Auth(_) => false,
+            Filter::Auth(a) => a.has_response_phase(),
             Filter::Hsts(_) => true,
         }
     }
