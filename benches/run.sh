@@ -21,7 +21,8 @@
 # telemetry (plain HTTP with the access log on at 100% and tracing at 1% sampling,
 # exported to a collector stand-in, vs all off, same rounds),
 # waf (plain HTTP with one WAF policy, every managed group, vs none: a GET and a 4 KiB
-# JSON POST), ratelimit (plain HTTP with one rate-limit policy per request, local and in Redis,
+# JSON POST), auth (plain HTTP with a JWT policy, RS256, the same token on every request:
+# the verified-token cache, vs none with the same header), ratelimit (plain HTTP with one rate-limit policy per request, local and in Redis,
 # never refusing, vs none, same rounds; and p99 at 1000 req/s with and without Redis),
 # latency (fixed rates $RATES with oha, corrected for coordinated omission), idle
 # ($IDLE idle keep-alive connections: memory per connection).
@@ -38,7 +39,7 @@ RATES=${RATES:-"1000 5000"}
 IDLE=${IDLE:-5000}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-SCENARIOS=${SCENARIOS:-"http https handshake h2 features telemetry ratelimit waf latency idle sidecar"}
+SCENARIOS=${SCENARIOS:-"http https handshake h2 features telemetry ratelimit waf auth latency idle sidecar"}
 has() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 need=()
@@ -85,6 +86,7 @@ GWT=127.0.0.1:18093           # the plain gateway with access log and tracing on
 GWL=127.0.0.1:18099           # the plain gateway with a local rate limit
 GWR=127.0.0.1:18100           # the plain gateway with a rate limit in Redis
 GWW=127.0.0.1:18105           # the plain gateway with every managed WAF group on
+GWA=127.0.0.1:18110           # the plain gateway with a JWT policy
 REDIS=127.0.0.1:18102
 ALL=(nginx haproxy caddy bare-pingora gateway)
 # Rows of the HTTP table: every proxy, and an earlier gateway build when BASELINE names one.
@@ -251,6 +253,41 @@ WAF_GET=(-H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chro
   -H "Accept: text/html,application/xhtml+xml" -H "Accept-Language: en-US,en;q=0.9"
   -H "Cookie: session=3f2a9c; theme=dark")
 
+# The auth scenario: an RS256 key (openssl), its JWKS and one token (python3), and the
+# plain gateway with a JWT policy on its route.
+openssl genrsa -out "$work/jwt-key.pem" 2048 2>/dev/null
+python3 - "$work" <<'PY'
+import base64, json, subprocess, sys, time
+work = sys.argv[1]
+b64 = lambda b: base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+mod = subprocess.run(["openssl", "rsa", "-in", work + "/jwt-key.pem", "-noout", "-modulus"],
+                     capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
+jwk = {"kty": "RSA", "kid": "bench", "alg": "RS256", "use": "sig", "n": b64(bytes.fromhex(mod)), "e": "AQAB"}
+json.dump({"keys": [jwk]}, open(work + "/jwks.json", "w"))
+head = b64(json.dumps({"alg": "RS256", "kid": "bench", "typ": "JWT"}).encode())
+body = b64(json.dumps({"iss": "https://idp.bench", "aud": "api", "sub": "bench-user", "scope": "read",
+                       "exp": int(time.time()) + 86400}).encode())
+sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", work + "/jwt-key.pem"],
+                     input=(head + "." + body).encode(), capture_output=True, check=True).stdout
+open(work + "/jwt-token", "w").write(head + "." + body + "." + b64(sig))
+PY
+sed -e "s/${HTTP[gateway]}/$GWA/" -e "s/127.0.0.1:18084/127.0.0.1:18111/" \
+  -e "/name: https/,/tls:/d" \
+  -e "s/routes: \[{ name: all, upstream: up }\]/routes: [{ name: all, upstream: up, auth: { jwt: bench } }]/" \
+  "$work/gateway.yaml" >"$work/gateway-auth.yaml"
+cat >>"$work/gateway-auth.yaml" <<YAML
+auth:
+  jwt:
+    bench:
+      issuer: https://idp.bench
+      audiences: [api]
+      required_scopes: [read]
+      jwks: { file: $work/jwks.json }
+      claims_to_headers: { sub: x-user-id }
+YAML
+target/release/gateway validate "$work/gateway-auth.yaml" >/dev/null
+AUTH_H=(-H "Authorization: Bearer $(cat "$work/jwt-token")")
+
 on() { taskset -c "$1" "${@:2}"; }
 # Started with taskset directly (not through a function), so $! is the proxy's pid.
 taskset -c "$LOAD_CPU" nginx -c "$work/up/nginx.conf" & pids+=($!)
@@ -288,12 +325,17 @@ if has waf; then
   RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/gateway --config "$work/gateway-waf.yaml" 2>"$work/gateway-waf.log" & pids+=($!)
   PID[gateway-waf]=$!
 fi
+if has auth; then
+  RUST_LOG=warn taskset -c "$PROXY_CPU" target/release/gateway --config "$work/gateway-auth.yaml" 2>"$work/gateway-auth.log" & pids+=($!)
+  PID[gateway-auth]=$!
+fi
 for _ in $(seq 50); do
   ok=1
   for p in "${HTTP_ROWS[@]}"; do curl -sf -o /dev/null "http://${HTTP[$p]}/" || ok=0; done
   if has telemetry; then curl -sf -o /dev/null "http://$GWT/" || ok=0; fi
   if has ratelimit; then for a in "$GWL" "$GWR"; do curl -sf -o /dev/null "http://$a/" || ok=0; done; fi
   if has waf; then curl -sf -o /dev/null "http://$GWW/" || ok=0; fi
+  if has auth; then curl -sf -o /dev/null "${AUTH_H[@]}" "http://$GWA/" || ok=0; fi
   ((ok)) && break
   sleep 0.2
 done
@@ -374,6 +416,10 @@ for r in $(seq "$ROUNDS"); do
     wrk_run "waf/get-on" "${PID[gateway-waf]}" "http://$GWW$q" "${WAF_GET[@]}"
     wrk_run "waf/post-off" "${PID[gateway]}" "http://${HTTP[gateway]}/api/orders" -s "$work/post-json.lua"
     wrk_run "waf/post-on" "${PID[gateway-waf]}" "http://$GWW/api/orders" -s "$work/post-json.lua"
+  fi
+  if has auth; then
+    wrk_run "auth/off" "${PID[gateway]}" "http://${HTTP[gateway]}/" "${AUTH_H[@]}"
+    wrk_run "auth/on" "${PID[gateway-auth]}" "http://$GWA/" "${AUTH_H[@]}"
   fi
   if has latency; then
     for rate in $RATES; do for p in "${ALL[@]}"; do latency_run "$rate/$p" "http://${HTTP[$p]}/" "$rate"; done; done
@@ -527,6 +573,22 @@ others=$(awk '/^## (Instructions per request|Sidecar mTLS hop)/ {keep=1} keep' b
     printf "| GET | on | %.0f | %.2f | %s |\n" "$(med "${RPS[waf/get-on]}")" "$gon" "$(ratio "$gon" "$goff")"
     printf "| 4 KiB JSON POST | off | %.0f | %.2f | 1.00 |\n" "$(med "${RPS[waf/post-off]}")" "$poff"
     printf "| 4 KiB JSON POST | on | %.0f | %.2f | %s |\n" "$(med "${RPS[waf/post-on]}")" "$pon" "$(ratio "$pon" "$poff")"
+  fi
+  if has auth; then
+    aoff=$(med "${CPU[auth/off]}"); aon=$(med "${CPU[auth/on]}")
+    echo
+    echo "## JWT verification cost (plain HTTP keep-alive, wrk -c$CONNS)"
+    echo
+    echo "The gateway with a JWT policy (RS256 key from a JWKS file; issuer, audience and scope checked;"
+    echo "sub copied to a header) vs without, the same Authorization header on every request, in the same"
+    echo "rounds. Every request after the first is answered from the verified-token cache. Goal: under"
+    echo "10 us added per request."
+    echo
+    echo "| JWT policy | req/s | CPU us/request | vs off | added us/request |"
+    echo "|---|---:|---:|---:|---:|"
+    printf "| off | %.0f | %.2f | 1.00 | |\n" "$(med "${RPS[auth/off]}")" "$aoff"
+    printf "| on | %.0f | %.2f | %s | %.2f |\n" "$(med "${RPS[auth/on]}")" "$aon" "$(ratio "$aon" "$aoff")" \
+      "$(awk -v a="$aon" -v b="$aoff" 'BEGIN { print a - b }')"
   fi
   if has latency; then
     echo

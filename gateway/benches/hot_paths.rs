@@ -12,6 +12,11 @@
 //!   `Snapshot::build` carrying state over from the previous snapshot (the new one is
 //!   dropped outside the timing), and both together (dropping the result included).
 //!
+//! - `auth/*`: a JWT policy's check of a request (`JwtAuth::verify`, keys from a JWKS
+//!   file): the same token again (the verified-token cache: what a client's every
+//!   request after its first costs) and a token never seen (the signature check), for
+//!   RS256, ES256 and EdDSA.
+//!
 //! Run: `cargo bench -p gateway --bench hot_paths` (add `-- --quick` for a fast pass,
 //! or `-- route_match` to run one group).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -291,12 +296,80 @@ fn bench_reload(c: &mut Criterion) {
     g.finish();
 }
 
+/// Poll a future that never waits (a JWT check with its key at hand) to its end.
+fn ready<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("the check waited: the key should be at hand"),
+    }
+}
+
+fn bench_auth(c: &mut Criterion) {
+    use backends_demo::auth::{jwks, now, SigningKey};
+    use gateway_lib::auth::jwks::KeySet;
+    use gateway_lib::auth::jwt::JwtAuth;
+    use jsonwebtoken::Algorithm;
+    use pingora_http::RequestHeader;
+
+    let dir = tempfile::tempdir().unwrap();
+    let keys: Vec<SigningKey> = [
+        ("rs", Algorithm::RS256),
+        ("es", Algorithm::ES256),
+        ("ed", Algorithm::EdDSA),
+    ]
+    .iter()
+    .map(|(kid, alg)| SigningKey::generate(kid, *alg).unwrap())
+    .collect();
+    let file = dir.path().join("jwks.json");
+    std::fs::write(&file, jwks(&keys.iter().collect::<Vec<_>>())).unwrap();
+    let policy = |cache: usize| {
+        let yaml = format!(
+            "listeners: [{{ name: h, address: 127.0.0.1:1 }}]\nupstreams: {{ u: {{ endpoints: [{{ address: 127.0.0.1:2 }}] }} }}\nauth:\n  jwt:\n    p:\n      issuer: https://idp.test\n      audiences: [api]\n      required_scopes: [read]\n      jwks: {{ file: {} }}\n      claims_to_headers: {{ sub: x-user-id }}\n      cache_entries: {cache}\nroutes: [{{ name: r, upstream: u, auth: {{ jwt: p }} }}]\n",
+            file.display()
+        );
+        let p = load(&yaml).config.auth.jwt["p"].clone();
+        JwtAuth::new(p.clone(), KeySet::get(&p.jwks).unwrap())
+    };
+    let claims = |n: u64| {
+        serde_json::json!({ "iss": "https://idp.test", "aud": "api", "sub": format!("user-{n}"),
+                            "scope": "read write", "exp": now() + 3600 })
+    };
+    let request = |token: &str| {
+        let mut r = RequestHeader::build("GET", b"/api/orders", None).unwrap();
+        r.insert_header("authorization", format!("Bearer {token}"))
+            .unwrap();
+        r
+    };
+    let mut g = c.benchmark_group("auth/jwt");
+    let cached = policy(10_000);
+    for key in &keys {
+        let req = request(&key.sign(&claims(0)).unwrap());
+        ready(cached.verify(&req)).unwrap().unwrap();
+        g.bench_function(format!("{:?}/cached", key.alg), |b| {
+            b.iter(|| ready(cached.verify(black_box(&req))).unwrap())
+        });
+    }
+    let uncached = policy(0);
+    for key in &keys {
+        // A new token each time would mostly measure signing; the same token with the
+        // cache off measures exactly the check of a token never seen.
+        let req = request(&key.sign(&claims(1)).unwrap());
+        assert!(!ready(uncached.verify(&req)).unwrap().unwrap().1);
+        g.bench_function(format!("{:?}/first_sight", key.alg), |b| {
+            b.iter(|| ready(uncached.verify(black_box(&req))).unwrap())
+        });
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(30)
         .measurement_time(Duration::from_secs(2))
         .warm_up_time(Duration::from_millis(500));
-    targets = bench_route_match, bench_pick, bench_reload
+    targets = bench_route_match, bench_pick, bench_reload, bench_auth
 }
 criterion_main!(benches);

@@ -16,7 +16,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn validate(file: &Path) -> Result<String, String> {
     let l = gateway::load(file, &EnvOverrides::from_process_env()).map_err(|e| e.to_string())?;
-    // The same build a start or a reload does: every certificate and CA file is read.
+    // The same build a start or a reload does: every certificate, CA and JWKS file is
+    // read. No identity provider is called: a check must not depend on the network.
+    gateway_lib::auth::jwks::offline();
     let s = gateway_lib::snapshot::Snapshot::build(l, None)
         .map_err(|e| format!("{}: {e}", file.display()))?;
     Ok(format!(

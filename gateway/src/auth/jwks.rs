@@ -72,6 +72,14 @@ impl std::fmt::Debug for KeySet {
     }
 }
 
+/// Set by `gateway validate`: URL sets are made empty, never fetched.
+static OFFLINE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// No fetch from now on (a config check reads files, never the network).
+pub fn offline() {
+    OFFLINE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Live fetched sets, by their settings.
 static FETCHED: LazyLock<Mutex<HashMap<Jwks, Weak<KeySet>>>> = LazyLock::new(Default::default);
 
@@ -129,6 +137,10 @@ impl KeySet {
                 .with_label_values(&[&set.label, "ok"])
                 .inc();
             return Ok(Arc::new(set));
+        }
+        if OFFLINE.load(std::sync::atomic::Ordering::Relaxed) {
+            super::client::build(cfg.ca.as_deref(), cfg.timeout)?;
+            return Ok(Arc::new(KeySet::new(cfg)));
         }
         let mut live = FETCHED.lock().unwrap_or_else(PoisonError::into_inner);
         live.retain(|_, w| w.strong_count() > 0);
@@ -405,4 +417,50 @@ pub fn parse_jwks(text: &[u8]) -> Result<Vec<Arc<Key>>, String> {
         ));
     }
     Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn cache_control_max_age_is_read_and_no_store_means_now() {
+        assert_eq!(
+            max_age("public, max-age=3600"),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            max_age("Max-Age=\"60\", must-revalidate"),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(max_age("no-store"), Some(Duration::ZERO));
+        assert_eq!(max_age("private"), None);
+        assert_eq!(max_age("max-age=soon"), None);
+    }
+
+    #[test]
+    fn symmetric_and_encryption_keys_are_skipped_and_a_set_needs_one_usable_key() {
+        let ec = r#"{"kty":"EC","crv":"P-256","kid":"ec","alg":"ES256",
+            "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+        let oct = r#"{"kty":"oct","kid":"hmac","k":"c2VjcmV0"}"#;
+        let enc = r#"{"kty":"EC","crv":"P-256","kid":"enc","use":"enc",
+            "x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}"#;
+        let keys = parse_jwks(format!(r#"{{"keys":[{ec},{oct},{enc}]}}"#).as_bytes()).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert_eq!(keys[0].kid.as_deref(), Some("ec"));
+        assert!(keys[0].accepts(Algorithm::ES256));
+        assert!(
+            !keys[0].accepts(Algorithm::ES384),
+            "the JWK names ES256 only"
+        );
+        assert!(!keys[0].accepts(Algorithm::RS256));
+        let only_secret = format!(r#"{{"keys":[{oct}]}}"#);
+        let e = parse_jwks(only_secret.as_bytes()).map(|_| ()).unwrap_err();
+        assert!(
+            e.contains("no usable signature key") && e.contains("symmetric"),
+            "{e}"
+        );
+        assert!(parse_jwks(b"{}").is_err());
+    }
 }
