@@ -635,6 +635,10 @@ others=$(awk '/^## (Instructions per request|Sidecar mTLS hop)/ {keep=1} keep' b
     t=$(ratio "$(med "${CPU[telemetry/on]}")" "$(med "${CPU[telemetry/off]}")")
     echo "| access log (every request) + tracing 1%: CPU/request <= 1.05x off | ${t}x | $(verdict "$t" 1.05) |"
   fi
+  if has auth; then
+    added=$(awk -v a="$(med "${CPU[auth/on]}")" -v b="$(med "${CPU[auth/off]}")" 'BEGIN { printf "%.2f", a - b }')
+    echo "| JWT policy, a client's repeated token: added CPU/request < 10 us | $added us | $(awk -v a="$added" 'BEGIN { print (a < 10) ? "yes" : "no" }') |"
+  fi
   echo
   echo "Resident memory at the end: nginx worker $(rssmib "${PID[nginx]}") MiB, HAProxy $(rssmib "${PID[haproxy]}") MiB, Caddy $(rssmib "${PID[caddy]}") MiB, bare Pingora $(rssmib "${PID[bare-pingora]}") MiB, gateway $(rssmib "${PID[gateway]}") MiB."
   if [ -n "$others" ]; then echo; echo "$others"; fi
