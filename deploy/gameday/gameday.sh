@@ -21,6 +21,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 script="$here/gameday.sh"
+# TOLLGATE_BIN: where the binaries are (the integration test passes its own; then nothing
+# is built here). Otherwise `all` and `up` build them (debug) first.
 bin="${TOLLGATE_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug}"
 zones=(a b c)
 
@@ -76,6 +78,7 @@ spawn() { # spawn NS NAME CMDLINE: in the background, its pid (the process itsel
     bash -c "exec $3" >>"$RUN_DIR/logs/$2.log" 2>&1 </dev/null &
   fi
   echo $! >"$RUN_DIR/pids/$2"
+  disown $! # killed by `down` or a hook, not waited for here
 }
 
 pid_of() { cat "$RUN_DIR/pids/$1" 2>/dev/null || true; }
@@ -254,8 +257,19 @@ make_netns() {
 
 # ---- commands --------------------------------------------------------------------------
 
+build() {
+  [ -z "${TOLLGATE_BIN:-}" ] || return 0
+  if ! command -v cmake >/dev/null; then
+    echo "gameday: installing cmake (Pingora needs it to build)" >&2
+    local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cmake redis-server nftables >/dev/null
+  fi
+  (cd "$repo" && cargo build -q -p gateway -p sidecar -p backends-demo -p tollgate-benches --bins) >&2
+}
+
 cmd_up() {
   local dir="${1:-}"
+  build
   [ -x "$bin/gateway" ] && [ -x "$bin/sidecar" ] && [ -x "$bin/backend-demo" ] && [ -x "$bin/gameday" ] ||
     die "binaries missing in $bin: cargo build -p gateway -p sidecar -p backends-demo -p tollgate-benches --bins"
   command -v redis-server >/dev/null || die "redis-server not found (apt-get install redis-server)"
@@ -312,6 +326,14 @@ cmd_down() {
     load_env "$dir"
     for f in "$RUN_DIR"/pids/*; do
       [ -f "$f" ] && kill -9 "$(cat "$f")" 2>/dev/null || true
+    done
+    for f in "$RUN_DIR"/pids/*; do # gone (or a zombie for init to reap) before we return
+      local p; p=$(cat "$f" 2>/dev/null) || continue
+      for _ in $(seq 30); do
+        [ -e "/proc/$p" ] || break
+        grep -qs '^State:.*Z' "/proc/$p/status" && break
+        sleep 0.1
+      done
     done
     [ "$MODE" = netns ] && del_netns "$PREFIX-"
     rm -f "$RUN_DIR"/*.sock
@@ -376,14 +398,15 @@ NFT
 }
 
 cmd_all() {
-  local schedule="${1:-$here/schedules/default.yaml}" dir="${2:-}"
-  [ -n "$dir" ] || dir=$(mktemp -d /tmp/tollgate-gameday.XXXXXX)
-  mkdir -p "$dir"
+  local schedule="${1:-$here/schedules/default.yaml}"
+  ALL_DIR="${2:-}"
+  [ -n "$ALL_DIR" ] || ALL_DIR=$(mktemp -d /tmp/tollgate-gameday.XXXXXX)
+  mkdir -p "$ALL_DIR"
   # Torn down whatever happens, even when `up` fails half-way.
-  trap 'cmd_down "$dir" 2>/dev/null || true' EXIT
+  trap 'cmd_down "$ALL_DIR" 2>/dev/null || true' EXIT
   trap 'exit 130' INT TERM
-  cmd_up "$dir" >/dev/null
-  cmd_run "$dir" "$schedule"
+  cmd_up "$ALL_DIR" >/dev/null
+  cmd_run "$ALL_DIR" "$schedule"
 }
 
 case "${1:-all}" in
