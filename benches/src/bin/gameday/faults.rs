@@ -40,9 +40,15 @@ pub async fn run(topo: Arc<Topology>, entry: Entry, start: Instant) -> FaultWind
         w.end_ms = ms(entry.at + entry.lasts.unwrap_or_default());
         return w;
     }
+    if entry.fault == FaultKind::KillRedis {
+        // Losing Redis only means something if the gateways were using it.
+        if let Err(e) = redis_in_use(&topo).await {
+            w.error = Some(format!("{e:#}"));
+        }
+    }
     eprintln!("gameday: {:>6.1}s apply {}", w.start_ms / 1000.0, w.label);
     if let Err(e) = apply(&topo, &entry).await {
-        w.error = Some(format!("apply: {e:#}"));
+        add_error(&mut w, format!("apply: {e:#}"));
     }
     match entry.lasts {
         Some(d) => {
@@ -53,8 +59,7 @@ pub async fn run(topo: Arc<Topology>, entry: Entry, start: Instant) -> FaultWind
                 w.label
             );
             if let Err(e) = revert(&topo, &entry).await {
-                let prev = w.error.take().map(|p| format!("{p}; ")).unwrap_or_default();
-                w.error = Some(format!("{prev}revert: {e:#}"));
+                add_error(&mut w, format!("revert: {e:#}"));
             }
             w.end_ms = ms(start.elapsed());
         }
@@ -63,6 +68,13 @@ pub async fn run(topo: Arc<Topology>, entry: Entry, start: Instant) -> FaultWind
         }
     }
     w
+}
+
+fn add_error(w: &mut FaultWindow, e: String) {
+    w.error = Some(match w.error.take() {
+        Some(prev) => format!("{prev}; {e}"),
+        None => e,
+    });
 }
 
 fn zone(entry: &Entry) -> anyhow::Result<Zone> {
@@ -132,6 +144,30 @@ async fn knobs(topo: &Topology, z: Zone, path: &str) -> anyhow::Result<()> {
         let r = client.post(format!("http://{b}{path}")).send().await?;
         if !r.status().is_success() {
             bail!("{b}{path}: {}", r.status());
+        }
+    }
+    Ok(())
+}
+
+/// Every gateway reports `gateway_redis_available 1`: its rate limits are counted in
+/// Redis, not locally.
+async fn redis_in_use(topo: &Topology) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()?;
+    for g in &topo.gateways {
+        let text = client
+            .get(format!("http://{}/metrics", g.admin))
+            .send()
+            .await?
+            .text()
+            .await?;
+        if backends_demo::sum_metric(&text, "gateway_redis_available", &[]) < 1.0 {
+            bail!(
+                "Redis was not in use before this fault: gateway {} reports gateway_redis_available 0",
+                g.zone
+            );
         }
     }
     Ok(())

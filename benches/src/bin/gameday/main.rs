@@ -28,7 +28,6 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use futures_util::{SinkExt as _, StreamExt as _};
 use tokio::time::Instant;
 
 use crate::nlb::Nlb;
@@ -194,21 +193,8 @@ async fn run(run_dir: PathBuf, schedule: Schedule) -> anyhow::Result<()> {
 }
 
 async fn ws_echo(listen: std::net::SocketAddr) -> anyhow::Result<()> {
-    let l = tokio::net::TcpListener::bind(listen)
+    backends_demo::websocket::echo_server_on(listen)
         .await
-        .with_context(|| format!("binding {listen}"))?;
-    loop {
-        let (tcp, _) = l.accept().await?;
-        tokio::spawn(async move {
-            let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
-                return;
-            };
-            let (mut tx, mut rx) = ws.split();
-            while let Some(Ok(m)) = rx.next().await {
-                if (m.is_text() || m.is_binary()) && tx.send(m).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
+        .with_context(|| format!("listening on {listen}"))?;
+    std::future::pending().await
 }

@@ -15,6 +15,8 @@ use crate::record::{read_json, read_outcomes, FaultWindow, Kind, Outcome, RunInf
 const WARMUP_MS: f64 = 2000.0;
 /// How long after a lasting fault is reverted its effects are still counted.
 const AFTER_MS: f64 = 3000.0;
+/// Failed requests listed one by one in the report.
+const MAX_LISTED: usize = 40;
 
 pub struct Summary {
     pub idempotent_availability: f64,
@@ -287,7 +289,9 @@ pub fn build(outcomes: &[Outcome], windows: &[FaultWindow], info: &RunInfo) -> S
             goal2.push((w.label.clone(), failed.len()));
         }
         if w.kind == "kill_redis" {
-            goal3.push((w.label.clone(), failed.len()));
+            // A fault that did not happen as planned proves nothing: it fails the goal.
+            let broken = usize::from(w.error.is_some());
+            goal3.push((w.label.clone(), failed.len() + broken));
         }
         goal4.push((
             w.label.clone(),
@@ -338,6 +342,49 @@ pub fn build(outcomes: &[Outcome], windows: &[FaultWindow], info: &RunInfo) -> S
         &goal4,
         "failed POSTs sent after the fault began, not in flight at its start or revert",
     );
+
+    // Every failure, for the review (the first ones when there are many).
+    let failures: Vec<&Outcome> = outcomes.iter().filter(|o| !o.ok()).collect();
+    if !failures.is_empty() {
+        let _ = writeln!(md, "\n## Failed requests\n");
+        let _ = writeln!(md, "| sent at | kind | gateway | cause | latency | safe to retry | during |\n|---|---|---|---|---|---|---|");
+        for o in failures.iter().take(MAX_LISTED) {
+            let during: Vec<&str> = windows
+                .iter()
+                .filter(|w| {
+                    let to = if w.lasting {
+                        w.end_ms + AFTER_MS
+                    } else {
+                        w.end_ms
+                    };
+                    in_window(o, w.start_ms, to)
+                })
+                .map(|w| w.label.as_str())
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {:.3} s | `{}` | {} | {} | {:.0} ms | {} | {} |",
+                o.sent_ms / 1000.0,
+                o.kind.name(),
+                o.gateway,
+                o.cause_label(),
+                o.latency_ms,
+                if o.kind.safe_to_retry() { "yes" } else { "no" },
+                if during.is_empty() {
+                    "-".to_owned()
+                } else {
+                    during.join(", ")
+                }
+            );
+        }
+        if failures.len() > MAX_LISTED {
+            let _ = writeln!(
+                md,
+                "\n... and {} more in `outcomes.csv`.",
+                failures.len() - MAX_LISTED
+            );
+        }
+    }
 
     // NLB transitions.
     if !info.nlb_events.is_empty() {
