@@ -7,6 +7,7 @@
 #   bash deploy/gameday/gameday.sh run DIR [SCHEDULE]   run a schedule against it, write the report
 #   bash deploy/gameday/gameday.sh down [DIR]           stop DIR's processes and remove its namespaces;
 #                                                       without DIR: every tg-* namespace left over
+#   GAMEDAY_LOOPBACK=1 ...                              the loopback fallback even as root
 #   bash deploy/gameday/gameday.sh hook DIR ACTION ...  the fault hooks `gameday run` calls (below)
 #
 # Topology (as root): network namespaces <prefix>-region (a bridge), -a, -b, -c (zones),
@@ -228,6 +229,7 @@ define_processes() {
 # ---- namespaces ------------------------------------------------------------------------
 
 can_netns() {
+  [ -z "${GAMEDAY_LOOPBACK:-}" ] || return 1 # forced, to try the fallback as root
   [ "$(id -u)" -eq 0 ] || return 1
   local probe="tg-probe-$$"
   ip netns add "$probe" 2>/dev/null || return 1
@@ -283,7 +285,8 @@ cmd_up() {
     MODE=netns
   else
     MODE=loopback
-    echo "gameday: cannot create network namespaces (needs root / CAP_NET_ADMIN): falling back to" >&2
+    if [ -n "${GAMEDAY_LOOPBACK:-}" ]; then echo "gameday: GAMEDAY_LOOPBACK is set: no network namespaces, falling back to" >&2
+    else echo "gameday: cannot create network namespaces (needs root / CAP_NET_ADMIN): falling back to" >&2; fi
     echo "gameday: loopback ranges 127.0.{1,2,3}.x; network cuts (cut_zone) will be skipped." >&2
   fi
   {

@@ -134,7 +134,8 @@ pub fn svg(outcomes: &[Outcome], windows: &[FaultWindow], info: &RunInfo) -> Str
     ];
     for (p, (title, color, values)) in panels.iter().enumerate() {
         let y0 = TOP + p as f64 * (PANEL + GAP);
-        let max = nice(values.iter().copied().fold(0.0, f64::max));
+        // Headroom above the highest value, so a flat line does not sit on the frame.
+        let max = nice(1.1 * values.iter().copied().fold(0.0, f64::max));
         let y = |v: f64| y0 + PANEL - PANEL * (v / max).min(1.0);
         let _ = writeln!(
             s,

@@ -343,6 +343,15 @@ pub fn build(outcomes: &[Outcome], windows: &[FaultWindow], info: &RunInfo) -> S
         "failed POSTs sent after the fault began, not in flight at its start or revert",
     );
 
+    let _ = writeln!(
+        md,
+        "\nReading them: the first second of a zone fault is how long detection takes (the NLB's and \
+         the gateways' health checks, a connection already open into a cut zone). A `POST` is never \
+         retried by the gateway once sent (it may have been processed), so one sent to a backend that \
+         is frozen, cut off or answering 5xx fails until that backend is taken out; with an \
+         `Idempotency-Key` the client may send it again."
+    );
+
     // Every failure, for the review (the first ones when there are many).
     let failures: Vec<&Outcome> = outcomes.iter().filter(|o| !o.ok()).collect();
     if !failures.is_empty() {
