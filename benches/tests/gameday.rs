@@ -56,10 +56,18 @@ fn the_ci_game_day_keeps_idempotent_requests_available() {
         );
         return;
     }
-    let mut bin_dir = None;
-    for name in ["gateway", "sidecar", "backend-demo", "gameday"] {
+    // gameday is this package's binary, built fresh for this test by cargo; the others
+    // are built by bin_path when missing or older than their sources. All live in the
+    // same target directory, which the script takes as TOLLGATE_BIN.
+    let gameday = PathBuf::from(env!("CARGO_BIN_EXE_gameday"));
+    let bin_dir = gameday.parent().unwrap().to_path_buf();
+    for name in ["gateway", "sidecar", "backend-demo"] {
         let path = bin_path(name).unwrap();
-        bin_dir = path.parent().map(Path::to_path_buf);
+        assert_eq!(
+            path.parent(),
+            Some(bin_dir.as_path()),
+            "{name} not beside gameday"
+        );
     }
     let run_dir = tempfile::Builder::new()
         .prefix("tollgate-gameday-ci-")
@@ -70,7 +78,7 @@ fn the_ci_game_day_keeps_idempotent_requests_available() {
         .arg("all")
         .arg(repo().join("deploy/gameday/schedules/ci.yaml"))
         .arg(run_dir.path())
-        .env("TOLLGATE_BIN", bin_dir.unwrap())
+        .env("TOLLGATE_BIN", &bin_dir)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
