@@ -99,7 +99,16 @@ async fn apply(topo: &Topology, entry: &Entry) -> anyhow::Result<()> {
             let q = format!("latency={}ms", latency.as_millis());
             knobs(topo, zone(entry)?, &format!("/_fault?{q}")).await
         }
-        FaultKind::FailDependency => knobs(topo, zone(entry)?, "/_fault?status=503&rate=0.5").await,
+        // The sidecars' dependency fails, not the backends: only what comes through the
+        // sidecars (`/dep/`) is faulted; `/api/`, gateway -> backend directly, is not.
+        FaultKind::FailDependency => {
+            knobs(
+                topo,
+                zone(entry)?,
+                "/_fault?status=503&rate=0.5&path_prefix=/dep/",
+            )
+            .await
+        }
         FaultKind::ReloadConfig => topo.hook("reload", &[]).await,
         FaultKind::RotateCerts => topo.hook("rotate-certs", &[]).await,
         FaultKind::KillRedis => topo.hook("kill", &["redis"]).await,

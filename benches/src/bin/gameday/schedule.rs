@@ -35,7 +35,8 @@ pub enum FaultKind {
     CutZone,
     /// Every backend of the zone answers after `latency` (fault knob).
     SlowZone,
-    /// The zone's backends (the edge sidecars' dependency) answer 503 to half the calls.
+    /// The zone's backends answer 503 to half the calls that come through the sidecars
+    /// (`/dep/`, the edge sidecars' dependency); `/api/` calls to them are untouched.
     FailDependency,
     /// Change every gateway's config file (the watcher reloads it).
     ReloadConfig,
