@@ -4,10 +4,12 @@
 //! exactly what its query says (`POST /_fault?latency=200ms` also clears an earlier
 //! `status=503`). At most one of `status`, `hang`, `reset` is allowed: they are different
 //! answers to the same request, and picking a precedence silently would surprise.
+//! `path_prefix=/dep/` confines the whole setting to requests whose path starts with it;
+//! the others are answered as if no fault were set.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -26,9 +28,10 @@ pub enum Action {
 }
 
 /// One complete fault setting.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Faults {
-    /// Delay before every normal request is answered (faulted or not).
+    /// Delay before every normal request is answered (faulted or not; under
+    /// `path_prefix` only, when set).
     pub latency: Option<Duration>,
     /// Added delay per other request in flight: a backend that slows down as load
     /// grows, as a saturated one does (`load_latency=5ms`: 10 others, +50 ms).
@@ -40,6 +43,9 @@ pub struct Faults {
     /// The share of normal requests delayed by `latency` (default all): a backend with
     /// a slow tail, as a replica with a long GC pause or a cold cache has.
     pub latency_rate: f64,
+    /// Only normal requests whose path starts with this are faulted (default all): a
+    /// failing dependency that only one route's traffic reaches.
+    pub path_prefix: Option<Arc<str>>,
 }
 
 impl Default for Faults {
@@ -50,6 +56,7 @@ impl Default for Faults {
             action: None,
             rate: 1.0,
             latency_rate: 1.0,
+            path_prefix: None,
         }
     }
 }
@@ -97,6 +104,7 @@ impl Faults {
         let mut load_latency = None;
         let mut hang = None;
         let mut reset = None;
+        let mut path_prefix = None;
         for (key, value) in pairs(query) {
             let already = match key {
                 "status" => status.replace(parse_status(value)?).is_some(),
@@ -112,9 +120,10 @@ impl Faults {
                     .is_some(),
                 "hang" => hang.replace(parse_bool(key, value)?).is_some(),
                 "reset" => reset.replace(parse_bool(key, value)?).is_some(),
+                "path_prefix" => path_prefix.replace(parse_path_prefix(value)?).is_some(),
                 _ => {
                     return Err(bad(format!(
-                        "unknown knob {key:?}: expected status, rate, latency, latency_rate, load_latency, hang or reset"
+                        "unknown knob {key:?}: expected status, rate, latency, latency_rate, load_latency, hang, reset or path_prefix"
                     )))
                 }
             };
@@ -141,13 +150,28 @@ impl Faults {
         if latency_rate.is_some() && latency.is_none() {
             return Err(bad("latency_rate applies to latency"));
         }
-        Ok(Self {
+        let faults = Self {
             latency_rate: latency_rate.unwrap_or(1.0),
             latency: latency.filter(|d: &Duration| !d.is_zero()),
             load_latency: load_latency.filter(|d: &Duration| !d.is_zero()),
             action,
             rate: rate.unwrap_or(1.0),
-        })
+            path_prefix,
+        };
+        if faults.path_prefix.is_some() && faults.is_none() {
+            return Err(bad(
+                "path_prefix applies to status, hang, reset, latency or load_latency",
+            ));
+        }
+        Ok(faults)
+    }
+
+    /// Whether a normal request to `path` is subject to this setting.
+    pub fn applies_to(&self, path: &str) -> bool {
+        match self.path_prefix.as_deref() {
+            Some(prefix) => path.starts_with(prefix),
+            None => true,
+        }
     }
 
     /// No knob set: requests are answered as if faults did not exist.
@@ -179,6 +203,16 @@ fn parse_status(value: &str) -> Result<StatusCode, KnobError> {
                 "status: expected a number in 200..=599, got {value:?}"
             ))
         })
+}
+
+fn parse_path_prefix(value: &str) -> Result<Arc<str>, KnobError> {
+    // Compared with the request's path as it arrives (not percent-decoded).
+    if !value.starts_with('/') {
+        return Err(bad(format!(
+            "path_prefix: expected a path starting with /, got {value:?}"
+        )));
+    }
+    Ok(value.into())
 }
 
 fn parse_rate(value: &str) -> Result<f64, KnobError> {
@@ -227,14 +261,25 @@ impl Knobs {
         if !self.active.load(Ordering::Acquire) {
             return None;
         }
-        Some(*self.faults.read().unwrap_or_else(PoisonError::into_inner))
+        Some(
+            self.faults
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone(),
+        )
+    }
+
+    /// The faults that apply to a normal request to `path`, or `None`.
+    pub fn faults_for(&self, path: &str) -> Option<Faults> {
+        self.faults().filter(|f| f.applies_to(path))
     }
 
     /// Replace the fault setting as a whole.
     pub fn set_faults(&self, faults: Faults) {
+        let active = !faults.is_none();
         let mut slot = self.faults.write().unwrap_or_else(PoisonError::into_inner);
         *slot = faults;
-        self.active.store(!faults.is_none(), Ordering::Release);
+        self.active.store(active, Ordering::Release);
     }
 
     pub fn healthy(&self) -> bool {
@@ -259,6 +304,7 @@ impl Knobs {
             load_latency: f.load_latency.map(format_duration),
             hang: f.action == Some(Action::Hang),
             reset: f.action == Some(Action::Reset),
+            path_prefix: f.path_prefix.as_deref().map(str::to_owned),
             healthy: self.healthy(),
         }
     }
@@ -274,6 +320,7 @@ pub struct KnobsView {
     pub load_latency: Option<String>,
     pub hang: bool,
     pub reset: bool,
+    pub path_prefix: Option<String>,
     pub healthy: bool,
 }
 
@@ -343,6 +390,57 @@ mod tests {
         assert!(refused("rate=0.5").contains("rate applies"));
         assert!(refused("latency_rate=0.5").contains("latency_rate applies"));
         assert!(refused("latency=1s&latency_rate=3").contains("rate"));
+        assert!(refused("status=503&path_prefix=dep/").contains("starting with /"));
+        assert!(refused("status=503&path_prefix=").contains("starting with /"));
+        assert!(refused("status=503&path_prefix=/a/&path_prefix=/b/").contains("twice"));
+        assert!(refused("path_prefix=/dep/").contains("path_prefix applies"));
+        assert!(refused("latency=0&path_prefix=/dep/").contains("path_prefix applies"));
+    }
+
+    #[test]
+    fn path_prefix_confines_every_knob() {
+        let all = parse("status=503");
+        assert_eq!(all.path_prefix, None);
+        assert!(all.applies_to("/api/orders") && all.applies_to("/"));
+
+        let dep = parse("status=503&rate=0.5&path_prefix=/dep/");
+        assert_eq!(dep.path_prefix.as_deref(), Some("/dep/"));
+        assert_eq!(dep.rate, 0.5);
+        assert!(dep.applies_to("/dep/items/7"));
+        assert!(dep.applies_to("/dep/"));
+        assert!(!dep.applies_to("/dep"));
+        assert!(!dep.applies_to("/api/orders"));
+        assert!(!dep.applies_to("/api/dep/x"));
+
+        for q in [
+            "hang=true&path_prefix=/dep/",
+            "reset=true&path_prefix=/dep/",
+            "latency=200ms&path_prefix=/dep/",
+            "load_latency=5ms&path_prefix=/dep/",
+        ] {
+            let f = parse(q);
+            assert!(f.applies_to("/dep/x") && !f.applies_to("/api/x"), "{q}");
+        }
+
+        let knobs = Knobs::default();
+        knobs.set_faults(dep);
+        assert!(knobs.faults_for("/dep/items/1").is_some());
+        assert!(knobs.faults_for("/api/orders").is_none());
+        assert!(knobs.faults_for("/healthz").is_none());
+        assert_eq!(knobs.view().path_prefix.as_deref(), Some("/dep/"));
+    }
+
+    #[test]
+    fn a_setting_without_path_prefix_drops_the_earlier_one() {
+        let knobs = Knobs::default();
+        knobs.set_faults(parse("status=503&path_prefix=/dep/"));
+        assert!(knobs.faults_for("/api/orders").is_none());
+        knobs.set_faults(parse("latency=200ms"));
+        assert_eq!(knobs.view().path_prefix, None);
+        assert_eq!(knobs.view().status, None);
+        assert!(knobs.faults_for("/api/orders").is_some());
+        knobs.set_faults(Faults::default());
+        assert!(knobs.faults_for("/dep/x").is_none());
     }
 
     #[test]

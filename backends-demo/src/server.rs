@@ -291,7 +291,7 @@ async fn normal(state: &State, req: Request<Incoming>) -> Result<Resp, ResetConn
     state
         .peak_in_flight
         .fetch_max(state.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
-    let faults = state.knobs.faults();
+    let faults = state.knobs.faults_for(req.uri().path());
     let action = faults.as_ref().and_then(Faults::roll);
 
     let (parts, body) = req.into_parts();
@@ -299,7 +299,7 @@ async fn normal(state: &State, req: Request<Incoming>) -> Result<Resp, ResetConn
     if let Some(latency) = faults.as_ref().and_then(Faults::roll_latency) {
         tokio::time::sleep(latency).await;
     }
-    if let Some(per) = faults.and_then(|f| f.load_latency) {
+    if let Some(per) = faults.as_ref().and_then(|f| f.load_latency) {
         let others = state.in_flight.load(Ordering::Relaxed).saturating_sub(1);
         tokio::time::sleep(per * u32::try_from(others).unwrap_or(u32::MAX)).await;
     }

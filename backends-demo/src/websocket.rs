@@ -12,7 +12,12 @@ use tokio::net::TcpListener;
 /// A WebSocket echo server: every text or binary message comes back (pings are
 /// answered by the library). Counts the handshakes it completed.
 pub async fn echo_server() -> anyhow::Result<(SocketAddr, Arc<AtomicU32>)> {
-    let l = TcpListener::bind("127.0.0.1:0").await?;
+    echo_server_on("127.0.0.1:0".parse()?).await
+}
+
+/// [`echo_server`] on a given address (the game day's WebSocket backends).
+pub async fn echo_server_on(addr: SocketAddr) -> anyhow::Result<(SocketAddr, Arc<AtomicU32>)> {
+    let l = TcpListener::bind(addr).await?;
     let addr = l.local_addr()?;
     let handshakes = Arc::new(AtomicU32::new(0));
     let count = handshakes.clone();

@@ -139,6 +139,34 @@ async fn status_fault_applies_to_traffic_not_to_health_or_knobs() {
 }
 
 #[tokio::test]
+async fn path_prefix_faults_only_the_paths_under_it() {
+    let b = backend().await;
+    b.fault("status=503&path_prefix=/dep/").await.unwrap();
+    assert_eq!(status_of(&b.url("/dep/items/1")).await, 503);
+    assert_eq!(status_of(&b.url("/api/orders")).await, 200);
+    let resp = test_client()
+        .post(b.url("/api/orders"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (_, knobs) = get_json(&b.url("/_fault")).await;
+    assert_eq!(knobs["path_prefix"], "/dep/");
+
+    // A new setting replaces the prefix too: this one faults every path.
+    b.fault("status=500").await.unwrap();
+    assert_eq!(status_of(&b.url("/api/orders")).await, 500);
+    let resp = test_client()
+        .post(b.url("/_fault?status=503&path_prefix=dep"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    b.clear_fault().await.unwrap();
+    assert_eq!(status_of(&b.url("/dep/items/1")).await, 200);
+}
+
+#[tokio::test]
 async fn status_fault_at_half_rate_hits_about_half() {
     let b = backend().await;
     b.fault("status=500&rate=0.5").await.unwrap();
