@@ -107,7 +107,21 @@ async fn oidc_login_refresh_replicas_and_logout() {
     ] {
         assert!(to_idp.contains(p), "{p} missing in {to_idp}");
     }
-    assert!(browser.cookies.contains_key("tollgate_session_login"));
+    let login_cookie = |b: &Browser| {
+        b.cookies
+            .keys()
+            .any(|k| k.starts_with("tollgate_session_login_"))
+    };
+    assert!(login_cookie(&browser), "{:?}", browser.cookies);
+    // A second login started meanwhile (another tab) gets its own login cookie.
+    let other_tab = browser.get(&a("/app/other-tab")).await.unwrap();
+    assert_eq!(other_tab.status, 302);
+    let logins = browser
+        .cookies
+        .keys()
+        .filter(|k| k.starts_with("tollgate_session_login_"))
+        .count();
+    assert_eq!(logins, 2, "{:?}", browser.cookies);
 
     // 2. The provider's login and consent pages, then back through the callback to
     // where the browser was going, with the identity headers.
@@ -138,9 +152,15 @@ async fn oidc_login_refresh_replicas_and_logout() {
         "{:?}",
         browser.cookies
     );
-    assert!(
-        !browser.cookies.contains_key("tollgate_session_login"),
-        "login cookie cleared"
+    let logins = browser
+        .cookies
+        .keys()
+        .filter(|k| k.starts_with("tollgate_session_login_"))
+        .count();
+    assert_eq!(
+        logins, 1,
+        "this login's cookie cleared, the other tab's kept: {:?}",
+        browser.cookies
     );
     assert!(browser.cookies.values().all(|v| v.len() < 4000));
     let logged_in = Instant::now();

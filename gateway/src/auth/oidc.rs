@@ -212,8 +212,11 @@ impl OidcAuth {
         Ok(b64(&b))
     }
 
-    fn state_cookie(&self) -> String {
-        format!("{}_login", self.policy.cookie_name)
+    /// One login cookie per login in progress, named after its `state`: logins started
+    /// in two tabs at once both complete.
+    fn state_cookie(&self, state: &str) -> String {
+        let tag: String = state.chars().take(12).collect();
+        format!("{}_login_{tag}", self.policy.cookie_name)
     }
 
     fn attrs(&self, client: &Client, max_age: u64) -> String {
@@ -371,7 +374,7 @@ impl OidcAuth {
             login.state,
             login.nonce,
         );
-        let name = self.state_cookie();
+        let name = self.state_cookie(&login.state);
         let plain = serde_json::to_vec(&login).map_err(|e| e.to_string())?;
         let sealed = self.sealer.seal(&name, &plain)?;
         let cookie = format!("{name}={sealed}; {}", self.attrs(client, LOGIN_TTL));
@@ -389,7 +392,8 @@ impl OidcAuth {
             let why = query_param(req, "error_description").unwrap_or_default();
             return Err(format!("the provider answered {err}: {why}"));
         }
-        let name = self.state_cookie();
+        let state = query_param(req, "state").ok_or("no state")?;
+        let name = self.state_cookie(&state);
         let login: Login = crate::attempts::cookie_value(req, &name)
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| self.sealer.open(&name, v))
@@ -398,7 +402,7 @@ impl OidcAuth {
         if login.exp < now() {
             return Err("the login took too long".into());
         }
-        if query_param(req, "state").as_deref() != Some(login.state.as_str()) {
+        if state != login.state {
             return Err("state does not match the login in progress".into());
         }
         let code = query_param(req, "code").ok_or("no code")?;
