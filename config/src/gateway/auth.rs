@@ -527,6 +527,22 @@ fn settable(at: &str, h: &HeaderName, p: &mut Problems) -> bool {
     true
 }
 
+/// `claims_to_headers`: each claim path and its header, which must be one a backend can
+/// be given (not a framing or routing header).
+fn claims_to_headers(
+    at: &str,
+    map: &BTreeMap<String, String>,
+    p: &mut Problems,
+) -> Vec<(Vec<String>, HeaderName)> {
+    map.iter()
+        .filter_map(|(claim, header)| {
+            let field = format!("{at}.claims_to_headers.{claim}");
+            let h = header_name(&field, header, p)?;
+            settable(&field, &h, p).then(|| (claim_path(claim), h))
+        })
+        .collect()
+}
+
 fn claim_path(s: &str) -> Vec<String> {
     s.split('.').map(str::to_owned).collect()
 }
@@ -669,15 +685,7 @@ fn validate_oidc(
     }
     let mut scopes = vec!["openid".to_owned()];
     scopes.extend(f.scopes.iter().filter(|s| s.as_str() != "openid").cloned());
-    let claims_to_headers = f
-        .claims_to_headers
-        .iter()
-        .filter_map(|(claim, header)| {
-            let field = format!("{at}.claims_to_headers.{claim}");
-            let h = header_name(&field, header, p)?;
-            settable(&field, &h, p).then(|| (claim_path(claim), h))
-        })
-        .collect();
+    let claims_to_headers = claims_to_headers(&at, &f.claims_to_headers, p);
     if p.len() > before {
         return None;
     }
@@ -839,15 +847,7 @@ fn validate_jwt(name: &str, f: &JwtFile, base_dir: &Path, p: &mut Problems) -> O
             prefix: "bearer ".into(),
         });
     }
-    let claims_to_headers = f
-        .claims_to_headers
-        .iter()
-        .filter_map(|(claim, header)| {
-            let field = format!("{at}.claims_to_headers.{claim}");
-            let h = header_name(&field, header, p)?;
-            settable(&field, &h, p).then(|| (claim_path(claim), h))
-        })
-        .collect();
+    let claims_to_headers = claims_to_headers(&at, &f.claims_to_headers, p);
     if p.len() > before {
         return None;
     }
