@@ -245,6 +245,7 @@ pub fn next_peer(
             p.options.verify_cert = t.verify;
             p.options.verify_hostname = t.verify;
             p.options.ca = t.ca.clone();
+            p.client_cert_key = t.client_cert_key();
             p
         }
         None => HttpPeer::new(pick.address, false, String::new()),

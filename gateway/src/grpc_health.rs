@@ -37,7 +37,7 @@ pub async fn check(
         Some(t) => {
             let name = rustls_pki_types::ServerName::try_from(t.sni.clone())
                 .map_err(|e| format!("sni {:?}: {e}", t.sni))?;
-            let s = tokio_rustls::TlsConnector::from(t.health_client_h2.clone())
+            let s = tokio_rustls::TlsConnector::from(t.health_client_h2())
                 .connect(name, tcp)
                 .await
                 .map_err(|e| format!("tls: {e}"))?;

@@ -147,7 +147,7 @@ pub async fn check_once(
             Some(t) => {
                 let name = rustls_pki_types::ServerName::try_from(t.sni.clone())
                     .map_err(|e| format!("sni {:?}: {e}", t.sni))?;
-                let s = tokio_rustls::TlsConnector::from(t.health_client.clone())
+                let s = tokio_rustls::TlsConnector::from(t.health_client())
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("tls: {e}"))?;
@@ -258,12 +258,16 @@ async fn certificate_loop(state: Arc<State>) {
     const EVERY: Duration = Duration::from_millis(500);
     loop {
         tokio::time::sleep(EVERY).await;
-        let changed = state
-            .snapshot
-            .load()
-            .certs
-            .values()
-            .any(|c| c.files_changed());
+        let snap = state.snapshot.load_full();
+        // Upstream client certificates (upstream mTLS): swapped in place, one by one.
+        for up in snap.upstreams.values() {
+            if let Some(t) = up.tls.as_ref().filter(|t| t.client_files_changed()) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let (t, name) = (t.clone(), up.cfg.name.clone());
+                let _ = tokio::task::spawn_blocking(move || t.rotate_client(&name)).await;
+            }
+        }
+        let changed = snap.certs.values().any(|c| c.files_changed());
         if changed {
             // Writers replace a key and its certificate one after the other: give the
             // second write a moment to land. If it lands later, the pair is refused

@@ -85,8 +85,21 @@ pub struct LoadedCert {
     pub serial: String,
 }
 
-/// Load and check one certificate chain and key.
+/// Load and check one certificate chain and key, to serve: it needs a DNS name.
 pub fn load_cert(paths: &CertPaths) -> Result<LoadedCert, TlsError> {
+    let cert = load_any_cert(paths)?;
+    if cert.names.is_empty() {
+        return Err(file_err(
+            &paths.cert,
+            "has no DNS subject alternative name to serve",
+        ));
+    }
+    Ok(cert)
+}
+
+/// Load and check one certificate chain and key (parsable, matching, in date), with
+/// whatever names it has: a client certificate needs none.
+pub fn load_any_cert(paths: &CertPaths) -> Result<LoadedCert, TlsError> {
     let pem = std::fs::read(&paths.cert).map_err(|e| file_err(&paths.cert, e.to_string()))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
@@ -131,12 +144,6 @@ pub fn load_cert(paths: &CertPaths) -> Result<LoadedCert, TlsError> {
                 names.push(d.to_ascii_lowercase());
             }
         }
-    }
-    if names.is_empty() {
-        return Err(file_err(
-            &paths.cert,
-            "has no DNS subject alternative name to serve",
-        ));
     }
     Ok(LoadedCert {
         key: Arc::new(certified),
@@ -534,14 +541,37 @@ mod tests {
 }
 
 /// TLS towards an upstream's endpoints: what Pingora's connector needs (SNI, CA,
-/// verification) and a client config for health checks that verifies the same way.
+/// verification, the client certificate of upstream mTLS) and client configs for health
+/// checks that verify and present the same way.
 pub struct PeerTls {
     pub sni: String,
     pub verify: bool,
     pub ca: Option<Arc<pingora_core::protocols::tls::CaType>>,
-    pub health_client: Arc<rustls::ClientConfig>,
+    roots: Arc<rustls::RootCertStore>,
+    /// Health-check configs and Pingora's client certificate, swapped in place when the
+    /// client certificate's files change.
+    presented: ArcSwap<Presented>,
+    client: Option<CertPaths>,
+    /// The client certificate files of the last refused rotation.
+    refused: Mutex<Option<FileStamp>>,
+}
+
+/// What one load of the upstream's client identity gives.
+struct Presented {
+    /// For Pingora's connector (`HttpPeer::client_cert_key`).
+    cert_key: Option<Arc<pingora_core::utils::tls::CertKey>>,
+    health_client: Arc<rustls::ClientConfig>,
     /// The same, offering only HTTP/2 in ALPN (gRPC health checks).
-    pub health_client_h2: Arc<rustls::ClientConfig>,
+    health_client_h2: Arc<rustls::ClientConfig>,
+    stamp: Option<FileStamp>,
+}
+
+/// Size and modification time of a certificate and its key: "did they change".
+type FileStamp = [(u64, Option<std::time::SystemTime>); 2];
+
+fn file_stamp(paths: &CertPaths) -> FileStamp {
+    let one = |p: &Path| std::fs::metadata(p).map_or((0, None), |m| (m.len(), m.modified().ok()));
+    [one(&paths.cert), one(&paths.key)]
 }
 
 impl std::fmt::Debug for PeerTls {
@@ -549,11 +579,126 @@ impl std::fmt::Debug for PeerTls {
         f.debug_struct("PeerTls")
             .field("sni", &self.sni)
             .field("verify", &self.verify)
+            .field("client", &self.client)
             .finish()
     }
 }
 
-/// Load an upstream's TLS settings (its CA file, if any). Errors name the file.
+impl PeerTls {
+    /// The client certificate Pingora presents to endpoints that ask, if any.
+    pub fn client_cert_key(&self) -> Option<Arc<pingora_core::utils::tls::CertKey>> {
+        self.presented.load().cert_key.clone()
+    }
+
+    pub fn health_client(&self) -> Arc<rustls::ClientConfig> {
+        self.presented.load().health_client.clone()
+    }
+
+    pub fn health_client_h2(&self) -> Arc<rustls::ClientConfig> {
+        self.presented.load().health_client_h2.clone()
+    }
+
+    /// The client certificate's files changed since they were loaded (or refused).
+    pub fn client_files_changed(&self) -> bool {
+        let Some(paths) = &self.client else {
+            return false;
+        };
+        let now = Some(file_stamp(paths));
+        let refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+        now != self.presented.load().stamp && *refused != now
+    }
+
+    /// Load the client certificate again if its files changed; a refused pair is
+    /// logged and the loaded one kept. Connections made with the old certificate stay
+    /// in the pool until idle (Pingora keys its pool by the certificate).
+    pub fn rotate_client(&self, upstream: &str) {
+        let Some(paths) = &self.client else { return };
+        if !self.client_files_changed() {
+            return;
+        }
+        match presented(&self.roots, self.verify, Some(paths)) {
+            Ok(p) => {
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                tracing::info!(upstream, cert = %paths.cert.display(), "upstream client certificate rotated");
+                self.presented.store(Arc::new(p));
+            }
+            Err(e) => {
+                *self.refused.lock().unwrap_or_else(|p| p.into_inner()) = Some(file_stamp(paths));
+                tracing::error!(
+                    upstream,
+                    "upstream client certificate refused, keeping the loaded one: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// Health-check client configs verifying as `verify` says against `roots`, presenting
+/// `client` when given, and the same certificate for Pingora's connector.
+fn presented(
+    roots: &Arc<rustls::RootCertStore>,
+    verify: bool,
+    client: Option<&CertPaths>,
+) -> Result<Presented, TlsError> {
+    let provider = Arc::new(provider::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::File {
+            path: String::new(),
+            reason: e.to_string(),
+        })?;
+    let builder = if verify {
+        builder.with_root_certificates(roots.clone())
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+    };
+    let (health_client, cert_key, stamp) = match client {
+        None => (builder.with_no_client_auth(), None, None),
+        Some(paths) => {
+            let stamp = file_stamp(paths);
+            // The same checks as a listener's certificate: a chain, a key that matches,
+            // in date.
+            let loaded = load_any_cert(paths)?;
+            let chain: Vec<CertificateDer<'static>> = loaded.key.cert.clone();
+            for c in &chain {
+                X509Certificate::from_der(c)
+                    .map_err(|e| file_err(&paths.cert, format!("unparsable certificate: {e}")))?;
+            }
+            let key_pem =
+                std::fs::read(&paths.key).map_err(|e| file_err(&paths.key, e.to_string()))?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| file_err(&paths.key, format!("not a PEM private key: {e}")))?;
+            let key_der = key.secret_der().to_vec();
+            // Pingora's connector reads the key back with this conversion (and unwraps).
+            PrivateKeyDer::try_from(key_der.clone())
+                .map_err(|e| file_err(&paths.key, format!("unusable private key: {e}")))?;
+            let cert_key = pingora_core::utils::tls::CertKey::new(
+                chain.iter().map(|c| c.to_vec()).collect(),
+                key_der,
+            );
+            let config = builder.with_client_auth_cert(chain, key).map_err(|e| {
+                file_err(
+                    &paths.cert,
+                    format!("unusable as a client certificate: {e}"),
+                )
+            })?;
+            (config, Some(Arc::new(cert_key)), Some(stamp))
+        }
+    };
+    let mut health_client_h2 = health_client.clone();
+    health_client_h2.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Presented {
+        cert_key,
+        health_client: Arc::new(health_client),
+        health_client_h2: Arc::new(health_client_h2),
+        stamp,
+    })
+}
+
+/// Load an upstream's TLS settings (its CA file and client certificate, if any). Errors
+/// name the file.
 pub fn peer_tls(
     upstream: &str,
     t: &tollgate_config::gateway::UpstreamTls,
@@ -588,29 +733,22 @@ pub fn peer_tls(
             None
         }
     };
-    let provider = Arc::new(provider::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Listener {
+    let roots = Arc::new(roots);
+    let presented = presented(&roots, t.verify, t.client.as_ref()).map_err(|e| match e {
+        TlsError::File { path, reason } if path.is_empty() => TlsError::Listener {
             listener: upstream.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let health_client = if t.verify {
-        builder.with_root_certificates(roots).with_no_client_auth()
-    } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
-            .with_no_client_auth()
-    };
-    let mut health_client_h2 = health_client.clone();
-    health_client_h2.alpn_protocols = vec![b"h2".to_vec()];
+            reason,
+        },
+        other => other,
+    })?;
     Ok(PeerTls {
         sni: t.sni.clone(),
         verify: t.verify,
         ca,
-        health_client: Arc::new(health_client),
-        health_client_h2: Arc::new(health_client_h2),
+        roots,
+        presented: ArcSwap::from_pointee(presented),
+        client: t.client.clone(),
+        refused: Mutex::new(None),
     })
 }
 

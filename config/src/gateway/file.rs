@@ -749,6 +749,14 @@ pub struct UpstreamTlsFile {
     /// Verify the endpoint's certificate and name (default true; turn off only for tests).
     #[serde(default = "yes")]
     pub verify: bool,
+    /// A certificate chain (PEM) shown to the endpoints when they ask for one (upstream
+    /// mTLS: a service behind a sidecar, a backend that checks its callers). With
+    /// `client_key`; both are read again when either file changes.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// The private key (PEM) of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

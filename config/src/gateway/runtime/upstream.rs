@@ -63,6 +63,8 @@ pub struct UpstreamTls {
     pub sni: String,
     pub ca: Option<PathBuf>,
     pub verify: bool,
+    /// The certificate shown to endpoints that ask (upstream mTLS).
+    pub client: Option<super::CertPaths>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,10 +181,32 @@ pub(super) fn validate_upstream(
         if t.sni.trim().is_empty() {
             p.push(format!("{at}.tls.sni"), "must not be empty");
         }
+        let client = match (&t.client_cert, &t.client_key) {
+            (Some(cert), Some(key)) => Some(super::CertPaths {
+                cert: resolve_path(base_dir, cert),
+                key: resolve_path(base_dir, key),
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                p.push(
+                    format!("{at}.tls.client_key"),
+                    "client_cert needs client_key",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                p.push(
+                    format!("{at}.tls.client_cert"),
+                    "client_key needs client_cert",
+                );
+                None
+            }
+        };
         UpstreamTls {
             sni: t.sni.trim().to_owned(),
             ca: t.ca.as_deref().map(|c| resolve_path(base_dir, c)),
             verify: t.verify,
+            client,
         }
     });
     match (u.protocol, &tls) {
