@@ -389,8 +389,14 @@ async fn jwt_policies_check_tokens_rotate_keys_and_survive_an_idp_outage() {
 async fn forward_auth_allows_denies_caches_and_times_out() {
     let svc = AuthService::spawn().await.unwrap();
     let backend = Backend::builder().id("app").spawn().await.unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let access_log = logs.path().join("access.log");
     let gw = Gateway::start(
         &GatewayConfig::new()
+            .set(
+                "access_log",
+                json!({ "enabled": true, "path": access_log.display().to_string() }),
+            )
             .upstream("app", &[backend.addr()])
             .set(
                 "auth.forward.strict",
@@ -471,4 +477,30 @@ async fn forward_auth_allows_denies_caches_and_times_out() {
             .unwrap();
         assert!(n >= 1.0, "{policy}/{decision} not counted");
     }
+    // The decision is in the access log, and a refusal's cause with it.
+    let mut lines: Vec<Value> = Vec::new();
+    for _ in 0..50 {
+        let text = std::fs::read_to_string(&access_log).unwrap_or_default();
+        lines = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        if lines.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let decisions: Vec<&str> = lines.iter().filter_map(|l| l["auth"].as_str()).collect();
+    for d in ["ok", "cached", "denied", "error", "error_allowed"] {
+        assert!(decisions.contains(&d), "{d} not logged: {decisions:?}");
+    }
+    let denied = lines.iter().find(|l| l["auth"] == "denied").unwrap();
+    assert_eq!(denied["rejection"], "auth_denied", "{denied}");
+    assert!(
+        denied["rejection_detail"]
+            .as_str()
+            .unwrap()
+            .contains("answered 401"),
+        "{denied}"
+    );
 }
