@@ -444,6 +444,15 @@ async fn forward_auth_allows_denies_caches_and_times_out() {
     assert_eq!(r.status, 200);
     assert_eq!(r.echoed("x-auth-user").as_deref(), Some("bob"));
     assert_eq!(svc.calls(), calls, "a cached decision asks nobody");
+    // The same credentials on another path are asked about: the service sees the URI,
+    // so its answer for one path is not reused for another.
+    let r = get(
+        &gw.url("/strict/admin"),
+        &[("authorization", "Bearer allow-bob")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(svc.calls(), calls + 1, "another URI is another decision");
 
     // Denied: the service's own answer, as it wrote it.
     let r = get(&strict, &[("authorization", "Bearer nope")]).await;
@@ -485,7 +494,8 @@ async fn forward_auth_allows_denies_caches_and_times_out() {
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        if lines.len() >= 5 {
+        // Six requests, each logged when it ends.
+        if lines.len() >= 6 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

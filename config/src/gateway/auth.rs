@@ -224,7 +224,8 @@ pub struct ForwardAuthFile {
     /// Deadline for the service's answer (default 1s).
     #[serde(default = "default_forward_timeout")]
     pub timeout: HumanDuration,
-    /// Remember each decision this long, keyed by `cache_key` (default 0: off).
+    /// Remember each decision this long, keyed by the request's method, host and URI
+    /// and the `cache_key` headers (default 0: off).
     #[serde(default)]
     pub cache_ttl: HumanDuration,
     /// Request headers a cached decision is keyed by (default: `request_headers`).

@@ -69,8 +69,20 @@ impl ForwardAuth {
         })
     }
 
+    /// What a decision is remembered by: the request's method, host and URI (the
+    /// service sees them, so its answer may depend on them: an allow for `/public`
+    /// must not serve `/admin`), and the `cache_key` headers.
     fn cache_key(&self, req: &RequestHeader) -> [u8; 32] {
         let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        let host = req
+            .headers
+            .get(http::header::HOST)
+            .map_or(&b""[..], |h| h.as_bytes());
+        let uri = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        for part in [req.method.as_str().as_bytes(), host, uri.as_bytes()] {
+            ctx.update(&(part.len() as u64).to_le_bytes());
+            ctx.update(part);
+        }
         for name in &self.policy.cache_key {
             ctx.update(name.as_str().as_bytes());
             for v in req.headers.get_all(name) {
