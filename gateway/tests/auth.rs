@@ -287,6 +287,17 @@ async fn jwt_policies_check_tokens_rotate_keys_and_survive_an_idp_outage() {
         assert!(n >= 1.0, "{what}: decision {decision} not counted");
     }
 
+    // NumericDate may have a fraction; a date that is not a number is malformed.
+    let t = rsa.sign(&with("exp", json!(now as f64 + 600.5))).unwrap();
+    assert_eq!(
+        get(&api, &[("authorization", &bearer(&t))]).await.status,
+        200
+    );
+    let t = rsa.sign(&with("nbf", json!("yesterday"))).unwrap();
+    let r = get(&api, &[("authorization", &bearer(&t))]).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(r.body.contains("not a well-formed JWT"), "{}", r.body);
+
     // Claims as rate-limit keys: alice has 2 per minute, bob his own 2.
     let limited = gw.url("/limited/x");
     let alice = rsa.sign(&good).unwrap();

@@ -145,7 +145,11 @@ impl ForwardAuth {
             .header("x-forwarded-method", req.method.as_str())
             .header(
                 "x-forwarded-proto",
-                if client.tls { "https" } else { "http" },
+                if crate::forwarded::client_used_https(client, req) {
+                    "https"
+                } else {
+                    "http"
+                },
             )
             .header("x-forwarded-host", host)
             .header("x-forwarded-uri", uri);

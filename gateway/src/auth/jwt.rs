@@ -238,11 +238,21 @@ impl JwtAuth {
             }
         }
         let (claims, generation) = self.verify_signature(token).await?;
-        let exp = claims.get("exp").and_then(Value::as_u64);
-        let nbf = claims.get("nbf").and_then(Value::as_u64);
-        if claims.get("exp").is_some() && exp.is_none() {
-            return Err(Failure::Malformed);
-        }
+        // NumericDate: seconds, possibly with a fraction (RFC 7519); anything else in
+        // `exp` or `nbf` makes the token malformed, not "without a limit".
+        let date = |name: &str| match claims.get(name) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.is_finite() && *f >= 0.0)
+                        .map(|f| f as u64)
+                })
+                .map(Some)
+                .ok_or(Failure::Malformed),
+        };
+        let (exp, nbf) = (date("exp")?, date("nbf")?);
         self.check_times(exp, nbf, now)?;
         self.check_claims(&claims)?;
         let identity = Arc::new(Identity {

@@ -219,20 +219,23 @@ impl OidcAuth {
         format!("{}_login_{tag}", self.policy.cookie_name)
     }
 
-    fn attrs(&self, client: &Client, max_age: u64) -> String {
-        let secure = if client.tls { "; Secure" } else { "" };
+    /// Cookie attributes; `Secure` when the browser uses HTTPS (here, or at a trusted
+    /// TLS-terminating proxy in front).
+    fn attrs(&self, https: bool, max_age: u64) -> String {
+        let secure = if https { "; Secure" } else { "" };
         format!("Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}")
     }
 
-    /// `{scheme}://{host}` of the request.
+    /// `{scheme}://{host}` of the request, as the browser sees it.
     fn origin(req: &RequestHeader, client: &Client) -> String {
+        let https = crate::forwarded::client_used_https(client, req);
         let host = req
             .headers
             .get(http::header::HOST)
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.authority().map(|a| a.as_str()))
             .unwrap_or("localhost");
-        format!("{}://{host}", if client.tls { "https" } else { "http" })
+        format!("{}://{host}", if https { "https" } else { "http" })
     }
 
     pub async fn on_request(&self, req: &RequestHeader, client: &Client) -> Outcome {
@@ -276,7 +279,7 @@ impl OidcAuth {
             } else {
                 match self.refresh(&s).await {
                     Ok(fresh) => {
-                        let cookies = self.session_cookies(&fresh, client, pieces);
+                        let cookies = self.session_cookies(&fresh, req, client, pieces);
                         return match cookies {
                             Ok(c) => self.pass(&fresh, c, "refreshed"),
                             Err(e) => self.fail(e),
@@ -377,7 +380,10 @@ impl OidcAuth {
         let name = self.state_cookie(&login.state);
         let plain = serde_json::to_vec(&login).map_err(|e| e.to_string())?;
         let sealed = self.sealer.seal(&name, &plain)?;
-        let cookie = format!("{name}={sealed}; {}", self.attrs(client, LOGIN_TTL));
+        let cookie = format!(
+            "{name}={sealed}; {}",
+            self.attrs(crate::forwarded::client_used_https(client, req), LOGIN_TTL)
+        );
         Ok(redirect(&location, vec![cookie]))
     }
 
@@ -445,9 +451,14 @@ impl OidcAuth {
             rt: tokens.refresh_token,
             idt: Some(id_token),
         };
-        let mut cookies = self.session_cookies(&session, client, 0)?;
+        let mut cookies = self.session_cookies(&session, req, client, 0)?;
         cookies.push(session::expire(&name));
-        let back = if login.back.starts_with('/') && !login.back.starts_with("//") {
+        // A path on this host only: `//evil.example` and `/\evil.example` are other
+        // hosts to a browser.
+        let back = if login.back.starts_with('/')
+            && !login.back.starts_with("//")
+            && !login.back.starts_with("/\\")
+        {
             login.back
         } else {
             "/".into()
@@ -495,6 +506,7 @@ impl OidcAuth {
     fn session_cookies(
         &self,
         s: &Session,
+        req: &RequestHeader,
         client: &Client,
         had: usize,
     ) -> Result<Vec<String>, String> {
@@ -502,7 +514,8 @@ impl OidcAuth {
         let plain = serde_json::to_vec(s).map_err(|e| e.to_string())?;
         let name = &self.policy.cookie_name;
         let sealed = self.sealer.seal(name, &plain)?;
-        session::set_cookies(name, &sealed, &self.attrs(client, remaining), had)
+        let https = crate::forwarded::client_used_https(client, req);
+        session::set_cookies(name, &sealed, &self.attrs(https, remaining), had)
     }
 
     async fn token_call(
