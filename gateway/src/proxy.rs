@@ -125,6 +125,20 @@ impl ProxyHttp for GatewayProxy {
             // Each wait for the next piece of the body (nginx's client_body_timeout).
             session.set_read_timeout(Some(snap.config.request_body_timeout));
         }
+        if !snap.auth.oidc.is_empty() {
+            if let Some((r, decision, _)) = snap
+                .auth
+                .oidc_own_path(session.req_header(), &ctx.client)
+                .await
+            {
+                ctx.filter_state.auth = Some(crate::auth::AuthState {
+                    decision,
+                    ..Default::default()
+                });
+                respond::reject(session, ctx, &r).await?;
+                return Ok(true);
+            }
+        }
         let req = session.req_header();
         let host = guards::request_host(req);
         let found = snap.router.find(

@@ -31,6 +31,9 @@ pub struct Snapshot {
     pub rate_limiters: HashMap<String, Arc<RateLimiter>>,
     /// The Redis that `store: redis` policies share.
     pub redis: Option<Arc<RedisStore>>,
+    /// Authentication policies (routes hold theirs; OIDC callback and logout paths are
+    /// answered before routing).
+    pub auth: crate::auth::Policies,
     /// The routes as requests use them (same order as `config.routes`).
     pub routes: Vec<RouteRt>,
     /// Metric handles for requests that matched no route.
@@ -169,6 +172,7 @@ impl Snapshot {
             certs,
             rate_limiters,
             redis,
+            auth,
             config,
             version: loaded.version,
             loaded_at_unix: tollgate_config::metrics::unix_now(),

@@ -82,7 +82,9 @@ async fn oidc_login_refresh_replicas_and_logout() {
             .route_with(
                 "web",
                 "app",
-                json!({ "match": { "path_prefix": "/" }, "auth": { "oidc": "web" } }),
+                // Only /app/: the callback and logout paths are answered before
+                // routing, whatever the routes match.
+                json!({ "match": { "path_prefix": "/app/" }, "auth": { "oidc": "web" } }),
             )
             .to_yaml()
     };

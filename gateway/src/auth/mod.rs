@@ -61,6 +61,26 @@ pub struct Policies {
 }
 
 impl Policies {
+    /// An OIDC policy's callback or logout path: its answer and decision, before any
+    /// route is matched.
+    pub async fn oidc_own_path(
+        &self,
+        req: &RequestHeader,
+        client: &crate::context::Client,
+    ) -> Option<(Rejection, &'static str, &str)> {
+        let path = req.uri.path();
+        let (name, policy) = self
+            .oidc
+            .iter()
+            .find(|(_, o)| o.policy.redirect_path == path || o.policy.logout_path == path)?;
+        let (r, decision) = policy.own_path(req, client).await?;
+        METRICS
+            .auth_decisions
+            .with_label_values(&[name, decision])
+            .inc();
+        Some((r, decision, name))
+    }
+
     pub fn build(cfg: &AuthPolicies) -> Result<Self, String> {
         let mut out = Self::default();
         for (name, p) in &cfg.jwt {

@@ -238,31 +238,40 @@ impl OidcAuth {
         format!("{}://{host}", if https { "https" } else { "http" })
     }
 
-    pub async fn on_request(&self, req: &RequestHeader, client: &Client) -> Outcome {
+    /// The callback or the logout path: answered here whatever route the path would
+    /// match (as ALB answers `/oauth2/idpresponse`), so a policy on `/app/` still gets
+    /// its callback at `/oauth2/callback`. `None` for any other path.
+    pub async fn own_path(
+        &self,
+        req: &RequestHeader,
+        client: &Client,
+    ) -> Option<(Rejection, &'static str)> {
         let path = req.uri.path();
         if path == self.policy.redirect_path {
-            return match self.callback(req, client).await {
-                Ok((location, cookies)) => Outcome::Answer {
-                    rejection: redirect(&location, cookies),
-                    decision: "login_done",
-                },
+            return Some(match self.callback(req, client).await {
+                Ok((location, cookies)) => (redirect(&location, cookies), "login_done"),
                 Err(e) => {
                     tracing::warn!(policy = %self.policy.name, "OIDC login failed: {e}");
-                    Outcome::Answer {
-                        rejection: Rejection::new(
-                            401,
-                            "auth_login_failed",
-                            format!("{}: login failed: {e}", self.policy.name),
-                        ),
-                        decision: "login_failed",
-                    }
+                    let r = Rejection::new(
+                        401,
+                        "auth_login_failed",
+                        format!("{}: login failed: {e}", self.policy.name),
+                    );
+                    (r, "login_failed")
                 }
-            };
+            });
         }
         if path == self.policy.logout_path {
+            return Some((self.logout(req, client).await, "logout"));
+        }
+        None
+    }
+
+    pub async fn on_request(&self, req: &RequestHeader, client: &Client) -> Outcome {
+        if let Some((rejection, decision)) = self.own_path(req, client).await {
             return Outcome::Answer {
-                rejection: self.logout(req, client).await,
-                decision: "logout",
+                rejection,
+                decision,
             };
         }
         let (sealed, pieces) = session::read_split(req, &self.policy.cookie_name);
